@@ -1,0 +1,27 @@
+//! The IO-free heart of gantry: the cluster spec and its validation, names, tags, targets,
+//! plan and event types.
+//!
+//! This crate exists so that everything gantry *decides* can be tested without tokio, a
+//! filesystem or a provider. It depends on no other gantry crate and performs no IO: callers
+//! hand it text and get typed values or errors that point at `file:line:column`.
+
+pub mod error;
+pub mod event;
+pub mod names;
+pub mod spec;
+pub mod tags;
+pub mod target;
+
+pub use error::{CoreError, SpecError, SpecErrorItem};
+pub use names::{NodeName, node_name, parse_node_name, validate_name};
+pub use spec::{
+    AllowRule, ClusterSpec, LocalOptions, NetworkSpec, PoolSpec, ProviderSpec, Readiness,
+};
+pub use tags::Tags;
+pub use target::Target;
+
+/// The default project when none is configured.
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// `apiVersion` accepted by this build.
+pub const API_VERSION: &str = "gantry/v1";

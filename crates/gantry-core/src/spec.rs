@@ -1,0 +1,132 @@
+//! The cluster spec (`apiVersion: gantry/v1`).
+//!
+//! Types only live here; `spec::parse` turns YAML text into a validated [`ClusterSpec`] or a
+//! [`SpecError`] listing every problem at `file:line:column` with a hint.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Tags;
+
+mod parse;
+pub use parse::{parse, parse_duration};
+
+/// Default cluster lifetime when the spec gives none.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+
+/// Providers a spec may name; an unknown one is an error that lists these.
+pub const KNOWN_PROVIDERS: &[&str] = &["local"];
+
+/// A validated cluster spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub provider: ProviderSpec,
+    pub pools: Vec<PoolSpec>,
+    pub network: NetworkSpec,
+    /// How long the cluster lives before `gc` may destroy it.
+    #[serde(with = "humantime_serde_compat")]
+    pub lifetime: Duration,
+    /// Login user on nodes; `None` lets the provider choose (local: the current user).
+    pub ssh_user: Option<String>,
+    /// When `up` considers a node ready.
+    pub readiness: Readiness,
+    /// User tags, added to gantry's own on every resource.
+    pub tags: Tags,
+}
+
+impl ClusterSpec {
+    /// Total desired node count.
+    pub fn node_count(&self) -> u32 {
+        self.pools.iter().map(|p| p.count).sum()
+    }
+
+    /// Stable content hash of the spec (hex sha256 of its canonical JSON).
+    pub fn hash(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(self).expect("spec serialises");
+        hex::encode(sha2::Sha256::digest(&json))
+    }
+
+    pub fn provider_name(&self) -> &'static str {
+        self.provider.name()
+    }
+}
+
+/// The provider and its options: a map with exactly one key in YAML, e.g. `provider: {local: {}}`
+/// or the short form `provider: local`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderSpec {
+    Local(LocalOptions),
+}
+
+impl ProviderSpec {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderSpec::Local(_) => "local",
+        }
+    }
+}
+
+/// Options of the local provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalOptions {
+    /// TCP port the node agents' SSH servers listen on (each on its node's own address).
+    /// Default 2222.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+}
+
+/// One node pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolSpec {
+    pub name: String,
+    pub count: u32,
+    /// Provider-specific size alias (`small`, `medium`, `large`, or a native type).
+    pub size: String,
+    /// Provider-specific image alias.
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Inbound rules; empty means the default: SSH from the caller only.
+    pub allow: Vec<AllowRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowRule {
+    pub port: u16,
+    /// CIDR, or the word `caller` (the address gantry runs from), or `cluster` (other nodes).
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Readiness {
+    /// Wait until every node answers SSH (default).
+    #[default]
+    Ssh,
+    /// Stop at the provider API's `running` state; never connect to nodes.
+    Api,
+}
+
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

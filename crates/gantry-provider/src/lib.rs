@@ -1,0 +1,202 @@
+//! The `Provider` trait: what gantry needs from a place that runs machines.
+//!
+//! This crate sits *below* every provider implementation (local, docker, clouds) and the engine,
+//! so that the engine can drive any of them and tests can use the in-memory [`testkit`]
+//! provider. The required core is small — list by tags, create, start, stop, delete — and
+//! everything else is optional with defaults, so a provider advertises what it can do instead of
+//! stubbing.
+//!
+//! Contract every implementation keeps (checked by [`conformance`]):
+//! - `create_node` is idempotent by node name: calling it again after a crash or a retry returns
+//!   the existing node, never a second one.
+//! - Everything created carries the request's tags before or as it is created, so `list` finds
+//!   it by tags even if gantry's own records never heard of it.
+//! - `delete_node` of a node that is already gone succeeds.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gantry_core::Tags;
+use gantry_core::tags::TagFilter;
+use serde::{Deserialize, Serialize};
+
+pub mod conformance;
+pub mod testkit;
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRequest {
+    pub name: String,
+    pub project: String,
+    pub cluster: String,
+    pub pool: String,
+    pub index: u32,
+    pub size: String,
+    pub image: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Gantry's tags (see `gantry_core::tags`) plus the user's.
+    pub tags: Tags,
+}
+
+/// Supporting, cluster-wide resources (network, firewall, key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterRequest {
+    pub project: String,
+    pub cluster: String,
+    pub tags: Tags,
+    pub allow: Vec<gantry_core::AllowRule>,
+    /// OpenSSH-format public key that must be authorised on every node.
+    pub ssh_public_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    Terminated,
+    Unknown,
+}
+
+impl NodeState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeState::Pending => "pending",
+            NodeState::Running => "running",
+            NodeState::Stopping => "stopping",
+            NodeState::Stopped => "stopped",
+            NodeState::Terminated => "terminated",
+            NodeState::Unknown => "unknown",
+        }
+    }
+}
+
+/// How to reach a node over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+/// A node as the provider sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The provider's own id (instance id, container id, sandbox path).
+    pub provider_id: String,
+    pub pool: String,
+    pub index: u32,
+    pub address: Option<IpAddr>,
+    pub ssh: Option<SshEndpoint>,
+    pub state: NodeState,
+    pub tags: Tags,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// What went wrong, so callers can decide to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Throttling, 5xx, connection refused while booting: try again with backoff.
+    Retryable,
+    NotFound,
+    /// A resource with the name exists but does not carry this project's tags: never touch it.
+    Conflict,
+    InvalidInput,
+    Unavailable,
+    Other,
+}
+
+/// A provider error that names the provider, the call and the resource.
+#[derive(Debug, thiserror::Error)]
+#[error("{provider}: {op} {resource}: {message}")]
+pub struct ProviderError {
+    pub provider: String,
+    pub op: String,
+    pub resource: String,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProviderError {
+    pub fn new(
+        provider: &str,
+        op: &str,
+        resource: impl Into<String>,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        ProviderError {
+            provider: provider.into(),
+            op: op.into(),
+            resource: resource.into(),
+            kind,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn with_source(mut self, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(e));
+        self
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Retryable
+    }
+}
+
+pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// The provider core. Implementations must be cheap to share (`Arc<dyn Provider>`).
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// `local`, `docker`, `aws`, …
+    fn name(&self) -> &'static str;
+
+    /// Lists every node whose tags match `filter`, whatever gantry's records say.
+    async fn list(&self, filter: &TagFilter) -> Result<Vec<NodeInfo>>;
+
+    /// Creates (or returns the existing) node named `req.name`. Idempotent.
+    async fn create_node(&self, req: &NodeRequest) -> Result<NodeInfo>;
+
+    async fn start_node(&self, node: &NodeInfo) -> Result<NodeInfo>;
+
+    async fn stop_node(&self, node: &NodeInfo) -> Result<NodeInfo>;
+
+    /// Deletes the node and everything it owns. Succeeds if it is already gone.
+    async fn delete_node(&self, node: &NodeInfo) -> Result<()>;
+
+    /// Creates network/firewall/key resources a cluster needs. Idempotent. Default: none needed.
+    async fn ensure_cluster_resources(&self, _req: &ClusterRequest) -> Result<()> {
+        Ok(())
+    }
+
+    /// Deletes the cluster-wide resources found by `filter`. Default: none exist.
+    async fn delete_cluster_resources(&self, _filter: &TagFilter) -> Result<()> {
+        Ok(())
+    }
+
+    /// How many mutating calls may be in flight at once for this provider.
+    fn concurrency(&self) -> usize {
+        16
+    }
+
+    /// How long a freshly created node may take to answer SSH.
+    fn boot_timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+}

@@ -1,0 +1,118 @@
+//! An in-memory provider for engine tests: no IO, deterministic, with fault injection
+//! (a number of retryable failures before calls succeed) and a call log.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use gantry_core::tags::TagFilter;
+
+use crate::{ErrorKind, NodeInfo, NodeRequest, NodeState, Provider, ProviderError, Result};
+
+#[derive(Debug, Default)]
+pub struct MemoryProvider {
+    nodes: Mutex<BTreeMap<String, NodeInfo>>,
+    /// Fail this many upcoming mutating calls with a retryable error.
+    pub fail_next: AtomicU32,
+    calls: Mutex<Vec<String>>,
+    seq: AtomicU32,
+}
+
+impl MemoryProvider {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Names of every call made, in order (`create demo-db-1`, …).
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn enter(&self, call: String) -> Result<()> {
+        self.calls.lock().unwrap().push(call.clone());
+        let left = self.fail_next.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_next.store(left - 1, Ordering::SeqCst);
+            return Err(ProviderError::new(
+                "memory",
+                &call,
+                "",
+                ErrorKind::Retryable,
+                "injected fault",
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_state(&self, name: &str, state: NodeState) -> Result<NodeInfo> {
+        let mut nodes = self.nodes.lock().unwrap();
+        let n = nodes.get_mut(name).ok_or_else(|| {
+            ProviderError::new(
+                "memory",
+                "set_state",
+                name,
+                ErrorKind::NotFound,
+                "no such node",
+            )
+        })?;
+        n.state = state;
+        Ok(n.clone())
+    }
+}
+
+#[async_trait]
+impl Provider for MemoryProvider {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn list(&self, filter: &TagFilter) -> Result<Vec<NodeInfo>> {
+        Ok(self
+            .nodes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|n| filter.matches(&n.tags))
+            .cloned()
+            .collect())
+    }
+
+    async fn create_node(&self, req: &NodeRequest) -> Result<NodeInfo> {
+        self.enter(format!("create {}", req.name))?;
+        let mut nodes = self.nodes.lock().unwrap();
+        if let Some(n) = nodes.get(&req.name) {
+            return Ok(n.clone());
+        }
+        let i = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = NodeInfo {
+            name: req.name.clone(),
+            provider_id: format!("mem-{i}"),
+            pool: req.pool.clone(),
+            index: req.index,
+            address: Some(std::net::IpAddr::from([127, 99, 0, i as u8])),
+            ssh: None,
+            state: NodeState::Running,
+            tags: req.tags.clone(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        nodes.insert(req.name.clone(), n.clone());
+        Ok(n)
+    }
+
+    async fn start_node(&self, node: &NodeInfo) -> Result<NodeInfo> {
+        self.enter(format!("start {}", node.name))?;
+        self.set_state(&node.name, NodeState::Running)
+    }
+
+    async fn stop_node(&self, node: &NodeInfo) -> Result<NodeInfo> {
+        self.enter(format!("stop {}", node.name))?;
+        self.set_state(&node.name, NodeState::Stopped)
+    }
+
+    async fn delete_node(&self, node: &NodeInfo) -> Result<()> {
+        self.enter(format!("delete {}", node.name))?;
+        self.nodes.lock().unwrap().remove(&node.name);
+        Ok(())
+    }
+}
