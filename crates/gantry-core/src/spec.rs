@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::Tags;
 
 mod parse;
-pub use parse::{parse, parse_duration};
+mod yaml;
+pub use parse::{MAX_POOL_COUNT, parse, parse_duration, render_error};
 
 /// Default cluster lifetime when the spec gives none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);

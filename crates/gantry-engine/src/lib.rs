@@ -1,1 +1,22 @@
-//! placeholder
+//! The engine: turns a spec and what a provider reports into actions, and runs them.
+//!
+//! It is shared by the CLI and (later) the server, so it never touches the terminal: progress
+//! leaves as typed [`gantry_core::event::Event`]s through [`events::Events`], and remote output
+//! goes to sinks the caller supplies.
+//!
+//! - [`plan`]: desired (spec) vs observed (provider listing by tags) → a [`plan::Plan`].
+//! - [`dag`]: a dispatcher that runs ready steps concurrently with bounds, retries retryable
+//!   errors with exponential backoff and jitter, checkpoints steps and honours cancellation.
+//! - [`lock`]: the cluster lock (a lease with a fencing token, renewed while held).
+//! - [`transport`]: one fan-out executor over node transports (SSH today).
+//! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
+
+pub mod dag;
+pub mod error;
+pub mod events;
+pub mod lock;
+pub mod ops;
+pub mod plan;
+pub mod transport;
+
+pub use error::EngineError;

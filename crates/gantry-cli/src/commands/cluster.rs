@@ -1,0 +1,261 @@
+//! Commands that change a cluster: `up`, `plan`, `validate`, `destroy`, `stop`, `start`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use gantry_engine::ops::{self, Power, Report, UpOptions};
+use serde_json::json;
+
+use super::{NodeJson, load_spec, parse_target, resolve_nodes};
+use crate::cli::{Global, OutputFormat, SpecArgs};
+use crate::context::{self, Home};
+use crate::exit::{self, CliResult, Failure};
+use crate::{output, progress};
+
+pub async fn validate(g: &Global, a: &SpecArgs) -> CliResult {
+    let (spec, _) = load_spec(&a.file)?;
+    match g.output {
+        OutputFormat::Json => {
+            output::print_json(&json!({"valid": true, "spec": spec, "hash": spec.hash()}))
+        }
+        OutputFormat::Text => println!(
+            "{}: ok — cluster {} on {}, {} node(s) in {} pool(s), lifetime {}",
+            a.file.display(),
+            spec.name,
+            spec.provider_name(),
+            spec.node_count(),
+            spec.pools.len(),
+            humantime::format_duration(spec.lifetime)
+        ),
+    }
+    Ok(exit::OK)
+}
+
+/// Asks on the terminal; without one, refuses (the caller must pass --yes).
+fn confirm(question: &str) -> CliResult<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(
+            exit::NOT_CONFIRMED,
+            anyhow::anyhow!("{question}: confirmation needed and no terminal to ask"),
+        )
+        .hint("re-run with --yes"));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            exit::NOT_CONFIRMED,
+            anyhow::anyhow!("not confirmed; nothing changed"),
+        ))
+    }
+}
+
+fn print_report(g: &Global, r: &Report, what: &str) {
+    match g.output {
+        OutputFormat::Json => output::print_json(&json!({
+            "run_id": r.run_id,
+            "cluster": r.cluster,
+            "created": r.created,
+            "started": r.started,
+            "stopped": r.stopped,
+            "deleted": r.deleted,
+            "elapsed_ms": r.elapsed_ms,
+            "nodes": r.nodes.iter().map(NodeJson::from).collect::<Vec<_>>(),
+        })),
+        OutputFormat::Text => {
+            let mut parts = vec![];
+            for (verb, list) in [
+                ("created", &r.created),
+                ("started", &r.started),
+                ("stopped", &r.stopped),
+                ("deleted", &r.deleted),
+            ] {
+                if !list.is_empty() {
+                    parts.push(format!("{} {verb}", list.len()));
+                }
+            }
+            let change = if parts.is_empty() {
+                "no change".to_string()
+            } else {
+                parts.join(", ")
+            };
+            println!(
+                "{what} {}: {change} in {:.1} s (run {})",
+                r.cluster,
+                r.elapsed_ms as f64 / 1000.0,
+                r.run_id
+            );
+            if !r.nodes.is_empty() {
+                let rows = r
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        vec![
+                            n.name.clone(),
+                            n.pool.clone(),
+                            n.address.map(|a| a.to_string()).unwrap_or_default(),
+                            n.state.as_str().into(),
+                            n.ssh
+                                .as_ref()
+                                .map(|s| format!("{}@{}:{}", s.user, s.host, s.port))
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    output::table(&["node", "pool", "address", "state", "ssh"], rows)
+                );
+            }
+        }
+    }
+}
+
+pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
+    let (spec, text) = load_spec(&a.file)?;
+    let home = Home::resolve(g.home.as_deref())?;
+    let store = context::open_store(&home)?;
+    let ssh = context::ssh_config(&home, &g.project)?;
+    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
+    let (listener, finish) = progress::listener(g.output);
+    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let mut allow_delete = false;
+    let p = ops::plan_up(&ctx, &spec).await?;
+    if !p.delete.is_empty() {
+        let names: Vec<_> = p.delete.iter().map(|n| n.name.as_str()).collect();
+        if !a.yes {
+            confirm(&format!(
+                "this removes {} node(s): {}. continue?",
+                names.len(),
+                names.join(", ")
+            ))?;
+        }
+        allow_delete = true;
+    }
+    let result = ops::up(&ctx, &spec, &text, &UpOptions { allow_delete }).await;
+    finish();
+    let r = result?;
+    print_report(g, &r, "up");
+    if g.output == OutputFormat::Text {
+        let record = ctx
+            .store
+            .get_cluster(&ctx.project, &spec.name)
+            .await
+            .ok()
+            .flatten();
+        if let Some(c) = record {
+            println!(
+                "expires in {} (at {})",
+                output::time_left(c.expires_at),
+                output::rfc3339(c.expires_at)
+            );
+        }
+        if let Some(first) = r.nodes.first() {
+            println!("ssh:     gantry ssh {}/{}", spec.name, first.index);
+            println!("run:     gantry run {} -- hostname", spec.name);
+        }
+        println!("destroy: gantry destroy {}", spec.name);
+    }
+    Ok(exit::OK)
+}
+
+pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
+    let (spec, _) = load_spec(&a.file)?;
+    let home = Home::resolve(g.home.as_deref())?;
+    let store = context::open_store(&home)?;
+    let ssh = context::ssh_config(&home, &g.project)?;
+    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
+    let ctx = context::engine_context(g, store, ssh, provider, None);
+    let p = ops::plan_up(&ctx, &spec).await?;
+    let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
+    let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
+    let start = names(&mut p.start.iter().map(|n| n.name.as_str()));
+    let delete = names(&mut p.delete.iter().map(|n| n.name.as_str()));
+    let keep = names(&mut p.keep.iter().map(|n| n.name.as_str()));
+    match g.output {
+        OutputFormat::Json => output::print_json(&json!({
+            "cluster": spec.name, "create": create, "start": start, "delete": delete, "keep": keep,
+            "current": keep.len() + start.len() + delete.len(), "desired": spec.node_count(),
+        })),
+        OutputFormat::Text => {
+            let current = keep.len() + start.len() + delete.len();
+            println!(
+                "cluster {}: {} -> {} node(s)",
+                spec.name,
+                current,
+                spec.node_count()
+            );
+            for n in &create {
+                println!("  + create {n}");
+            }
+            for n in &start {
+                println!("  ~ start  {n}");
+            }
+            for n in &delete {
+                println!("  - delete {n}");
+            }
+            if p.is_empty() {
+                println!("  (no change)");
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
+    gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
+    let home = Home::resolve(g.home.as_deref())?;
+    let store = context::open_store(&home)?;
+    let ssh = context::ssh_config(&home, &g.project)?;
+    let (provider, record) =
+        context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
+    let nodes = provider
+        .list(&gantry_core::tags::TagFilter::cluster(&g.project, cluster))
+        .await
+        .map_err(gantry_engine::EngineError::from)?;
+    if record.is_none() && nodes.is_empty() {
+        return Err(gantry_engine::EngineError::ClusterNotFound {
+            project: g.project.clone(),
+            cluster: cluster.into(),
+        }
+        .into());
+    }
+    if !yes {
+        confirm(&format!(
+            "destroy cluster {cluster} and its {} node(s)?",
+            nodes.len()
+        ))?;
+    }
+    let (listener, finish) = progress::listener(g.output);
+    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let result = ops::destroy(&ctx, cluster).await;
+    finish();
+    print_report(g, &result?, "destroy");
+    Ok(exit::OK)
+}
+
+pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
+    let target = parse_target(target)?;
+    let home = Home::resolve(g.home.as_deref())?;
+    let store = context::open_store(&home)?;
+    let ssh = context::ssh_config(&home, &g.project)?;
+    let (provider, _) =
+        context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
+    let chosen = resolve_nodes(&provider, &g.project, &target).await?;
+    let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
+    let (listener, finish) = progress::listener(g.output);
+    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let select = move |n: &gantry_provider::NodeInfo| names.contains(&n.name);
+    let result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
+    finish();
+    let what = if action == Power::Stop {
+        "stop"
+    } else {
+        "start"
+    };
+    print_report(g, &result?, what);
+    Ok(exit::OK)
+}

@@ -1,0 +1,192 @@
+//! One module per noun; `dispatch` maps a parsed command to it and failures to exit codes.
+
+mod agent;
+mod cluster;
+mod info;
+mod remote;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gantry_core::{ClusterSpec, Target};
+use gantry_provider::{NodeInfo, Provider};
+use serde::Serialize;
+
+use crate::cli::{Cli, Command};
+use crate::exit::{self, CliResult, Failure};
+use crate::output;
+
+pub async fn dispatch(cli: Cli) -> i32 {
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Agent { node_dir } => agent::run(&node_dir).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "gantry", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+        Command::Validate(a) => cluster::validate(g, &a).await,
+        Command::Up(a) => cluster::up(g, &a).await,
+        Command::Plan(a) => cluster::plan(g, &a).await,
+        Command::Destroy { cluster, yes } => cluster::destroy(g, &cluster, yes).await,
+        Command::Stop { target } => {
+            cluster::power(g, &target, gantry_engine::ops::Power::Stop).await
+        }
+        Command::Start { target } => {
+            cluster::power(g, &target, gantry_engine::ops::Power::Start).await
+        }
+        Command::Ls => info::ls(g).await,
+        Command::Show { cluster } => info::show(g, &cluster).await,
+        Command::SshConfig { cluster } => info::ssh_config(g, &cluster).await,
+        Command::Runs { cluster, limit } => info::runs(g, cluster.as_deref(), limit).await,
+        Command::Logs { run } => info::logs(g, &run).await,
+        Command::Run {
+            target,
+            concurrency,
+            command,
+        } => remote::run(g, &target, concurrency, &command).await,
+        Command::Put {
+            target,
+            local,
+            remote,
+            concurrency,
+        } => remote::put(g, &target, &local, &remote, concurrency).await,
+        Command::Get {
+            target,
+            remote,
+            local,
+            concurrency,
+        } => remote::get(g, &target, &remote, &local, concurrency).await,
+        Command::Ssh { target, command } => remote::ssh(g, &target, &command).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            output::print_failure(&f);
+            f.code
+        }
+    }
+}
+
+/// Reads and validates a spec; errors are rendered with the offending source line.
+pub fn load_spec(path: &Path) -> Result<(ClusterSpec, String), Failure> {
+    let (name, text) = if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("failed to read the spec from standard input")?;
+        ("<stdin>".to_string(), s)
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read spec {}", path.display()))
+            .map_err(|e| Failure::new(exit::USAGE, e))?;
+        (path.display().to_string(), text)
+    };
+    match gantry_core::spec::parse(&name, &text) {
+        Ok(spec) => Ok((spec, text)),
+        Err(e) => {
+            eprint!("{}", gantry_core::spec::render_error(&e, &text));
+            let n = e.items.len();
+            Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!("{name}: {n} problem(s) in the spec"),
+            ))
+        }
+    }
+}
+
+/// The stable JSON shape of a node (documented in README.md).
+#[derive(Debug, Serialize)]
+pub struct NodeJson {
+    pub name: String,
+    pub pool: String,
+    pub index: u32,
+    pub address: Option<String>,
+    pub state: String,
+    pub ssh: Option<gantry_provider::SshEndpoint>,
+    pub provider_id: String,
+    pub created_at: String,
+    pub tags: gantry_core::Tags,
+}
+
+impl From<&NodeInfo> for NodeJson {
+    fn from(n: &NodeInfo) -> Self {
+        NodeJson {
+            name: n.name.clone(),
+            pool: n.pool.clone(),
+            index: n.index,
+            address: n.address.map(|a| a.to_string()),
+            state: n.state.as_str().into(),
+            ssh: n.ssh.clone(),
+            provider_id: n.provider_id.clone(),
+            created_at: n.created_at.clone(),
+            tags: n.tags.clone(),
+        }
+    }
+}
+
+/// The nodes a target names, in pool/index order.
+pub async fn resolve_nodes(
+    provider: &Arc<dyn Provider>,
+    project: &str,
+    target: &Target,
+) -> CliResult<Vec<NodeInfo>> {
+    let all = provider
+        .list(&gantry_core::tags::TagFilter::cluster(
+            project,
+            &target.cluster,
+        ))
+        .await
+        .map_err(gantry_engine::EngineError::from)?;
+    if all.is_empty() {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "cluster {} has no nodes in project {project}",
+                target.cluster
+            ),
+        )
+        .hint("`gantry ls` lists the clusters of this project"));
+    }
+    let chosen: Vec<NodeInfo> = all
+        .iter()
+        .filter(|n| target.selects(&n.name, &n.pool, n.index))
+        .cloned()
+        .collect();
+    if chosen.is_empty() {
+        let names = all
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("no node of cluster {} matches this target", target.cluster),
+        )
+        .hint(format!("its nodes are: {names}")));
+    }
+    if let gantry_core::target::Selector::Index(i) = target.selector {
+        if chosen.len() > 1 {
+            let names = chosen
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!("node number {i} is ambiguous: {names}"),
+            )
+            .hint(format!("name the pool: {}/POOL-{i}", target.cluster)));
+        }
+    }
+    Ok(chosen)
+}
+
+pub fn parse_target(s: &str) -> CliResult<Target> {
+    Target::parse(s).map_err(|e| {
+        Failure::new(exit::USAGE, e)
+            .hint("targets are CLUSTER, CLUSTER/N, CLUSTER/NODE-NAME or CLUSTER:POOL")
+    })
+}

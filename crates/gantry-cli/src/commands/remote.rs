@@ -1,0 +1,395 @@
+//! Commands that act on nodes through their transport: `run`, `put`, `get`, `ssh`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gantry_engine::ops::connect_spec;
+use gantry_engine::transport::{
+    FanOutOptions, NodeTarget, SshTransport, Transport, TransportError, fan_out,
+};
+use gantry_provider::NodeInfo;
+use gantry_ssh::{ExitStatus, OutputSink, Session};
+use serde_json::json;
+
+use super::{parse_target, resolve_nodes};
+use crate::cli::{Global, OutputFormat};
+use crate::context::{self, Home};
+use crate::exit::{self, CliResult, Failure};
+use crate::output;
+
+struct Resolved {
+    nodes: Vec<NodeTarget>,
+    transport: Arc<SshTransport>,
+}
+
+async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
+    let target = parse_target(target)?;
+    let home = Home::resolve(g.home.as_deref())?;
+    let store = context::open_store(&home)?;
+    let ssh = context::ssh_config(&home, &g.project)?;
+    let (provider, _) =
+        context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
+    let chosen: Vec<NodeInfo> = resolve_nodes(&provider, &g.project, &target).await?;
+    let nodes = chosen
+        .iter()
+        .map(|n| {
+            connect_spec(n)
+                .map(|ssh| NodeTarget {
+                    name: n.name.clone(),
+                    ssh,
+                })
+                .ok_or_else(|| {
+                    Failure::new(
+                        exit::FAILURE,
+                        anyhow::anyhow!(
+                            "node {} has no ssh endpoint (state {})",
+                            n.name,
+                            n.state.as_str()
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Resolved {
+        nodes,
+        transport: Arc::new(SshTransport::new(ssh)),
+    })
+}
+
+/// Writes remote output line by line, prefixed with the node name when several nodes answer,
+/// or captures it for JSON output.
+struct LineSink {
+    prefix: Option<String>,
+    capture: bool,
+    out: Vec<u8>,
+    err: Vec<u8>,
+    pending_out: Vec<u8>,
+    pending_err: Vec<u8>,
+}
+
+impl LineSink {
+    fn new(node: &str, prefix: bool, capture: bool) -> Self {
+        LineSink {
+            prefix: prefix.then(|| format!("{node} | ")),
+            capture,
+            out: vec![],
+            err: vec![],
+            pending_out: vec![],
+            pending_err: vec![],
+        }
+    }
+
+    fn emit(prefix: &Option<String>, pending: &mut Vec<u8>, to_stderr: bool, all: bool) {
+        while let Some(pos) =
+            pending
+                .iter()
+                .position(|b| *b == b'\n')
+                .or(if all && !pending.is_empty() {
+                    Some(pending.len())
+                } else {
+                    None
+                })
+        {
+            let line: Vec<u8> = pending.drain(..(pos + 1).min(pending.len())).collect();
+            let mut buf = Vec::with_capacity(line.len() + 32);
+            if let Some(p) = prefix {
+                buf.extend_from_slice(p.as_bytes());
+            }
+            buf.extend_from_slice(&line);
+            if !buf.ends_with(b"\n") {
+                buf.push(b'\n');
+            }
+            // One write per line keeps lines of different nodes from interleaving.
+            if to_stderr {
+                let _ = std::io::stderr().lock().write_all(&buf);
+            } else {
+                let _ = std::io::stdout().lock().write_all(&buf);
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.capture {
+            Self::emit(&self.prefix, &mut self.pending_out, false, true);
+            Self::emit(&self.prefix, &mut self.pending_err, true, true);
+        }
+    }
+}
+
+impl OutputSink for LineSink {
+    fn stdout(&mut self, data: &[u8]) {
+        if self.capture {
+            self.out.extend_from_slice(data);
+        } else if self.prefix.is_none() {
+            let _ = std::io::stdout().lock().write_all(data);
+        } else {
+            self.pending_out.extend_from_slice(data);
+            Self::emit(&self.prefix, &mut self.pending_out, false, false);
+        }
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        if self.capture {
+            self.err.extend_from_slice(data);
+        } else if self.prefix.is_none() {
+            let _ = std::io::stderr().lock().write_all(data);
+        } else {
+            self.pending_err.extend_from_slice(data);
+            Self::emit(&self.prefix, &mut self.pending_err, true, false);
+        }
+    }
+}
+
+fn describe_status(s: &ExitStatus) -> String {
+    match (&s.code, &s.signal) {
+        (_, Some(sig)) => format!("killed by signal {sig}"),
+        (Some(c), None) => format!("exit {c}"),
+        (None, None) => "no exit status".into(),
+    }
+}
+
+/// Exit code of a fan-out: transport problems outrank command failures.
+fn fan_out_code(transport_errors: usize, other_errors: usize, command_failures: usize) -> i32 {
+    if transport_errors > 0 {
+        exit::TRANSPORT
+    } else if other_errors > 0 {
+        exit::FAILURE
+    } else if command_failures > 0 {
+        exit::COMMAND_FAILED
+    } else {
+        exit::OK
+    }
+}
+
+async fn until_cancelled<T>(fut: impl std::future::Future<Output = T>) -> CliResult<T> {
+    let cancel = context::cancel_on_ctrl_c();
+    tokio::select! {
+        v = fut => Ok(v),
+        _ = cancel.cancelled() => Err(Failure::new(exit::INTERRUPTED, anyhow::anyhow!("interrupted"))),
+    }
+}
+
+pub async fn run(g: &Global, target: &str, concurrency: usize, command: &[String]) -> CliResult {
+    let r = resolve(g, target).await?;
+    let cmd = Arc::new(command.join(" "));
+    let capture = g.output == OutputFormat::Json;
+    let prefix = r.nodes.len() > 1;
+    let transport = r.transport.clone();
+    let opts = FanOutOptions {
+        concurrency,
+        ..Default::default()
+    };
+    let results = until_cancelled(fan_out(&r.nodes, &opts, move |node| {
+        let (t, cmd) = (transport.clone(), cmd.clone());
+        Box::pin(async move {
+            let mut sink = LineSink::new(&node.name, prefix, capture);
+            let status = t.exec(&node, &cmd, &mut sink).await;
+            sink.finish();
+            status.map(|s| (s, sink.out, sink.err))
+        })
+    }))
+    .await?;
+    r.transport.close_all().await;
+    let (mut transport_errors, mut other_errors, mut failed) = (0, 0, Vec::new());
+    let mut items = Vec::new();
+    for (node, res) in r.nodes.iter().zip(&results) {
+        match res {
+            Ok((s, out, err)) => {
+                if !s.success() {
+                    failed.push(format!("{} ({})", node.name, describe_status(s)));
+                }
+                items.push(json!({
+                    "node": node.name, "exit_code": s.code, "signal": s.signal,
+                    "stdout": String::from_utf8_lossy(out), "stderr": String::from_utf8_lossy(err), "error": null,
+                }));
+            }
+            Err(e) => {
+                if e.transport {
+                    transport_errors += 1
+                } else {
+                    other_errors += 1
+                }
+                eprintln!("{}: {}", node.name, e.message);
+                items.push(json!({"node": node.name, "exit_code": null, "signal": null, "stdout": "", "stderr": "",
+                    "error": e.message, "transport_error": e.transport}));
+            }
+        }
+    }
+    if capture {
+        output::print_json(&items);
+    }
+    let ok = r.nodes.len() - failed.len() - transport_errors - other_errors;
+    if r.nodes.len() > 1 || ok < r.nodes.len() {
+        let mut summary = format!("{ok}/{} ok", r.nodes.len());
+        if !failed.is_empty() {
+            summary.push_str(&format!("; failed: {}", failed.join(", ")));
+        }
+        if transport_errors + other_errors > 0 {
+            summary.push_str(&format!(
+                "; unreachable: {}",
+                transport_errors + other_errors
+            ));
+        }
+        eprintln!("{summary}");
+    }
+    Ok(fan_out_code(transport_errors, other_errors, failed.len()))
+}
+
+fn report_transfers(
+    g: &Global,
+    verb: &str,
+    nodes: &[NodeTarget],
+    results: &[Result<(u64, String), TransportError>],
+) -> i32 {
+    let (mut transport_errors, mut other_errors) = (0, 0);
+    let mut items = Vec::new();
+    for (node, res) in nodes.iter().zip(results) {
+        match res {
+            Ok((bytes, path)) => {
+                if g.output == OutputFormat::Text {
+                    println!("{}: {verb} {bytes} bytes ({path})", node.name);
+                }
+                items.push(json!({"node": node.name, "bytes": bytes, "path": path, "error": null}));
+            }
+            Err(e) => {
+                if e.transport {
+                    transport_errors += 1
+                } else {
+                    other_errors += 1
+                }
+                eprintln!("{}: {}", node.name, e.message);
+                items.push(json!({"node": node.name, "bytes": null, "error": e.message, "transport_error": e.transport}));
+            }
+        }
+    }
+    if g.output == OutputFormat::Json {
+        output::print_json(&items);
+    }
+    fan_out_code(transport_errors, other_errors, 0)
+}
+
+pub async fn put(
+    g: &Global,
+    target: &str,
+    local: &Path,
+    remote: &str,
+    concurrency: usize,
+) -> CliResult {
+    if !local.is_file() {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("{} is not a readable file", local.display()),
+        ));
+    }
+    let r = resolve(g, target).await?;
+    let (transport, local, remote) = (
+        r.transport.clone(),
+        Arc::new(local.to_path_buf()),
+        Arc::new(remote.to_string()),
+    );
+    let opts = FanOutOptions {
+        concurrency,
+        ..Default::default()
+    };
+    let results = until_cancelled(fan_out(&r.nodes, &opts, move |node| {
+        let (t, local, remote) = (transport.clone(), local.clone(), remote.clone());
+        Box::pin(async move {
+            t.upload(&node, &local, &remote)
+                .await
+                .map(|b| (b, remote.to_string()))
+        })
+    }))
+    .await?;
+    r.transport.close_all().await;
+    Ok(report_transfers(g, "sent", &r.nodes, &results))
+}
+
+pub async fn get(
+    g: &Global,
+    target: &str,
+    remote: &str,
+    local: &Path,
+    concurrency: usize,
+) -> CliResult {
+    let r = resolve(g, target).await?;
+    let base = Path::new(remote)
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("file"));
+    let many = r.nodes.len() > 1;
+    let dest = |node: &str| -> PathBuf {
+        if many {
+            local.join(node).join(&base)
+        } else if local.is_dir() {
+            local.join(&base)
+        } else {
+            local.to_path_buf()
+        }
+    };
+    let dests: Vec<PathBuf> = r.nodes.iter().map(|n| dest(&n.name)).collect();
+    for d in &dests {
+        if let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(p).map_err(|e| {
+                Failure::new(
+                    exit::FAILURE,
+                    anyhow::anyhow!("failed to create {}: {e}", p.display()),
+                )
+            })?;
+        }
+    }
+    let by_node: Arc<std::collections::HashMap<String, PathBuf>> =
+        Arc::new(r.nodes.iter().map(|n| n.name.clone()).zip(dests).collect());
+    let (transport, remote) = (r.transport.clone(), Arc::new(remote.to_string()));
+    let opts = FanOutOptions {
+        concurrency,
+        ..Default::default()
+    };
+    let results = until_cancelled(fan_out(&r.nodes, &opts, move |node| {
+        let (t, remote, by_node) = (transport.clone(), remote.clone(), by_node.clone());
+        Box::pin(async move {
+            let to = by_node[&node.name].clone();
+            t.download(&node, &remote, &to)
+                .await
+                .map(|b| (b, to.display().to_string()))
+        })
+    }))
+    .await?;
+    r.transport.close_all().await;
+    Ok(report_transfers(g, "received", &r.nodes, &results))
+}
+
+pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
+    let r = resolve(g, target).await?;
+    let node = &r.nodes[0];
+    if r.nodes.len() > 1 {
+        eprintln!("{} nodes match; connecting to {}", r.nodes.len(), node.name);
+    }
+    let session = r.transport.session(node).await.map_err(|e| {
+        let code = if e.transport {
+            exit::TRANSPORT
+        } else {
+            exit::FAILURE
+        };
+        Failure::new(code, anyhow::anyhow!("{}: {}", node.name, e.message))
+    })?;
+    let cmd = (!command.is_empty()).then(|| command.join(" "));
+    let status = Session::shell(&session, cmd.as_deref())
+        .await
+        .map_err(|e| {
+            Failure::new(
+                if e.is_transport() {
+                    exit::TRANSPORT
+                } else {
+                    exit::FAILURE
+                },
+                e,
+            )
+        })?;
+    session.close().await;
+    Ok(match (status.code, &status.signal) {
+        (Some(c), _) => c as i32,
+        (None, Some(_)) => exit::COMMAND_FAILED,
+        (None, None) => exit::OK,
+    })
+}

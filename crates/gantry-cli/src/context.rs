@@ -1,0 +1,185 @@
+//! Resolving where things live (`GANTRY_HOME`) and building the engine's context: the state
+//! store, the project's SSH key and pins, the provider of a cluster, and Ctrl-C handling.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gantry_core::ClusterSpec;
+use gantry_engine::events::Listener;
+use gantry_engine::ops::Context;
+use gantry_local::{LocalConfig, LocalProvider};
+use gantry_provider::Provider;
+use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
+use gantry_state::{SqliteStore, StateStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Global;
+use crate::exit::{self, Failure};
+
+/// The directory layout under `GANTRY_HOME`.
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    pub fn resolve(flag: Option<&Path>) -> Result<Home, Failure> {
+        let root = match flag {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let base = std::env::var_os("XDG_DATA_HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+                    .ok_or_else(|| {
+                        Failure::new(exit::USAGE, anyhow::anyhow!("cannot tell where to keep data: neither HOME nor XDG_DATA_HOME is set"))
+                            .hint("set GANTRY_HOME or pass --home DIR")
+                    })?;
+                base.join("gantry")
+            }
+        };
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(&root))
+                .unwrap_or(root)
+        };
+        Ok(Home { root })
+    }
+
+    pub fn state_db(&self) -> PathBuf {
+        self.root.join("state.db")
+    }
+    pub fn project_dir(&self, project: &str) -> PathBuf {
+        self.root.join("projects").join(project)
+    }
+    pub fn key_path(&self, project: &str) -> PathBuf {
+        self.project_dir(project).join("id_ed25519")
+    }
+    pub fn known_hosts(&self, project: &str) -> PathBuf {
+        self.project_dir(project).join("known_hosts")
+    }
+    pub fn local_root(&self) -> PathBuf {
+        self.root.join("local")
+    }
+}
+
+pub fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
+    let path = home.state_db();
+    let store = SqliteStore::open(&path)
+        .with_context(|| format!("failed to open the state store {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+pub fn ssh_config(home: &Home, project: &str) -> Result<ClientConfig, Failure> {
+    let key_path = home.key_path(project);
+    let key = KeyPair::load_or_generate(&key_path)
+        .with_context(|| format!("failed to load the project key {}", key_path.display()))?;
+    Ok(ClientConfig {
+        key: Arc::new(key),
+        known_hosts: Arc::new(KnownHosts::new(home.known_hosts(project))),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+}
+
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".into())
+}
+
+/// The provider a spec names.
+pub fn provider_for_spec(
+    home: &Home,
+    ssh: &ClientConfig,
+    spec: &ClusterSpec,
+) -> Result<Arc<dyn Provider>, Failure> {
+    match &spec.provider {
+        gantry_core::ProviderSpec::Local(opts) => local_provider(home, ssh, opts.ssh_port),
+    }
+}
+
+pub fn local_provider(
+    home: &Home,
+    ssh: &ClientConfig,
+    port: Option<u16>,
+) -> Result<Arc<dyn Provider>, Failure> {
+    let exe =
+        std::env::current_exe().context("failed to find the gantry binary to run node agents")?;
+    Ok(Arc::new(LocalProvider::new(LocalConfig {
+        root: home.local_root(),
+        agent_exe: exe,
+        ssh_port: port.unwrap_or(gantry_local::DEFAULT_SSH_PORT),
+        user: current_user(),
+        authorized_keys: vec![ssh.key.public_openssh()],
+    })))
+}
+
+/// The provider of an existing cluster, from its recorded spec (local when there is no record:
+/// the cluster may have been created by a run that crashed before recording it).
+pub async fn provider_for_cluster(
+    home: &Home,
+    store: &Arc<dyn StateStore>,
+    ssh: &ClientConfig,
+    project: &str,
+    cluster: &str,
+) -> Result<(Arc<dyn Provider>, Option<gantry_state::ClusterRecord>), Failure> {
+    let record = store
+        .get_cluster(project, cluster)
+        .await
+        .context("failed to read the state store")?;
+    let spec = record
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<ClusterSpec>(&r.spec_json).ok());
+    let provider = match &spec {
+        Some(s) => provider_for_spec(home, ssh, s)?,
+        None => local_provider(home, ssh, None)?,
+    };
+    Ok((provider, record))
+}
+
+/// First Ctrl-C cancels (in-flight work finishes, nothing new starts); the second aborts.
+pub fn cancel_on_ctrl_c() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!(
+            "\ninterrupt: finishing in-flight steps, starting nothing new (Ctrl-C again to abort)"
+        );
+        t.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("aborted");
+            std::process::exit(exit::INTERRUPTED);
+        }
+    });
+    token
+}
+
+pub fn engine_context(
+    g: &Global,
+    store: Arc<dyn StateStore>,
+    ssh: ClientConfig,
+    provider: Arc<dyn Provider>,
+    listener: Option<Listener>,
+) -> Context {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    Context {
+        project: g.project.clone(),
+        owner: current_user(),
+        provider,
+        store,
+        ssh,
+        cancel: cancel_on_ctrl_c(),
+        listener,
+        lock_timeout: g.lock_timeout,
+        command,
+    }
+}

@@ -1,0 +1,17 @@
+//! Every environment variable gantry reads, as one documented constant each (used by clap's
+//! `env =` and by the docs).
+
+/// Where gantry keeps all its data (state DB, keys, local nodes). Default:
+/// `$XDG_DATA_HOME/gantry`, else `~/.local/share/gantry`.
+pub const GANTRY_HOME: &str = "GANTRY_HOME";
+/// The project (namespace) to act in. Default: `default`.
+pub const GANTRY_PROJECT: &str = "GANTRY_PROJECT";
+/// `text` or `json`.
+pub const GANTRY_OUTPUT: &str = "GANTRY_OUTPUT";
+/// How long to wait for another run's cluster lock, e.g. `60s`.
+pub const GANTRY_LOCK_TIMEOUT: &str = "GANTRY_LOCK_TIMEOUT";
+/// Log filter (tracing `EnvFilter` syntax), e.g. `debug`.
+#[allow(dead_code)]
+pub const GANTRY_LOG: &str = "GANTRY_LOG";
+/// Maximum number of nodes `run`/`put`/`get` talk to at once.
+pub const GANTRY_CONCURRENCY: &str = "GANTRY_CONCURRENCY";

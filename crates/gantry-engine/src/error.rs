@@ -1,0 +1,43 @@
+//! The one error enum of the engine.
+
+use gantry_provider::ProviderError;
+use gantry_state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("state store: {0}")]
+    State(#[from] StateError),
+    #[error(
+        "cluster {cluster} is locked by {holder} (lease expires in {expires_in_secs} s); waited {waited_secs} s"
+    )]
+    LockTimeout {
+        cluster: String,
+        holder: String,
+        expires_in_secs: u64,
+        waited_secs: u64,
+    },
+    #[error("lost the lock on cluster {cluster} (another process took it after our lease expired)")]
+    LockLost { cluster: String },
+    #[error("cluster {cluster} not found in project {project}")]
+    ClusterNotFound { project: String, cluster: String },
+    #[error("cluster {cluster} belongs to provider {existing}, the spec says {wanted}")]
+    ProviderMismatch {
+        cluster: String,
+        existing: String,
+        wanted: String,
+    },
+    #[error("the plan removes {count} node(s) ({names}); confirmation required")]
+    NeedsConfirmation { count: usize, names: String },
+    #[error("{failed} of {total} step(s) failed: {first}")]
+    StepsFailed {
+        failed: usize,
+        total: usize,
+        first: String,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("no node of cluster {cluster} matches {target}")]
+    NoNodes { cluster: String, target: String },
+}

@@ -1,0 +1,78 @@
+//! The event bus of one run: every event goes to the caller's listener (a renderer) at once and,
+//! in order, to the state store so `gantry logs RUN` can replay it.
+
+use std::sync::Arc;
+
+use gantry_core::event::Event;
+use gantry_state::StateStore;
+use tokio::sync::mpsc;
+
+pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Events {
+    listener: Option<Listener>,
+    tx: Option<mpsc::UnboundedSender<Event>>,
+}
+
+/// Waits for recorded events to be written.
+pub struct Recorder {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    pub async fn flush(self) {
+        let _ = self.task.await;
+    }
+}
+
+impl Events {
+    /// Events delivered to `listener` only (nothing recorded).
+    pub fn new(listener: Option<Listener>) -> Events {
+        Events { listener, tx: None }
+    }
+
+    /// Events delivered to `listener` and recorded for `run_id`. Drop every clone of the returned
+    /// `Events`, then `flush` the recorder, to be sure all are stored.
+    pub fn recorded(
+        listener: Option<Listener>,
+        store: Arc<dyn StateStore>,
+        run_id: String,
+    ) -> (Events, Recorder) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+        let task = tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                let json = serde_json::to_string(&ev).expect("events serialise");
+                if let Err(e) = store
+                    .append_event(&run_id, time::OffsetDateTime::now_utc(), &json)
+                    .await
+                {
+                    tracing::warn!("could not record event: {e}");
+                }
+            }
+        });
+        (
+            Events {
+                listener,
+                tx: Some(tx),
+            },
+            Recorder { task },
+        )
+    }
+
+    pub fn emit(&self, ev: Event) {
+        if let Some(l) = &self.listener {
+            l(&ev);
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(ev);
+        }
+    }
+
+    pub fn message(&self, level: &str, text: impl Into<String>) {
+        self.emit(Event::Message {
+            level: level.into(),
+            text: text.into(),
+        });
+    }
+}

@@ -1,0 +1,146 @@
+//! The cluster lock: a lease with a fencing token in the state store.
+//!
+//! Two `up`/`destroy` runs on one cluster must not interleave. The second waits (showing who
+//! holds the lock) until the first releases it or its lease lapses — a process killed with -9
+//! cannot release, so its lease simply expires. While held, a background task renews the lease;
+//! if renewal finds the lease taken over, `lost()` fires and the run stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_core::event::Event;
+use gantry_state::{Acquire, Lease, StateError, StateStore};
+use tokio_util::sync::CancellationToken;
+
+use crate::EngineError;
+use crate::events::Events;
+
+/// Lease length; renewed every third of it.
+pub const LEASE_TTL: Duration = Duration::from_secs(15);
+
+pub fn cluster_lock_key(project: &str, cluster: &str) -> String {
+    format!("cluster/{project}/{cluster}")
+}
+
+/// `pid@host (command)`, so a waiting user knows who holds the lock.
+pub fn holder_id(command: &str) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("pid {}@{} ({})", std::process::id(), host, command)
+}
+
+pub struct ClusterLock {
+    store: Arc<dyn StateStore>,
+    lease: Arc<tokio::sync::Mutex<Lease>>,
+    lost: CancellationToken,
+    stop: CancellationToken,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterLock {
+    /// Takes the lock, waiting up to `timeout` while someone else holds it.
+    pub async fn acquire(
+        store: Arc<dyn StateStore>,
+        project: &str,
+        cluster: &str,
+        holder: &str,
+        timeout: Duration,
+        events: &Events,
+        cancel: &CancellationToken,
+    ) -> Result<ClusterLock, EngineError> {
+        let key = cluster_lock_key(project, cluster);
+        let start = Instant::now();
+        let mut last_told: Option<(String, Instant)> = None;
+        loop {
+            match store.acquire_lock(&key, holder, LEASE_TTL).await? {
+                Acquire::Acquired(lease) => return Ok(Self::hold(store, lease)),
+                Acquire::Held {
+                    holder: other,
+                    expires_at,
+                } => {
+                    let left = (expires_at - time::OffsetDateTime::now_utc())
+                        .whole_seconds()
+                        .max(0) as u64;
+                    let tell = match &last_told {
+                        Some((h, at)) => h != &other || at.elapsed() > Duration::from_secs(5),
+                        None => true,
+                    };
+                    if tell {
+                        events.emit(Event::LockWaiting {
+                            cluster: cluster.into(),
+                            holder: other.clone(),
+                            expires_in_secs: left,
+                        });
+                        last_told = Some((other.clone(), Instant::now()));
+                    }
+                    if start.elapsed() >= timeout {
+                        return Err(EngineError::LockTimeout {
+                            cluster: cluster.into(),
+                            holder: other,
+                            expires_in_secs: left,
+                            waited_secs: start.elapsed().as_secs(),
+                        });
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(EngineError::Interrupted),
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn hold(store: Arc<dyn StateStore>, lease: Lease) -> ClusterLock {
+        let lease = Arc::new(tokio::sync::Mutex::new(lease));
+        let lost = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let renewer = {
+            let (store, lease, lost, stop) =
+                (store.clone(), lease.clone(), lost.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+                    }
+                    let mut l = lease.lock().await;
+                    match store.renew_lock(&l, LEASE_TTL).await {
+                        Ok(new) => *l = new,
+                        Err(StateError::LockLost { .. }) => {
+                            lost.cancel();
+                            return;
+                        }
+                        // A transient store error: try again at the next tick, the lease has slack.
+                        Err(e) => tracing::warn!("could not renew the cluster lock: {e}"),
+                    }
+                }
+            })
+        };
+        ClusterLock {
+            store,
+            lease,
+            lost,
+            stop,
+            renewer,
+        }
+    }
+
+    /// Fires if the lease was lost.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    pub async fn fencing_token(&self) -> u64 {
+        self.lease.lock().await.token
+    }
+
+    pub async fn release(self) -> Result<(), EngineError> {
+        self.stop.cancel();
+        let _ = self.renewer.await;
+        let lease = self.lease.lock().await.clone();
+        self.store.release_lock(&lease).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,790 @@
+//! The operations a user runs on a cluster: `up`, `destroy`, `stop`, `start`.
+//!
+//! Each one takes the cluster lock, records a run, observes the provider by tags, executes its
+//! steps on the dispatcher and records the outcome. Observation always comes from the provider,
+//! never only from the state store, so an operation re-run after a crash (even `kill -9`
+//! between "created" and "recorded") converges: existing nodes are found by their tags and
+//! `create_node` is idempotent by name.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_core::ClusterSpec;
+use gantry_core::event::Event;
+use gantry_core::tags::TagFilter;
+use gantry_provider::{ClusterRequest, NodeInfo, NodeState, Provider};
+use gantry_ssh::{ClientConfig, ConnectSpec, Session};
+use gantry_state::{ClusterRecord, NodeRecord, RunRecord, StateStore};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::EngineError;
+use crate::dag::{self, Checkpoints, Step, StepError};
+use crate::events::{Events, Listener, Recorder};
+use crate::lock::{ClusterLock, holder_id};
+use crate::plan::{Plan, PlanInput, plan};
+
+/// Everything an operation needs.
+#[derive(Clone)]
+pub struct Context {
+    pub project: String,
+    /// Recorded in the `gantry-owner` tag.
+    pub owner: String,
+    pub provider: Arc<dyn Provider>,
+    pub store: Arc<dyn StateStore>,
+    pub ssh: ClientConfig,
+    pub cancel: CancellationToken,
+    pub listener: Option<Listener>,
+    pub lock_timeout: Duration,
+    /// The command line, shown to others waiting on the lock.
+    pub command: String,
+}
+
+impl Context {
+    pub fn filter(&self, cluster: &str) -> TagFilter {
+        TagFilter::cluster(&self.project, cluster)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub cluster: String,
+    pub nodes: Vec<NodeInfo>,
+    pub created: Vec<String>,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub deleted: Vec<String>,
+    pub elapsed_ms: u64,
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A run in progress: its record, event bus and lock.
+struct RunGuard {
+    store: Arc<dyn StateStore>,
+    record: RunRecord,
+    events: Events,
+    recorder: Recorder,
+    lock: ClusterLock,
+    started: Instant,
+}
+
+impl RunGuard {
+    async fn begin(
+        ctx: &Context,
+        cluster: &str,
+        kind: &str,
+        spec_hash: Option<String>,
+    ) -> Result<RunGuard, EngineError> {
+        let holder = holder_id(&ctx.command);
+        // Lock waits are shown but not recorded (there is no run yet).
+        let pre = Events::new(ctx.listener.clone());
+        let lock = ClusterLock::acquire(
+            ctx.store.clone(),
+            &ctx.project,
+            cluster,
+            &holder,
+            ctx.lock_timeout,
+            &pre,
+            &ctx.cancel,
+        )
+        .await?;
+        let record = RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            project: ctx.project.clone(),
+            cluster: cluster.into(),
+            kind: kind.into(),
+            status: "running".into(),
+            spec_hash,
+            holder,
+            started_at: OffsetDateTime::now_utc(),
+            finished_at: None,
+            error: None,
+        };
+        if let Err(e) = ctx.store.create_run(&record).await {
+            let _ = lock.release().await;
+            return Err(e.into());
+        }
+        let (events, recorder) =
+            Events::recorded(ctx.listener.clone(), ctx.store.clone(), record.id.clone());
+        Ok(RunGuard {
+            store: ctx.store.clone(),
+            record,
+            events,
+            recorder,
+            lock,
+            started: Instant::now(),
+        })
+    }
+
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints {
+            store: self.store.clone(),
+            run_id: self.record.id.clone(),
+            spec_hash: self.record.spec_hash.clone(),
+        }
+    }
+
+    async fn finish<T>(mut self, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        let status = match &result {
+            Ok(_) => "succeeded",
+            Err(EngineError::Interrupted) => "interrupted",
+            Err(_) => "failed",
+        };
+        if let Err(EngineError::Interrupted) = &result {
+            self.events.emit(Event::Interrupted {
+                reason: "cancelled by the user".into(),
+            });
+        }
+        self.events.emit(Event::RunFinished {
+            run_id: self.record.id.clone(),
+            status: status.into(),
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+        });
+        self.record.status = status.into();
+        self.record.finished_at = Some(OffsetDateTime::now_utc());
+        self.record.error = result.as_ref().err().map(|e| e.to_string());
+        let update = self.store.update_run(&self.record).await;
+        drop(self.events);
+        self.recorder.flush().await;
+        let release = self.lock.release().await;
+        let value = result?;
+        update?;
+        release?;
+        Ok(value)
+    }
+}
+
+fn outcome_to_result(out: &dag::Outcome, total: usize) -> Result<(), EngineError> {
+    if out.interrupted {
+        return Err(EngineError::Interrupted);
+    }
+    if let Some((id, e)) = out.failed.first() {
+        return Err(EngineError::StepsFailed {
+            failed: out.failed.len(),
+            total,
+            first: format!("{id}: {}", e.message),
+        });
+    }
+    Ok(())
+}
+
+/// Waits until the node answers SSH (a real handshake and `true`), pinning its host key.
+async fn wait_ssh(
+    ssh: ClientConfig,
+    spec: ConnectSpec,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<(), StepError> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let s = Session::connect(&spec, &ssh).await?;
+            let out = s.exec_capture("true").await;
+            s.close().await;
+            out
+        };
+        match attempt.await {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => {
+                return Err(StepError::fatal(format!(
+                    "`true` exited with {:?} on {}",
+                    o.status, spec.alias
+                )));
+            }
+            Err(e) if !e.is_transport() => return Err(StepError::fatal(e.to_string())),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(StepError::fatal(format!(
+                    "{} did not answer ssh within {} s: {e}",
+                    spec.alias,
+                    timeout.as_secs()
+                )));
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(StepError::fatal("interrupted while waiting for ssh")),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+pub fn connect_spec(node: &NodeInfo) -> Option<ConnectSpec> {
+    node.ssh.as_ref().map(|e| ConnectSpec {
+        alias: node.name.clone(),
+        host: e.host.clone(),
+        port: e.port,
+        user: e.user.clone(),
+    })
+}
+
+fn node_record(project: &str, cluster: &str, n: &NodeInfo) -> NodeRecord {
+    let now = OffsetDateTime::now_utc();
+    NodeRecord {
+        project: project.into(),
+        cluster: cluster.into(),
+        name: n.name.clone(),
+        pool: n.pool.clone(),
+        index: n.index,
+        provider_id: n.provider_id.clone(),
+        address: n.address.map(|a| a.to_string()),
+        ssh_host: n.ssh.as_ref().map(|s| s.host.clone()),
+        ssh_port: n.ssh.as_ref().map(|s| s.port),
+        ssh_user: n.ssh.as_ref().map(|s| s.user.clone()),
+        state: n.state.as_str().into(),
+        tags: n.tags.clone(),
+        created_at: OffsetDateTime::parse(
+            &n.created_at,
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or(now),
+        updated_at: now,
+    }
+}
+
+/// Makes the node records of `cluster` match what the provider lists now.
+async fn sync_records(ctx: &Context, cluster: &str) -> Result<Vec<NodeInfo>, EngineError> {
+    let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
+    if ctx
+        .store
+        .get_cluster(&ctx.project, cluster)
+        .await?
+        .is_none()
+    {
+        // Untracked (found only by tags): nothing to keep in step with.
+        return Ok(nodes);
+    }
+    let known = ctx.store.list_nodes(&ctx.project, cluster).await?;
+    for r in known
+        .iter()
+        .filter(|r| !nodes.iter().any(|n| n.name == r.name))
+    {
+        ctx.store
+            .delete_node(&ctx.project, cluster, &r.name)
+            .await?;
+    }
+    for n in &nodes {
+        ctx.store
+            .put_node(&node_record(&ctx.project, cluster, n))
+            .await?;
+    }
+    Ok(nodes)
+}
+
+/// What `up` would do, without doing it.
+pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
+    let observed = ctx.provider.list(&ctx.filter(&spec.name)).await?;
+    let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
+    let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
+    let expires = existing
+        .map(|c| c.expires_at)
+        .unwrap_or_else(|| OffsetDateTime::now_utc() + spec.lifetime);
+    Ok(plan(
+        spec,
+        &observed,
+        &PlanInput {
+            project: &ctx.project,
+            cluster_uid: &uid,
+            owner: &ctx.owner,
+            expires: &rfc3339(expires),
+        },
+    ))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Allow the plan to delete nodes (shrink) without failing with `NeedsConfirmation`.
+    pub allow_delete: bool,
+}
+
+/// Brings the cluster to exactly the spec.
+pub async fn up(
+    ctx: &Context,
+    spec: &ClusterSpec,
+    spec_yaml: &str,
+    opts: &UpOptions,
+) -> Result<Report, EngineError> {
+    let hash = spec.hash();
+    let run = RunGuard::begin(ctx, &spec.name, "up", Some(hash.clone())).await?;
+    let result = up_locked(ctx, spec, spec_yaml, opts, &run).await;
+    run.finish(result).await
+}
+
+async fn up_locked(
+    ctx: &Context,
+    spec: &ClusterSpec,
+    spec_yaml: &str,
+    opts: &UpOptions,
+    run: &RunGuard,
+) -> Result<Report, EngineError> {
+    let now = OffsetDateTime::now_utc();
+    let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
+    if let Some(c) = &existing {
+        if c.provider != spec.provider_name() {
+            return Err(EngineError::ProviderMismatch {
+                cluster: spec.name.clone(),
+                existing: c.provider.clone(),
+                wanted: spec.provider_name().into(),
+            });
+        }
+    }
+    let hash = spec.hash();
+    let mut record = match existing {
+        Some(mut c) => {
+            if c.spec_hash != hash {
+                c.generation += 1;
+            }
+            c.spec_yaml = spec_yaml.into();
+            c.spec_json = serde_json::to_string(spec).expect("spec serialises");
+            c.spec_hash = hash.clone();
+            c.updated_at = now;
+            c
+        }
+        None => ClusterRecord {
+            project: ctx.project.clone(),
+            name: spec.name.clone(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            provider: spec.provider_name().into(),
+            spec_yaml: spec_yaml.into(),
+            spec_json: serde_json::to_string(spec).expect("spec serialises"),
+            spec_hash: hash.clone(),
+            generation: 1,
+            status: "creating".into(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now + spec.lifetime,
+        },
+    };
+    record.status = "creating".into();
+    // Recorded before anything is created: a crash from here on leaves a cluster gantry knows.
+    ctx.store.put_cluster(&record).await?;
+
+    let observed = ctx.provider.list(&ctx.filter(&spec.name)).await?;
+    let expires = rfc3339(record.expires_at);
+    let p = plan(
+        spec,
+        &observed,
+        &PlanInput {
+            project: &ctx.project,
+            cluster_uid: &record.uid,
+            owner: &ctx.owner,
+            expires: &expires,
+        },
+    );
+    if !p.delete.is_empty() && !opts.allow_delete {
+        let names = p
+            .delete
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(EngineError::NeedsConfirmation {
+            count: p.delete.len(),
+            names,
+        });
+    }
+
+    let steps = up_steps(ctx, spec, &record, &p);
+    let total = steps.len();
+    run.events.emit(Event::RunStarted {
+        run_id: run.record.id.clone(),
+        kind: "up".into(),
+        cluster: spec.name.clone(),
+        steps: total,
+    });
+    let dag_opts = dag::Options {
+        concurrency: ctx.provider.concurrency(),
+        ..Default::default()
+    };
+    let cancel = merged_cancel(ctx, &run.lock);
+    let out = dag::execute(
+        steps,
+        &dag_opts,
+        &run.events,
+        &cancel,
+        Some(run.checkpoints()),
+    )
+    .await;
+    let nodes = sync_records(ctx, &spec.name).await?;
+    record.status = if out.ok() {
+        "ready".into()
+    } else {
+        "degraded".into()
+    };
+    record.updated_at = OffsetDateTime::now_utc();
+    ctx.store.put_cluster(&record).await?;
+    if run.lock.lost().is_cancelled() {
+        return Err(EngineError::LockLost {
+            cluster: spec.name.clone(),
+        });
+    }
+    outcome_to_result(&out, total)?;
+    Ok(Report {
+        run_id: run.record.id.clone(),
+        cluster: spec.name.clone(),
+        nodes,
+        created: p.create.iter().map(|r| r.name.clone()).collect(),
+        started: p.start.iter().map(|n| n.name.clone()).collect(),
+        stopped: vec![],
+        deleted: p.delete.iter().map(|n| n.name.clone()).collect(),
+        elapsed_ms: run.started.elapsed().as_millis() as u64,
+    })
+}
+
+/// The user's cancel or a lost lease both stop the dispatcher.
+fn merged_cancel(ctx: &Context, lock: &ClusterLock) -> CancellationToken {
+    let merged = ctx.cancel.child_token();
+    let (lost, m) = (lock.lost(), merged.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = lost.cancelled() => m.cancel(),
+            _ = m.cancelled() => {}
+        }
+    });
+    merged
+}
+
+fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let provider = ctx.provider.clone();
+    let creq = ClusterRequest {
+        project: ctx.project.clone(),
+        cluster: spec.name.clone(),
+        tags: p.create.first().map(|r| r.tags.clone()).unwrap_or_default(),
+        allow: spec.network.allow.clone(),
+        ssh_public_key: ctx.ssh.key.public_openssh(),
+    };
+    {
+        let provider = provider.clone();
+        steps.push(Step::new("resources", None, vec![], move || {
+            let (provider, creq) = (provider.clone(), creq.clone());
+            async move { Ok(provider.ensure_cluster_resources(&creq).await?) }
+        }));
+    }
+    let ready_step = |node: String, after: String, info: Option<NodeInfo>| {
+        let (provider, ssh, cancel) = (provider.clone(), ctx.ssh.clone(), ctx.cancel.clone());
+        let (project, cluster) = (ctx.project.clone(), spec.name.clone());
+        let readiness = spec.readiness;
+        let name = node.clone();
+        Step::new(
+            format!("ready:{node}"),
+            Some(node),
+            vec![after],
+            move || {
+                let (provider, ssh, cancel, info) =
+                    (provider.clone(), ssh.clone(), cancel.clone(), info.clone());
+                let (project, cluster, name) = (project.clone(), cluster.clone(), name.clone());
+                async move {
+                    if readiness == gantry_core::Readiness::Api {
+                        return Ok(());
+                    }
+                    // Created nodes are looked up again: their address is known only now.
+                    let info = match info {
+                        Some(i) => i,
+                        None => provider
+                            .list(&TagFilter::cluster(&project, &cluster))
+                            .await?
+                            .into_iter()
+                            .find(|n| n.name == name)
+                            .ok_or_else(|| {
+                                StepError::retryable(format!("{name} not listed yet"))
+                            })?,
+                    };
+                    let spec = connect_spec(&info)
+                        .ok_or_else(|| StepError::fatal(format!("{name} has no ssh endpoint")))?;
+                    wait_ssh(ssh, spec, provider.boot_timeout(), cancel).await
+                }
+            },
+        )
+    };
+    for req in &p.create {
+        let (provider, req2) = (provider.clone(), req.clone());
+        let kh = ctx.ssh.known_hosts.clone();
+        steps.push(Step::new(
+            format!("create:{}", req.name),
+            Some(req.name.clone()),
+            vec!["resources".into()],
+            move || {
+                let (provider, req, kh) = (provider.clone(), req2.clone(), kh.clone());
+                async move {
+                    // A new node has a new host key: a pin left by an earlier node of this name is stale.
+                    if provider
+                        .list(&TagFilter::cluster(&req.project, &req.cluster))
+                        .await?
+                        .iter()
+                        .all(|n| n.name != req.name)
+                    {
+                        kh.forget(&req.name)
+                            .map_err(|e| StepError::fatal(e.to_string()))?;
+                    }
+                    provider.create_node(&req).await?;
+                    Ok(())
+                }
+            },
+        ));
+        steps.push(ready_step(
+            req.name.clone(),
+            format!("create:{}", req.name),
+            None,
+        ));
+    }
+    for n in &p.start {
+        let (provider, n2) = (provider.clone(), n.clone());
+        steps.push(Step::new(
+            format!("start:{}", n.name),
+            Some(n.name.clone()),
+            vec!["resources".into()],
+            move || {
+                let (provider, n) = (provider.clone(), n2.clone());
+                async move {
+                    provider.start_node(&n).await?;
+                    Ok(())
+                }
+            },
+        ));
+        steps.push(ready_step(
+            n.name.clone(),
+            format!("start:{}", n.name),
+            None,
+        ));
+    }
+    for n in &p.keep {
+        steps.push(ready_step(
+            n.name.clone(),
+            "resources".into(),
+            Some(n.clone()),
+        ));
+    }
+    for n in &p.delete {
+        steps.push(delete_step(ctx, n, vec![]));
+    }
+    let _ = record;
+    steps
+}
+
+fn delete_step(ctx: &Context, n: &NodeInfo, after: Vec<String>) -> Step {
+    let (provider, store, kh) = (
+        ctx.provider.clone(),
+        ctx.store.clone(),
+        ctx.ssh.known_hosts.clone(),
+    );
+    let (project, cluster, node) = (
+        ctx.project.clone(),
+        n.tags
+            .get(gantry_core::tags::CLUSTER)
+            .cloned()
+            .unwrap_or_default(),
+        n.clone(),
+    );
+    Step::new(
+        format!("delete:{}", n.name),
+        Some(n.name.clone()),
+        after,
+        move || {
+            let (provider, store, kh, node) =
+                (provider.clone(), store.clone(), kh.clone(), node.clone());
+            let (project, cluster) = (project.clone(), cluster.clone());
+            async move {
+                provider.delete_node(&node).await?;
+                store
+                    .delete_node(&project, &cluster, &node.name)
+                    .await
+                    .map_err(|e| StepError::retryable(e.to_string()))?;
+                kh.forget(&node.name)
+                    .map_err(|e| StepError::fatal(e.to_string()))?;
+                Ok(())
+            }
+        },
+    )
+}
+
+/// Deletes every node carrying the cluster's tags, then its supporting resources and records.
+pub async fn destroy(ctx: &Context, cluster: &str) -> Result<Report, EngineError> {
+    let run = RunGuard::begin(ctx, cluster, "destroy", None).await?;
+    let result = async {
+        if let Some(mut c) = ctx.store.get_cluster(&ctx.project, cluster).await? {
+            c.status = "destroying".into();
+            ctx.store.put_cluster(&c).await?;
+        }
+        let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
+        let steps: Vec<Step> = nodes.iter().map(|n| delete_step(ctx, n, vec![])).collect();
+        let total = steps.len();
+        run.events.emit(Event::RunStarted {
+            run_id: run.record.id.clone(),
+            kind: "destroy".into(),
+            cluster: cluster.into(),
+            steps: total,
+        });
+        let dag_opts = dag::Options {
+            concurrency: ctx.provider.concurrency(),
+            ..Default::default()
+        };
+        let out = dag::execute(
+            steps,
+            &dag_opts,
+            &run.events,
+            &merged_cancel(ctx, &run.lock),
+            Some(run.checkpoints()),
+        )
+        .await;
+        outcome_to_result(&out, total)?;
+        // Only once every node is gone: supporting resources, then gantry's records.
+        ctx.provider
+            .delete_cluster_resources(&ctx.filter(cluster))
+            .await?;
+        let left = ctx.provider.list(&ctx.filter(cluster)).await?;
+        if !left.is_empty() {
+            return Err(EngineError::StepsFailed {
+                failed: left.len(),
+                total,
+                first: format!("{} still listed after delete", left[0].name),
+            });
+        }
+        ctx.store.delete_cluster(&ctx.project, cluster).await?;
+        Ok(Report {
+            run_id: run.record.id.clone(),
+            cluster: cluster.into(),
+            nodes: vec![],
+            created: vec![],
+            started: vec![],
+            stopped: vec![],
+            deleted: nodes.iter().map(|n| n.name.clone()).collect(),
+            elapsed_ms: run.started.elapsed().as_millis() as u64,
+        })
+    }
+    .await;
+    run.finish(result).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    Stop,
+    Start,
+}
+
+/// Stops or starts the selected nodes (all when `select` is None) of a cluster.
+pub async fn power(
+    ctx: &Context,
+    cluster: &str,
+    action: Power,
+    select: Option<&(dyn Fn(&NodeInfo) -> bool + Sync)>,
+) -> Result<Report, EngineError> {
+    let kind = match action {
+        Power::Stop => "stop",
+        Power::Start => "start",
+    };
+    let run = RunGuard::begin(ctx, cluster, kind, None).await?;
+    let result = async {
+        let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
+        let nodes: Vec<NodeInfo> = ctx.provider.list(&ctx.filter(cluster)).await?;
+        if nodes.is_empty() && record.is_none() {
+            return Err(EngineError::ClusterNotFound {
+                project: ctx.project.clone(),
+                cluster: cluster.into(),
+            });
+        }
+        let chosen: Vec<NodeInfo> = nodes
+            .into_iter()
+            .filter(|n| select.is_none_or(|f| f(n)))
+            .collect();
+        let readiness = record
+            .as_ref()
+            .and_then(|c| serde_json::from_str::<ClusterSpec>(&c.spec_json).ok())
+            .map(|s| s.readiness)
+            .unwrap_or_default();
+        let mut steps = Vec::new();
+        for n in &chosen {
+            let (provider, node) = (ctx.provider.clone(), n.clone());
+            let id = format!("{kind}:{}", n.name);
+            steps.push(Step::new(
+                id.clone(),
+                Some(n.name.clone()),
+                vec![],
+                move || {
+                    let (provider, node) = (provider.clone(), node.clone());
+                    async move {
+                        match action {
+                            Power::Stop if node.state != NodeState::Stopped => {
+                                provider.stop_node(&node).await?
+                            }
+                            Power::Start if node.state != NodeState::Running => {
+                                provider.start_node(&node).await?
+                            }
+                            _ => node,
+                        };
+                        Ok(())
+                    }
+                },
+            ));
+            if action == Power::Start && readiness == gantry_core::Readiness::Ssh {
+                if let Some(spec) = connect_spec(n) {
+                    let (ssh, cancel, timeout) = (
+                        ctx.ssh.clone(),
+                        ctx.cancel.clone(),
+                        ctx.provider.boot_timeout(),
+                    );
+                    steps.push(Step::new(
+                        format!("ready:{}", n.name),
+                        Some(n.name.clone()),
+                        vec![id],
+                        move || wait_ssh(ssh.clone(), spec.clone(), timeout, cancel.clone()),
+                    ));
+                }
+            }
+        }
+        let total = steps.len();
+        run.events.emit(Event::RunStarted {
+            run_id: run.record.id.clone(),
+            kind: kind.into(),
+            cluster: cluster.into(),
+            steps: total,
+        });
+        let dag_opts = dag::Options {
+            concurrency: ctx.provider.concurrency(),
+            ..Default::default()
+        };
+        let out = dag::execute(
+            steps,
+            &dag_opts,
+            &run.events,
+            &merged_cancel(ctx, &run.lock),
+            Some(run.checkpoints()),
+        )
+        .await;
+        let nodes = sync_records(ctx, cluster).await?;
+        if let Some(mut c) = record {
+            let all_stopped = nodes.iter().all(|n| n.state == NodeState::Stopped);
+            c.status = if all_stopped {
+                "stopped".into()
+            } else {
+                "ready".into()
+            };
+            c.updated_at = OffsetDateTime::now_utc();
+            ctx.store.put_cluster(&c).await?;
+        }
+        outcome_to_result(&out, total)?;
+        let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
+        Ok(Report {
+            run_id: run.record.id.clone(),
+            cluster: cluster.into(),
+            nodes,
+            created: vec![],
+            started: if action == Power::Start {
+                names.clone()
+            } else {
+                vec![]
+            },
+            stopped: if action == Power::Stop { names } else { vec![] },
+            deleted: vec![],
+            elapsed_ms: run.started.elapsed().as_millis() as u64,
+        })
+    }
+    .await;
+    run.finish(result).await
+}

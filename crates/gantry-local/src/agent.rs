@@ -1,0 +1,95 @@
+//! The node agent: `gantry agent --node-dir DIR`, detached, one per node.
+//!
+//! It holds `agent.lock` for its whole life (a second agent for the same node exits at once),
+//! serves SSH on the node's address, and on SIGTERM stops serving and takes its children down.
+
+use std::path::Path;
+
+use gantry_ssh::{KeyPair, ServerConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::LocalError;
+use crate::meta::{NodeDir, NodeMeta};
+use crate::process::UID_ENV;
+
+/// Runs the agent in the foreground until SIGTERM/SIGINT. Returns `Ok(false)` if another agent
+/// already serves this node.
+pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
+    let dir = NodeDir(node_dir.to_path_buf());
+    let meta = NodeMeta::read(node_dir)?;
+    let lock_path = dir.lock();
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(LocalError::io("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => return Err(LocalError::io("lock", &lock_path)(e)),
+    }
+    let pid_path = dir.pid();
+    std::fs::write(&pid_path, std::process::id().to_string())
+        .map_err(LocalError::io("write", &pid_path))?;
+
+    let host_key = KeyPair::load_or_generate(&dir.host_key())?;
+    let cfg = ServerConfig {
+        listen: (meta.address, meta.ssh_port).into(),
+        host_key,
+        authorized_keys: meta.authorized_keys.clone(),
+        workdir: dir.home(),
+        env: node_env(&meta, &dir),
+        shell: ["/bin/bash", "/bin/sh"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+            .unwrap_or_else(|| "/bin/sh".into()),
+    };
+    let mut term = signal(SignalKind::terminate()).map_err(LocalError::io("signal", node_dir))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(LocalError::io("signal", node_dir))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    let ready_path = node_dir.join("agent.ready");
+    let _ = std::fs::remove_file(&ready_path);
+    let ready = move || {
+        let _ = std::fs::write(&ready_path, b"ready\n");
+    };
+    let result = gantry_ssh::serve(cfg, ready, shutdown).await;
+    let _ = std::fs::remove_file(node_dir.join("agent.ready"));
+    let _ = std::fs::remove_file(&pid_path);
+    drop(lock);
+    result.map(|()| true).map_err(LocalError::from)
+}
+
+/// The environment of every process on the node.
+fn node_env(meta: &NodeMeta, dir: &NodeDir) -> Vec<(String, String)> {
+    let home = dir.home().to_string_lossy().into_owned();
+    let path = format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        dir.bin().to_string_lossy()
+    );
+    let mut env = vec![
+        ("HOME".to_string(), home),
+        ("PATH".to_string(), path),
+        ("USER".to_string(), meta.user.clone()),
+        ("LOGNAME".to_string(), meta.user.clone()),
+        ("SHELL".to_string(), "/bin/sh".to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        ("HOSTNAME".to_string(), meta.name.clone()),
+        ("GANTRY_NODE".to_string(), meta.name.clone()),
+        ("GANTRY_NODE_ADDRESS".to_string(), meta.address.to_string()),
+        ("GANTRY_CLUSTER".to_string(), meta.cluster.clone()),
+        ("GANTRY_POOL".to_string(), meta.pool.clone()),
+        ("GANTRY_INDEX".to_string(), meta.index.to_string()),
+        (UID_ENV.to_string(), meta.uid.clone()),
+    ];
+    if let Ok(tz) = std::env::var("TZ") {
+        env.push(("TZ".into(), tz));
+    }
+    env
+}

@@ -1,0 +1,254 @@
+//! gantry's own SSH identity: one private key per user (or per agent host key), kept on disk in
+//! OpenSSH format so `ssh -i` can use the same file.
+//!
+//! The key never leaves this type in printable form: `Debug` shows only the algorithm and the
+//! fingerprint, and errors name the file, never its contents.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{Algorithm, HashAlg, PrivateKey, PublicKey};
+
+use zeroize::Zeroizing;
+
+use crate::SshError;
+
+/// The comment written into public key lines gantry produces.
+const KEY_COMMENT: &str = "gantry";
+
+/// A private key (ed25519 when gantry generates it). `Debug` redacts the secret.
+#[derive(Clone)]
+pub struct KeyPair {
+    key: Arc<PrivateKey>,
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("algorithm", &self.key.algorithm().as_str())
+            .field("fingerprint", &self.fingerprint())
+            .field("private_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl KeyPair {
+    /// Loads an OpenSSH-format private key, or generates ed25519 and writes it with mode 0600
+    /// (and `<path>.pub`, 0644). Parent dirs are created (0700). Refuses a key file readable by
+    /// group/other, as OpenSSH does.
+    ///
+    /// Safe against concurrent callers: the key is written to a temporary file and hard-linked
+    /// into place, so exactly one generated key wins and every caller loads that one.
+    pub fn load_or_generate(path: &Path) -> Result<KeyPair, SshError> {
+        match fs::metadata(path) {
+            Ok(_) => return Self::load(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SshError::local("reading private key", path)(e)),
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(SshError::local("creating key directory", parent))?;
+        }
+        let pair = Self::generate();
+        let pem = pair
+            .key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| SshError::InvalidKey {
+                what: "generated key".into(),
+                reason: e.to_string(),
+            })?;
+        let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(pem.as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(SshError::local("writing private key", &tmp))?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            // Another process generated the key first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Self::load(path),
+            Err(e) => return Err(SshError::local("writing private key", path)(e)),
+        }
+        let pub_path = sibling(path, ".pub");
+        let pub_tmp = sibling(&pub_path, &format!(".tmp.{}", std::process::id()));
+        let write_pub = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .open(&pub_tmp)?;
+            f.write_all(pair.public_openssh().as_bytes())?;
+            f.write_all(b"\n")?;
+            f.set_permissions(fs::Permissions::from_mode(0o644))?;
+            fs::rename(&pub_tmp, &pub_path)
+        };
+        write_pub().map_err(SshError::local("writing public key", &pub_path))?;
+        Ok(pair)
+    }
+
+    fn load(path: &Path) -> Result<KeyPair, SshError> {
+        let meta = fs::metadata(path).map_err(SshError::local("reading private key", path))?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(SshError::KeyPermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let text = Zeroizing::new(
+            fs::read(path).map_err(SshError::local("reading private key", path))?,
+        );
+        let key = PrivateKey::from_openssh(&*text).map_err(|e| SshError::InvalidKey {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if key.is_encrypted() {
+            return Err(SshError::InvalidKey {
+                what: path.display().to_string(),
+                reason: "the key is passphrase-protected; gantry needs an unencrypted key".into(),
+            });
+        }
+        Ok(KeyPair { key: Arc::new(key) })
+    }
+
+    /// A fresh in-memory ed25519 key.
+    pub fn generate() -> KeyPair {
+        let mut key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+            .expect("ed25519 key generation cannot fail with a working RNG");
+        key.set_comment(KEY_COMMENT);
+        KeyPair { key: Arc::new(key) }
+    }
+
+    /// The public key as an OpenSSH line: `ssh-ed25519 AAAA... gantry`.
+    pub fn public_openssh(&self) -> String {
+        public_line(self.key.public_key())
+    }
+
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
+
+    /// The private key, for russh.
+    pub fn private_key(&self) -> &PrivateKey {
+        &self.key
+    }
+
+    pub(crate) fn shared_private_key(&self) -> Arc<PrivateKey> {
+        self.key.clone()
+    }
+}
+
+/// `ALGO BASE64 gantry` for any public key (the comment normalised to gantry's).
+fn public_line(key: &PublicKey) -> String {
+    let mut key = key.clone();
+    key.set_comment(KEY_COMMENT);
+    key.to_openssh()
+        .unwrap_or_else(|_| format!("{} <unencodable>", key.algorithm().as_str()))
+}
+
+/// `ALGO BASE64` (no comment): the form pinned in known_hosts.
+pub(crate) fn public_key_data_line(key: &PublicKey) -> String {
+    let mut key = key.clone();
+    key.set_comment("");
+    key.to_openssh()
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| key.algorithm().as_str().to_string())
+}
+
+/// Parses an OpenSSH public key line (`ALGO BASE64 [comment]`, options prefix not supported).
+pub(crate) fn parse_public_key(line: &str) -> Result<PublicKey, SshError> {
+    PublicKey::from_openssh(line.trim()).map_err(|e| SshError::InvalidKey {
+        what: format!("public key line {:?}", truncate(line.trim(), 40)),
+        reason: e.to_string(),
+    })
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_and_public_line_has_comment() {
+        let k = KeyPair::generate();
+        let dbg = format!("{k:?}");
+        assert!(dbg.contains("redacted"));
+        assert!(!dbg.contains("PRIVATE"));
+        assert!(k.public_openssh().starts_with("ssh-ed25519 AAAA"));
+        assert!(k.public_openssh().ends_with(" gantry"));
+        assert!(k.fingerprint().starts_with("SHA256:"));
+    }
+
+    #[test]
+    fn generate_then_load_same_key_with_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/id_ed25519");
+        let k1 = KeyPair::load_or_generate(&path).unwrap();
+        let k2 = KeyPair::load_or_generate(&path).unwrap();
+        assert_eq!(k1.fingerprint(), k2.fingerprint());
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(sibling(&path, ".pub")).unwrap().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(
+            fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777,
+            0o700
+        );
+        let pub_line = fs::read_to_string(sibling(&path, ".pub")).unwrap();
+        assert_eq!(pub_line.trim(), k1.public_openssh());
+    }
+
+    #[test]
+    fn refuses_group_readable_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        KeyPair::load_or_generate(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        let err = KeyPair::load_or_generate(&path).unwrap_err();
+        assert!(matches!(err, SshError::KeyPermissions { mode: 0o640, .. }), "{err}");
+        assert!(!err.is_transport());
+    }
+
+    #[test]
+    fn garbage_key_is_invalid_not_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        fs::write(&path, "not a key").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = KeyPair::load_or_generate(&path).unwrap_err();
+        assert!(matches!(err, SshError::InvalidKey { .. }), "{err}");
+        assert!(!err.is_transport());
+    }
+}

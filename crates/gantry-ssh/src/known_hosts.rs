@@ -1,0 +1,285 @@
+//! Host keys pinned per node alias (the node name), on first contact.
+//!
+//! gantry connects to machines whose address it just got from a cloud API, so there is no prior
+//! knowledge of their host keys: the first successful contact pins the key, and every later
+//! connection must present the same key (see [`SshError::HostKeyChanged`]). Pins are keyed by
+//! alias rather than address because cloud addresses get reused by other machines.
+//!
+//! The file is OpenSSH's format, one line per alias (`ALIAS ssh-ed25519 AAAA...`), so that
+//! `ssh -o UserKnownHostsFile=FILE -o HostKeyAlias=ALIAS` trusts exactly what gantry trusts.
+//! Many connections pin at once (a 50-node `up`), so every change is made under an exclusive
+//! lock on a side file and written atomically (temporary file, then rename).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use russh::keys::{HashAlg, PublicKey};
+
+use crate::SshError;
+use crate::keys::public_key_data_line;
+
+/// What [`KnownHosts::verify_or_pin`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyCheck {
+    /// The alias had no pin; the presented key is now pinned.
+    PinnedNow,
+    /// The presented key matches the pin.
+    Matches,
+}
+
+/// A known_hosts file holding gantry's pins.
+#[derive(Debug, Clone)]
+pub struct KnownHosts {
+    path: PathBuf,
+}
+
+impl KnownHosts {
+    pub fn new(path: impl Into<PathBuf>) -> KnownHosts {
+        KnownHosts { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the pin for `alias` (when its node is destroyed). Removing a missing pin is fine.
+    pub fn forget(&self, alias: &str) -> Result<(), SshError> {
+        self.update(|lines| {
+            let before = lines.len();
+            lines.retain(|l| !line_matches(l, alias));
+            before != lines.len()
+        })
+    }
+
+    /// The pinned key for `alias` as `ALGO BASE64`, if any.
+    pub fn pinned(&self, alias: &str) -> Result<Option<String>, SshError> {
+        let content = self.read()?;
+        Ok(content
+            .lines()
+            .find(|l| line_matches(l, alias))
+            .and_then(key_part))
+    }
+
+    /// Checks `key` against the pin for `alias`, pinning it when there is none yet.
+    ///
+    /// Blocking (file IO and a file lock): call it from `spawn_blocking` in async code.
+    pub fn verify_or_pin(&self, alias: &str, key: &PublicKey) -> Result<HostKeyCheck, SshError> {
+        let presented = public_key_data_line(key);
+        // Fast path without the lock: most connections find their pin.
+        if let Some(pinned) = self.pinned(alias)? {
+            return self.compare(alias, &pinned, &presented, key);
+        }
+        let mut existing = None;
+        self.update(|lines| {
+            if let Some(line) = lines.iter().find(|l| line_matches(l, alias)) {
+                // Pinned by a concurrent connection since we looked.
+                existing = key_part(line);
+                return false;
+            }
+            lines.push(format!("{alias} {presented}"));
+            true
+        })?;
+        match existing {
+            Some(pinned) => self.compare(alias, &pinned, &presented, key),
+            None => {
+                tracing::info!(
+                    alias,
+                    fingerprint = %key.fingerprint(HashAlg::Sha256),
+                    known_hosts = %self.path.display(),
+                    "pinned host key on first contact"
+                );
+                Ok(HostKeyCheck::PinnedNow)
+            }
+        }
+    }
+
+    fn compare(
+        &self,
+        alias: &str,
+        pinned: &str,
+        presented: &str,
+        key: &PublicKey,
+    ) -> Result<HostKeyCheck, SshError> {
+        if same_key(pinned, presented) {
+            return Ok(HostKeyCheck::Matches);
+        }
+        let expected_fingerprint = PublicKey::from_openssh(pinned)
+            .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+            .unwrap_or_else(|_| format!("unparseable pin {pinned:?}"));
+        Err(SshError::HostKeyChanged {
+            alias: alias.to_string(),
+            known_hosts: self.path.clone(),
+            expected_fingerprint,
+            actual_fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+        })
+    }
+
+    fn read(&self) -> Result<String, SshError> {
+        match fs::read_to_string(&self.path) {
+            Ok(s) => Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(SshError::KnownHosts {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Runs `edit` on the file's lines under the lock; writes the result if `edit` returns true.
+    fn update(&self, edit: impl FnOnce(&mut Vec<String>) -> bool) -> Result<(), SshError> {
+        let err = |source| SshError::KnownHosts {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(err)?;
+        }
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(with_suffix(&self.path, ".lock"))
+            .map_err(err)?;
+        lock.lock().map_err(err)?;
+        let mut lines: Vec<String> = self.read()?.lines().map(str::to_string).collect();
+        if edit(&mut lines) {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let tmp = with_suffix(
+                &self.path,
+                &format!(
+                    ".tmp.{}.{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed)
+                ),
+            );
+            let write = || -> std::io::Result<()> {
+                let mut f = fs::File::create(&tmp)?;
+                for l in &lines {
+                    f.write_all(l.as_bytes())?;
+                    f.write_all(b"\n")?;
+                }
+                f.sync_all()?;
+                fs::rename(&tmp, &self.path)
+            };
+            if let Err(e) = write() {
+                let _ = fs::remove_file(&tmp);
+                return Err(err(e));
+            }
+        }
+        // The lock is released when `lock` is closed.
+        drop(lock);
+        Ok(())
+    }
+}
+
+/// Whether a known_hosts line pins `alias` (plain host patterns only; markers and hashed
+/// hosts are not gantry's and are left alone).
+fn line_matches(line: &str, alias: &str) -> bool {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
+        return false;
+    }
+    line.split_whitespace()
+        .next()
+        .is_some_and(|hosts| hosts.split(',').any(|h| h == alias))
+}
+
+/// `ALGO BASE64` of a known_hosts line.
+fn key_part(line: &str) -> Option<String> {
+    let mut fields = line.split_whitespace().skip(1);
+    let algo = fields.next()?;
+    let data = fields.next()?;
+    Some(format!("{algo} {data}"))
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    let fields = |s: &str| {
+        let mut f = s.split_whitespace();
+        (f.next().map(str::to_string), f.next().map(str::to_string))
+    };
+    fields(a) == fields(b)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyPair;
+
+    #[test]
+    fn pin_verify_change_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = KnownHosts::new(dir.path().join("sub/known_hosts"));
+        let a = KeyPair::generate();
+        let b = KeyPair::generate();
+        let a_pub = a.private_key().public_key();
+        assert_eq!(kh.pinned("n1").unwrap(), None);
+        assert_eq!(kh.verify_or_pin("n1", a_pub).unwrap(), HostKeyCheck::PinnedNow);
+        assert_eq!(kh.verify_or_pin("n1", a_pub).unwrap(), HostKeyCheck::Matches);
+        let pinned = kh.pinned("n1").unwrap().unwrap();
+        assert!(pinned.starts_with("ssh-ed25519 AAAA"));
+        assert!(a.public_openssh().starts_with(&pinned));
+        let err = kh
+            .verify_or_pin("n1", b.private_key().public_key())
+            .unwrap_err();
+        assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
+        // Another alias is independent; n10 must not match n1.
+        assert_eq!(
+            kh.verify_or_pin("n10", b.private_key().public_key()).unwrap(),
+            HostKeyCheck::PinnedNow
+        );
+        kh.forget("n1").unwrap();
+        assert_eq!(kh.pinned("n1").unwrap(), None);
+        assert!(kh.pinned("n10").unwrap().is_some());
+        let text = fs::read_to_string(kh.path()).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.starts_with("n10 ssh-ed25519 "));
+    }
+
+    #[test]
+    fn concurrent_pins_keep_every_alias() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = KnownHosts::new(dir.path().join("known_hosts"));
+        let key = KeyPair::generate();
+        std::thread::scope(|s| {
+            for i in 0..32 {
+                let kh = &kh;
+                let key = &key;
+                s.spawn(move || {
+                    kh.verify_or_pin(&format!("node{i}"), key.private_key().public_key())
+                        .unwrap();
+                });
+            }
+        });
+        for i in 0..32 {
+            assert!(kh.pinned(&format!("node{i}")).unwrap().is_some(), "node{i}");
+        }
+    }
+
+    #[test]
+    fn ignores_foreign_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        fs::write(
+            &path,
+            "# comment\n|1|abc|def ssh-ed25519 AAAA\n@cert-authority n1 ssh-ed25519 AAAA\n",
+        )
+        .unwrap();
+        let kh = KnownHosts::new(&path);
+        assert_eq!(kh.pinned("n1").unwrap(), None);
+        kh.forget("n1").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
+}

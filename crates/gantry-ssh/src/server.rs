@@ -1,0 +1,691 @@
+//! The SSH server side, run by gantry's local node agent.
+//!
+//! A local node is a sandbox directory plus an agent process; serving real SSH on the node's
+//! loopback address lets `ssh`, `sftp`, Ansible and gantry's own SSH transport reach local nodes
+//! exactly as they reach cloud VMs. Supported: public-key authentication against a fixed list,
+//! `exec` and `shell` (with or without a pty), `env`, `signal`, `window-change`, and the `sftp`
+//! subsystem rooted at the node's work directory.
+//!
+//! Every channel runs in its own task; every child runs in its own session (`setsid`) so
+//! signals reach the whole process group, and nothing blocks the runtime.
+
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use russh::keys::PublicKey;
+use russh::server::{Auth, Msg, PublicKeyOffer, Server as _, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf, MethodKind, MethodSet, Sig};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::client::sig_name;
+use crate::keys::parse_public_key;
+use crate::{KeyPair, SshError};
+
+/// After a child exits, output still buffered is forwarded; a pipe that stays silent this long
+/// is assumed held open by a background process and is abandoned so the channel can finish.
+const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// Configuration of [`serve`].
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub host_key: KeyPair,
+    /// OpenSSH public key lines; only these may log in (public key auth only; any user name).
+    pub authorized_keys: Vec<String>,
+    /// Working directory of every process, and the SFTP root for relative paths.
+    pub workdir: PathBuf,
+    /// The full environment of spawned processes; client `env` requests add to it.
+    pub env: Vec<(String, String)>,
+    /// Commands run as `shell -c CMD`; an interactive shell with a pty runs `shell -i`.
+    pub shell: PathBuf,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("host_key", &self.host_key)
+            .field("authorized_keys", &self.authorized_keys.len())
+            .field("workdir", &self.workdir)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("shell", &self.shell)
+            .finish()
+    }
+}
+
+/// Binds, then calls `ready()` once listening (the agent writes its ready marker there), and
+/// serves until `shutdown` resolves. On shutdown, clients are disconnected and the process
+/// groups of children still running get SIGTERM.
+pub async fn serve(
+    cfg: ServerConfig,
+    ready: impl FnOnce() + Send,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), SshError> {
+    let authorized = cfg
+        .authorized_keys
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(parse_public_key)
+        .collect::<Result<Vec<_>, _>>()?;
+    let addr = cfg.listen.to_string();
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| SshError::Serve {
+            addr: addr.clone(),
+            source,
+        })?;
+    let config = russh::server::Config {
+        server_id: russh::SshId::Standard(concat!("SSH-2.0-gantry_", env!("CARGO_PKG_VERSION")).into()),
+        keys: vec![cfg.host_key.private_key().clone()],
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        auth_rejection_time: Duration::from_millis(300),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // Interactive shells may idle for hours; dead clients are found by keepalives.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    };
+    let shared = Arc::new(Shared {
+        workdir: cfg.workdir.clone(),
+        env: cfg.env.clone(),
+        shell: cfg.shell.clone(),
+        authorized,
+        children: Mutex::new(HashSet::new()),
+    });
+    let mut server = AgentServer {
+        shared: shared.clone(),
+    };
+    tracing::info!(%addr, "ssh server listening");
+    ready();
+    let running = server.run_on_socket(Arc::new(config), &listener);
+    let handle = running.handle();
+    let result = tokio::select! {
+        r = running => r.map_err(|source| SshError::Serve { addr: addr.clone(), source }),
+        () = shutdown => {
+            handle.shutdown("node agent stopping".into());
+            Ok(())
+        }
+    };
+    shared.terminate_children();
+    tracing::info!(%addr, "ssh server stopped");
+    result
+}
+
+struct Shared {
+    workdir: PathBuf,
+    env: Vec<(String, String)>,
+    shell: PathBuf,
+    authorized: Vec<PublicKey>,
+    /// Process groups (= pids of session leaders) of running children.
+    children: Mutex<HashSet<i32>>,
+}
+
+impl Shared {
+    fn is_authorized(&self, key: &PublicKey) -> bool {
+        self.authorized
+            .iter()
+            .any(|k| k.key_data() == key.key_data())
+    }
+
+    fn register(&self, pid: i32) {
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
+    }
+
+    fn unregister(&self, pid: i32) {
+        self.children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    }
+
+    fn terminate_children(&self) {
+        let children: Vec<i32> = self
+            .children
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for pgid in children {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+        }
+    }
+}
+
+struct AgentServer {
+    shared: Arc<Shared>,
+}
+
+impl russh::server::Server for AgentServer {
+    type Handler = Connection;
+
+    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
+        Connection {
+            shared: self.shared.clone(),
+            peer,
+            started: HashSet::new(),
+        }
+    }
+
+    fn handle_session_error(&mut self, error: russh::Error) {
+        tracing::debug!(%error, "ssh connection ended with an error");
+    }
+}
+
+/// One client connection. Channel requests are answered here, in order, as the protocol
+/// requires; the work happens in one task per channel (see [`run_channel`]).
+struct Connection {
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    /// Channels that already started a command, shell or subsystem.
+    started: HashSet<ChannelId>,
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: None,
+        partial_success: false,
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(if self.shared.is_authorized(offer.public_key) {
+            Auth::Accept
+        } else {
+            reject()
+        })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let ok = self.shared.is_authorized(key.public_key);
+        tracing::debug!(
+            user,
+            peer = ?self.peer,
+            fingerprint = %key.public_key.fingerprint(russh::keys::HashAlg::Sha256),
+            accepted = ok,
+            "public key authentication"
+        );
+        Ok(if ok { Auth::Accept } else { reject() })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        let handle = session.handle();
+        reply.accept().await;
+        tokio::spawn(run_channel(channel, handle, self.shared.clone()));
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        self.started.remove(&channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        if self.started.contains(&channel) {
+            session.channel_failure(channel)
+        } else {
+            session.channel_success(channel)
+        }
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        self.start(channel, session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        if name == "sftp" {
+            self.start(channel, session)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+}
+
+impl Connection {
+    fn start(
+        &mut self,
+        channel: ChannelId,
+        session: &mut russh::server::Session,
+    ) -> Result<(), russh::Error> {
+        if self.started.insert(channel) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
+    }
+}
+
+/// What a session channel was asked to run.
+enum Start {
+    Command(String),
+    Shell,
+    Sftp,
+}
+
+struct PtyRequest {
+    term: String,
+    cols: u16,
+    rows: u16,
+}
+
+/// Drives one session channel: collects pty and env requests, then runs the command, shell or
+/// SFTP server the client asked for.
+async fn run_channel(mut channel: Channel<Msg>, handle: russh::server::Handle, shared: Arc<Shared>) {
+    let mut env = shared.env.clone();
+    let mut pty = None;
+    let start = loop {
+        match channel.wait().await {
+            None | Some(ChannelMsg::Close) => return,
+            Some(ChannelMsg::RequestPty {
+                term,
+                col_width,
+                row_height,
+                ..
+            }) => {
+                pty = Some(PtyRequest {
+                    term,
+                    cols: clamp_u16(col_width, 80),
+                    rows: clamp_u16(row_height, 24),
+                });
+            }
+            Some(ChannelMsg::SetEnv {
+                variable_name,
+                variable_value,
+                ..
+            }) => set_env(&mut env, variable_name, variable_value),
+            Some(ChannelMsg::Exec { command, .. }) => {
+                break Start::Command(String::from_utf8_lossy(&command).into_owned());
+            }
+            Some(ChannelMsg::RequestShell { .. }) => break Start::Shell,
+            Some(ChannelMsg::RequestSubsystem { name, .. }) if name == "sftp" => break Start::Sftp,
+            Some(_) => {}
+        }
+    };
+    match start {
+        Start::Sftp => {
+            let handler = crate::sftp::SftpServer::new(shared.workdir.clone());
+            russh_sftp::server::run(channel.into_stream(), handler).await;
+        }
+        Start::Command(command) => {
+            let args = vec![OsString::from("-c"), OsString::from(command)];
+            run_process(channel, handle, shared, env, pty, args).await;
+        }
+        Start::Shell => {
+            let args = if pty.is_some() {
+                vec![OsString::from("-i")]
+            } else {
+                Vec::new()
+            };
+            run_process(channel, handle, shared, env, pty, args).await;
+        }
+    }
+}
+
+fn clamp_u16(v: u32, default: u16) -> u16 {
+    match u16::try_from(v) {
+        Ok(0) | Err(_) => default,
+        Ok(v) => v,
+    }
+}
+
+fn set_env(env: &mut Vec<(String, String)>, name: String, value: String) {
+    match env.iter_mut().find(|(k, _)| *k == name) {
+        Some(slot) => slot.1 = value,
+        None => env.push((name, value)),
+    }
+}
+
+/// Input for a child: bytes, or a new terminal size (rows, cols).
+enum Input {
+    Data(Vec<u8>),
+    Resize(u16, u16),
+}
+
+/// Where a child's input goes: its stdin pipe, or the pty master.
+enum InputSink {
+    Pipe(tokio::process::ChildStdin),
+    Pty(pty_process::OwnedWritePty),
+}
+
+/// A started child with its IO wired up.
+struct Spawned {
+    child: tokio::process::Child,
+    /// Output streams with their extended-data code (`None` = stdout / pty, `Some(1)` = stderr).
+    outputs: Vec<(Box<dyn AsyncRead + Send + Unpin>, Option<u32>)>,
+    input: InputSink,
+}
+
+fn pty_err(e: pty_process::Error) -> std::io::Error {
+    match e {
+        pty_process::Error::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
+}
+
+fn spawn_child(
+    shared: &Shared,
+    env: &[(String, String)],
+    pty: Option<&PtyRequest>,
+    args: &[OsString],
+) -> std::io::Result<Spawned> {
+    match pty {
+        Some(req) => {
+            let (pty, pts) = pty_process::open().map_err(pty_err)?;
+            pty.resize(pty_process::Size::new(req.rows, req.cols))
+                .map_err(pty_err)?;
+            // pty-process makes the child a session leader with the pty as controlling tty.
+            let child = pty_process::Command::new(&shared.shell)
+                .args(args)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .env("TERM", &req.term)
+                .current_dir(&shared.workdir)
+                .spawn(pts)
+                .map_err(pty_err)?;
+            let (read, write) = pty.into_split();
+            Ok(Spawned {
+                child,
+                outputs: vec![(Box::new(read), None)],
+                input: InputSink::Pty(write),
+            })
+        }
+        None => {
+            let mut cmd = tokio::process::Command::new(&shared.shell);
+            cmd.args(args)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .current_dir(&shared.workdir)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // SAFETY: the closure only calls setsid(2), which is async-signal-safe, and touches
+            // no memory shared with the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::unistd::setsid()
+                        .map(|_| ())
+                        .map_err(std::io::Error::from)
+                });
+            }
+            let mut child = cmd.spawn()?;
+            let missing = || std::io::Error::other("child pipe missing");
+            let stdout = child.stdout.take().ok_or_else(missing)?;
+            let stderr = child.stderr.take().ok_or_else(missing)?;
+            let stdin = child.stdin.take().ok_or_else(missing)?;
+            Ok(Spawned {
+                child,
+                outputs: vec![(Box::new(stdout), None), (Box::new(stderr), Some(1))],
+                input: InputSink::Pipe(stdin),
+            })
+        }
+    }
+}
+
+/// Feeds a child's input until the channel's EOF (the sender is dropped), then closes it.
+async fn feed_input(mut sink: InputSink, mut rx: mpsc::Receiver<Input>) {
+    let mut broken = false;
+    while let Some(msg) = rx.recv().await {
+        match (msg, &mut sink) {
+            (Input::Data(data), InputSink::Pipe(w)) if !broken => {
+                broken = w.write_all(&data).await.is_err() || w.flush().await.is_err();
+            }
+            (Input::Data(data), InputSink::Pty(w)) if !broken => {
+                broken = w.write_all(&data).await.is_err() || w.flush().await.is_err();
+            }
+            (Input::Resize(rows, cols), InputSink::Pty(w)) => {
+                let _ = w.resize(pty_process::Size::new(rows, cols));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Forwards one output stream to the channel until it ends, or until it has been silent for
+/// [`DRAIN_GRACE`] after the child exited.
+async fn pump(
+    mut reader: Box<dyn AsyncRead + Send + Unpin>,
+    tx: Arc<ChannelWriteHalf<Msg>>,
+    ext: Option<u32>,
+    mut exited: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let read = tokio::select! {
+            r = reader.read(&mut buf) => r,
+            () = idle_after_exit(&mut exited) => break,
+        };
+        let n = match read {
+            // A pty master reads EIO once the last process holding the slave is gone.
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let data = buf[..n].to_vec();
+        let sent = match ext {
+            None => tx.data_bytes(data).await,
+            Some(code) => tx.extended_data_bytes(code, data).await,
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+}
+
+async fn idle_after_exit(exited: &mut watch::Receiver<bool>) {
+    let _ = exited.wait_for(|done| *done).await;
+    tokio::time::sleep(DRAIN_GRACE).await;
+}
+
+fn to_signal(sig: &Sig) -> Option<Signal> {
+    Signal::from_str(&format!("SIG{}", sig_name(sig))).ok()
+}
+
+/// Runs `shell ARGS` for a channel: input from the channel, output to it, signals and window
+/// changes forwarded; then reports how the child ended and closes the channel.
+async fn run_process(
+    channel: Channel<Msg>,
+    handle: russh::server::Handle,
+    shared: Arc<Shared>,
+    env: Vec<(String, String)>,
+    pty: Option<PtyRequest>,
+    args: Vec<OsString>,
+) {
+    let id = channel.id();
+    let is_pty = pty.is_some();
+    let (mut rx, tx) = channel.split();
+    let tx = Arc::new(tx);
+    let spawned = match spawn_child(&shared, &env, pty.as_ref(), &args) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(shell = %shared.shell.display(), error = %e, "cannot start process");
+            let msg = format!("gantry: cannot run {}: {e}\r\n", shared.shell.display());
+            let _ = tx.extended_data_bytes(1, msg.into_bytes()).await;
+            let _ = tx.eof().await;
+            let _ = handle.exit_status_request(id, 127).await;
+            let _ = tx.close().await;
+            return;
+        }
+    };
+    let Spawned {
+        mut child,
+        outputs,
+        input,
+    } = spawned;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok());
+    if let Some(pid) = pid {
+        shared.register(pid);
+    }
+    let (exited_tx, exited_rx) = watch::channel(false);
+    let pumps: Vec<_> = outputs
+        .into_iter()
+        .map(|(reader, ext)| tokio::spawn(pump(reader, tx.clone(), ext, exited_rx.clone())))
+        .collect();
+    let (input_tx, input_rx) = mpsc::channel::<Input>(64);
+    let feeder = tokio::spawn(feed_input(input, input_rx));
+    let mut input_tx = Some(input_tx);
+    let mut client_open = true;
+
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            msg = rx.wait(), if client_open => match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(sender) = &input_tx
+                        && sender.send(Input::Data(data.to_vec())).await.is_err()
+                    {
+                        input_tx = None;
+                    }
+                }
+                Some(ChannelMsg::Eof) => {
+                    // A pty has no half-close; for pipes, EOF closes the child's stdin.
+                    if !is_pty {
+                        input_tx = None;
+                    }
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    if let Some(sender) = &input_tx {
+                        let _ = sender
+                            .send(Input::Resize(clamp_u16(row_height, 24), clamp_u16(col_width, 80)))
+                            .await;
+                    }
+                }
+                Some(ChannelMsg::Signal { signal }) => {
+                    if let (Some(pid), Some(sig)) = (pid, to_signal(&signal)) {
+                        let _ = killpg(Pid::from_raw(pid), sig);
+                    }
+                }
+                Some(ChannelMsg::Close) | None => {
+                    // The client went away: hang up on the process group, as a terminal would.
+                    client_open = false;
+                    input_tx = None;
+                    if let Some(pid) = pid {
+                        let _ = killpg(Pid::from_raw(pid), Signal::SIGHUP);
+                    }
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    if let Some(pid) = pid {
+        shared.unregister(pid);
+    }
+    let _ = exited_tx.send(true);
+    drop(input_tx);
+    feeder.abort();
+    if !client_open {
+        for p in pumps {
+            p.abort();
+        }
+        return;
+    }
+    for p in pumps {
+        let _ = p.await;
+    }
+    let _ = tx.eof().await;
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(signo) = status.signal() {
+                let name = Signal::try_from(signo)
+                    .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+                    .unwrap_or_else(|_| signo.to_string());
+                let _ = handle
+                    .exit_signal_request(id, Sig::Custom(name), status.core_dumped(), String::new(), "en".into())
+                    .await;
+            } else {
+                let code = status.code().and_then(|c| u32::try_from(c).ok()).unwrap_or(255);
+                let _ = handle.exit_status_request(id, code).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "waiting for child failed");
+            let _ = handle.exit_status_request(id, 255).await;
+        }
+    }
+    let _ = tx.close().await;
+}

@@ -1,0 +1,718 @@
+//! The contract of [`StateStore`], as code every backend runs.
+//!
+//! DESIGN.md promises that SQLite, PostgreSQL and etcd behave the same; this suite is how that
+//! promise is kept. A backend's tests call [`run_all`] on a fresh or shared store: every record
+//! uses a random project and key prefix, so runs do not see each other's data. Each check
+//! panics with a message naming the rule that broke.
+//!
+//! Timestamps used here have whole microseconds, the finest precision every backend is required
+//! to keep. The lock checks sleep once for 1.5 s to let a 1 s lease expire (etcd leases have
+//! whole-second TTLs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::error::StateError;
+use crate::model::{Acquire, ClusterRecord, EventRecord, Lease, NodeRecord, RunRecord, StepRecord};
+use crate::store::StateStore;
+
+/// Runs every check against `store`, panicking at the first broken rule.
+pub async fn run_all(store: &dyn StateStore) {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let ns = |area: &str| format!("conformance-{nonce}-{area}");
+    check_meta(store).await;
+    check_clusters(store, &ns("clusters")).await;
+    check_nodes(store, &ns("nodes")).await;
+    check_runs(store, &ns("runs")).await;
+    check_steps(store, &ns("steps")).await;
+    check_events(store, &ns("events")).await;
+    check_locks(store, &ns("locks")).await;
+}
+
+/// Unwraps a result the rule says must succeed.
+fn ok<T>(rule: &str, result: Result<T, StateError>) -> T {
+    result.unwrap_or_else(|e| panic!("{rule}: unexpected error: {e} ({e:?})"))
+}
+
+/// A fixed instant plus `secs`, with a sub-second part of whole microseconds.
+fn at(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::UNIX_EPOCH
+        + time::Duration::seconds(1_700_000_000 + secs)
+        + time::Duration::microseconds(123_456)
+}
+
+fn cluster(project: &str, name: &str) -> ClusterRecord {
+    ClusterRecord {
+        project: project.into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        provider: "local".into(),
+        spec_yaml: format!("apiVersion: gantry/v1\nname: {name}\n"),
+        spec_json: format!(r#"{{"name":"{name}"}}"#),
+        spec_hash: "hash-1".into(),
+        generation: 1,
+        status: "creating".into(),
+        created_at: at(0),
+        updated_at: at(1),
+        expires_at: at(3600),
+    }
+}
+
+fn node(project: &str, cluster: &str, pool: &str, index: u32) -> NodeRecord {
+    NodeRecord {
+        project: project.into(),
+        cluster: cluster.into(),
+        name: format!("{cluster}-{pool}-{index}"),
+        pool: pool.into(),
+        index,
+        provider_id: format!("i-{pool}{index}"),
+        address: None,
+        ssh_host: None,
+        ssh_port: None,
+        ssh_user: None,
+        state: "pending".into(),
+        tags: BTreeMap::new(),
+        created_at: at(10),
+        updated_at: at(10),
+    }
+}
+
+fn run(id: &str, project: &str, cluster: &str, started: i64) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        project: project.into(),
+        cluster: cluster.into(),
+        kind: "up".into(),
+        status: "running".into(),
+        spec_hash: Some("hash-1".into()),
+        holder: "1234@host".into(),
+        started_at: at(started),
+        finished_at: None,
+        error: None,
+    }
+}
+
+fn step(run: &RunRecord, step_id: &str, status: &str) -> StepRecord {
+    StepRecord {
+        run_id: run.id.clone(),
+        step_id: step_id.into(),
+        node: None,
+        status: status.into(),
+        attempts: 1,
+        error: None,
+        spec_hash: run.spec_hash.clone(),
+        started_at: at(100),
+        finished_at: None,
+    }
+}
+
+async fn check_meta(store: &dyn StateStore) {
+    assert!(!store.kind().is_empty(), "kind() must name the backend");
+    let version = ok("schema_version", store.schema_version().await);
+    assert!(
+        version >= 1,
+        "schema_version must be at least 1, got {version}"
+    );
+}
+
+async fn check_clusters(store: &dyn StateStore, project: &str) {
+    let other = format!("{project}-other");
+    assert_eq!(
+        ok("get missing cluster", store.get_cluster(project, "b").await),
+        None,
+        "get_cluster of a missing cluster must be None"
+    );
+
+    let b = cluster(project, "b");
+    ok("put_cluster insert", store.put_cluster(&b).await);
+    assert_eq!(
+        ok("get_cluster", store.get_cluster(project, "b").await).as_ref(),
+        Some(&b),
+        "put_cluster then get_cluster must round-trip every field"
+    );
+
+    let mut b2 = b.clone();
+    b2.uid = "uid-b-2".into();
+    b2.spec_yaml = "changed: true\n".into();
+    b2.spec_json = "{}".into();
+    b2.spec_hash = "hash-2".into();
+    b2.generation = u64::from(u32::MAX) + 7;
+    b2.status = "ready".into();
+    b2.updated_at = at(50);
+    b2.expires_at = at(7200);
+    ok("put_cluster update", store.put_cluster(&b2).await);
+    assert_eq!(
+        ok("get_cluster", store.get_cluster(project, "b").await).as_ref(),
+        Some(&b2),
+        "put_cluster on an existing (project, name) must overwrite every field"
+    );
+
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(project, "a")).await,
+    );
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(&other, "c")).await,
+    );
+    let names: Vec<String> = ok("list_clusters", store.list_clusters(project).await)
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        names,
+        ["a", "b"],
+        "list_clusters must return only the project's clusters, ordered by name"
+    );
+
+    ok("delete_cluster", store.delete_cluster(project, "a").await);
+    assert_eq!(
+        ok("get_cluster", store.get_cluster(project, "a").await),
+        None,
+        "delete_cluster must remove the cluster"
+    );
+    ok(
+        "delete_cluster of a missing cluster must not be an error",
+        store.delete_cluster(project, "a").await,
+    );
+    assert_eq!(
+        ok("list_clusters", store.list_clusters(&other).await).len(),
+        1,
+        "delete_cluster must not touch other projects"
+    );
+}
+
+async fn check_nodes(store: &dyn StateStore, project: &str) {
+    let orphan = node(project, "nope", "workers", 1);
+    assert!(
+        matches!(
+            store.put_node(&orphan).await,
+            Err(StateError::NotFound { .. })
+        ),
+        "put_node for a cluster without a record must fail with NotFound"
+    );
+
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(project, "c1")).await,
+    );
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(project, "c2")).await,
+    );
+    // Inserted out of order; index 10 must sort after 2 (numeric, not text, order).
+    let keys = [
+        ("workers", 10),
+        ("workers", 2),
+        ("control", 1),
+        ("workers", 1),
+    ];
+    for (pool, index) in keys {
+        ok(
+            "put_node",
+            store.put_node(&node(project, "c1", pool, index)).await,
+        );
+    }
+    ok(
+        "put_node",
+        store.put_node(&node(project, "c2", "workers", 1)).await,
+    );
+    let order: Vec<(String, u32)> = ok("list_nodes", store.list_nodes(project, "c1").await)
+        .into_iter()
+        .map(|n| (n.pool, n.index))
+        .collect();
+    let want: Vec<(String, u32)> = [
+        ("control", 1),
+        ("workers", 1),
+        ("workers", 2),
+        ("workers", 10),
+    ]
+    .into_iter()
+    .map(|(p, i)| (p.to_owned(), i))
+    .collect();
+    assert_eq!(
+        order, want,
+        "list_nodes must return only the cluster's nodes, ordered by pool then numeric index"
+    );
+
+    let mut full = node(project, "c1", "workers", 2);
+    full.provider_id = "i-changed".into();
+    full.address = Some("10.0.0.2".into());
+    full.ssh_host = Some("203.0.113.9".into());
+    full.ssh_port = Some(2222);
+    full.ssh_user = Some("ubuntu".into());
+    full.state = "running".into();
+    full.tags = BTreeMap::from([
+        ("gantry-pool".to_owned(), "workers".to_owned()),
+        ("gantry-index".to_owned(), "2".to_owned()),
+    ]);
+    full.updated_at = at(20);
+    ok("put_node update", store.put_node(&full).await);
+    let nodes = ok("list_nodes", store.list_nodes(project, "c1").await);
+    assert_eq!(
+        nodes.len(),
+        4,
+        "put_node on an existing key must not add a node"
+    );
+    assert_eq!(
+        nodes.iter().find(|n| n.name == full.name),
+        Some(&full),
+        "put_node on an existing (project, cluster, name) must overwrite every field"
+    );
+
+    ok(
+        "delete_node",
+        store.delete_node(project, "c1", &full.name).await,
+    );
+    ok(
+        "delete_node of a missing node must not be an error",
+        store.delete_node(project, "c1", &full.name).await,
+    );
+    assert_eq!(
+        ok("list_nodes", store.list_nodes(project, "c1").await).len(),
+        3,
+        "delete_node must remove exactly that node"
+    );
+
+    ok("delete_cluster", store.delete_cluster(project, "c1").await);
+    assert!(
+        ok("list_nodes", store.list_nodes(project, "c1").await).is_empty(),
+        "delete_cluster must remove the cluster's nodes"
+    );
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(project, "c1")).await,
+    );
+    assert!(
+        ok("list_nodes", store.list_nodes(project, "c1").await).is_empty(),
+        "re-creating a deleted cluster must not bring its old nodes back"
+    );
+    assert_eq!(
+        ok("list_nodes", store.list_nodes(project, "c2").await).len(),
+        1,
+        "delete_cluster must not touch another cluster's nodes"
+    );
+}
+
+async fn check_runs(store: &dyn StateStore, project: &str) {
+    let id = |suffix: &str| format!("{project}-{suffix}");
+    let r1 = run(&id("aaa1"), project, "c1", 10);
+    let r2 = run(&id("aaa2"), project, "c1", 30);
+    let r3 = run(&id("bbb1"), project, "c2", 20);
+    for r in [&r1, &r2, &r3] {
+        ok("create_run", store.create_run(r).await);
+    }
+    assert!(
+        matches!(
+            store.create_run(&r1).await,
+            Err(StateError::AlreadyExists { .. })
+        ),
+        "create_run with a taken id must fail with AlreadyExists"
+    );
+    assert_eq!(
+        ok("get_run", store.get_run(&r1.id).await).as_ref(),
+        Some(&r1),
+        "create_run then get_run must round-trip every field"
+    );
+    assert_eq!(
+        ok("get_run", store.get_run(&id("aaa")).await),
+        None,
+        "get_run must match the exact id only, not a prefix"
+    );
+
+    let mut done = r1.clone();
+    done.status = "failed".into();
+    done.finished_at = Some(at(15));
+    done.error = Some("step install failed".into());
+    ok("update_run", store.update_run(&done).await);
+    assert_eq!(
+        ok("get_run", store.get_run(&r1.id).await).as_ref(),
+        Some(&done),
+        "update_run must overwrite status, finished_at and error"
+    );
+    let ghost = run(&id("ghost"), project, "c1", 0);
+    assert!(
+        matches!(
+            store.update_run(&ghost).await,
+            Err(StateError::NotFound { .. })
+        ),
+        "update_run of a missing run must fail with NotFound"
+    );
+
+    assert_eq!(
+        ok("find_run", store.find_run(&id("bb")).await).map(|r| r.id),
+        Some(r3.id.clone()),
+        "find_run must resolve a unique prefix"
+    );
+    assert_eq!(
+        ok("find_run", store.find_run(&r2.id).await).map(|r| r.id),
+        Some(r2.id.clone()),
+        "find_run must resolve a full id"
+    );
+    match store.find_run(&id("aaa")).await {
+        Err(StateError::AmbiguousRunId { count, .. }) => assert_eq!(
+            count, 2,
+            "AmbiguousRunId must count the runs the prefix matches"
+        ),
+        other => panic!(
+            "find_run with a prefix of two runs must fail with AmbiguousRunId, got {other:?}"
+        ),
+    }
+    assert_eq!(
+        ok("find_run", store.find_run(&id("zzz")).await),
+        None,
+        "find_run with a prefix matching nothing must be None"
+    );
+    assert!(
+        matches!(
+            store.find_run("").await,
+            Err(StateError::InvalidArgument { .. })
+        ),
+        "find_run with an empty prefix must fail with InvalidArgument"
+    );
+
+    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(ok("list_runs", store.list_runs(project, None, 10).await)),
+        [r2.id.clone(), r3.id.clone(), r1.id.clone()],
+        "list_runs must return the project's runs newest first"
+    );
+    assert_eq!(
+        ids(ok(
+            "list_runs",
+            store.list_runs(project, Some("c1"), 10).await
+        )),
+        [r2.id.clone(), r1.id.clone()],
+        "list_runs with a cluster must return only that cluster's runs"
+    );
+    assert_eq!(
+        ids(ok("list_runs", store.list_runs(project, None, 2).await)),
+        [r2.id.clone(), r3.id.clone()],
+        "list_runs must return at most `limit` runs, the newest ones"
+    );
+    assert!(
+        ok(
+            "list_runs",
+            store.list_runs(&format!("{project}-x"), None, 10).await
+        )
+        .is_empty(),
+        "list_runs must not return other projects' runs"
+    );
+
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(project, "c1")).await,
+    );
+    ok("delete_cluster", store.delete_cluster(project, "c1").await);
+    assert!(
+        ok("get_run", store.get_run(&r1.id).await).is_some(),
+        "delete_cluster must keep the cluster's runs as history"
+    );
+}
+
+async fn check_steps(store: &dyn StateStore, project: &str) {
+    let id = |suffix: &str| format!("{project}-{suffix}");
+    let ghost = run(&id("ghost"), project, "a", 0);
+    assert!(
+        matches!(
+            store.put_step(&step(&ghost, "s", "done")).await,
+            Err(StateError::NotFound { .. })
+        ),
+        "put_step for a missing run must fail with NotFound"
+    );
+
+    let r1 = run(&id("r1"), project, "a", 1);
+    let mut r2 = run(&id("r2"), project, "a", 2);
+    r2.spec_hash = Some("hash-2".into());
+    let r3 = run(&id("r3"), project, "b", 3);
+    let r4 = run(&id("r4"), project, "a", 4);
+    let r5 = run(&id("r5"), &format!("{project}-other"), "a", 5);
+    for r in [&r1, &r2, &r3, &r4, &r5] {
+        ok("create_run", store.create_run(r).await);
+    }
+
+    let mut first = step(&r1, "install@a-workers-1", "running");
+    ok("put_step", store.put_step(&first).await);
+    first.status = "done".into();
+    first.attempts = 2;
+    first.node = Some("a-workers-1".into());
+    first.error = Some("first attempt timed out".into());
+    first.finished_at = Some(at(130));
+    ok("put_step update", store.put_step(&first).await);
+    let mut later = step(&r1, "configure", "failed");
+    later.started_at = at(200);
+    ok("put_step", store.put_step(&later).await);
+    let mut earlier = step(&r1, "wait", "running");
+    earlier.started_at = at(50);
+    ok("put_step", store.put_step(&earlier).await);
+    assert_eq!(
+        ok("list_steps", store.list_steps(&r1.id).await),
+        [earlier, first, later],
+        "put_step must upsert by (run_id, step_id) and list_steps must order by started_at"
+    );
+
+    ok(
+        "put_step",
+        store.put_step(&step(&r1, "skipped", "skipped")).await,
+    );
+    ok(
+        "put_step",
+        store.put_step(&step(&r2, "other-hash", "done")).await,
+    );
+    ok(
+        "put_step",
+        store.put_step(&step(&r3, "other-cluster", "done")).await,
+    );
+    ok(
+        "put_step",
+        store.put_step(&step(&r4, "second-run", "done")).await,
+    );
+    ok(
+        "put_step",
+        store
+            .put_step(&step(&r4, "install@a-workers-1", "done"))
+            .await,
+    );
+    ok(
+        "put_step",
+        store.put_step(&step(&r5, "other-project", "done")).await,
+    );
+    let want: BTreeSet<String> = ["install@a-workers-1", "second-run"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        ok("done_steps", store.done_steps(project, "a", "hash-1").await),
+        want,
+        "done_steps must return the done steps of that project, cluster and spec hash across runs"
+    );
+    assert!(
+        ok(
+            "done_steps",
+            store.done_steps(project, "zzz", "hash-1").await
+        )
+        .is_empty(),
+        "done_steps of a cluster without runs must be empty"
+    );
+}
+
+async fn check_events(store: &dyn StateStore, project: &str) {
+    let ghost = format!("{project}-ghost");
+    assert!(
+        matches!(
+            store.append_event(&ghost, at(0), "{}").await,
+            Err(StateError::NotFound { .. })
+        ),
+        "append_event for a missing run must fail with NotFound"
+    );
+    let r1 = run(&format!("{project}-r1"), project, "a", 1);
+    let r2 = run(&format!("{project}-r2"), project, "a", 2);
+    ok("create_run", store.create_run(&r1).await);
+    ok("create_run", store.create_run(&r2).await);
+
+    let mut written = Vec::new();
+    for i in 0..3u64 {
+        let json = format!(r#"{{"n":{i}}}"#);
+        let seq = ok(
+            "append_event",
+            store.append_event(&r1.id, at(i as i64), &json).await,
+        );
+        assert_eq!(
+            seq,
+            i + 1,
+            "append_event must number a run's events 1, 2, 3, …"
+        );
+        written.push(EventRecord {
+            run_id: r1.id.clone(),
+            seq,
+            at: at(i as i64),
+            json,
+        });
+    }
+    assert_eq!(
+        ok(
+            "append_event",
+            store.append_event(&r2.id, at(9), "{}").await
+        ),
+        1,
+        "append_event must number each run's events independently"
+    );
+    assert_eq!(
+        ok("list_events", store.list_events(&r1.id, 0).await),
+        written,
+        "list_events after 0 must return all of the run's events in order, fields intact"
+    );
+    assert_eq!(
+        ok("list_events", store.list_events(&r1.id, 1).await),
+        written[1..],
+        "list_events must return only events with seq > after_seq"
+    );
+    assert!(
+        ok("list_events", store.list_events(&r1.id, 3).await).is_empty(),
+        "list_events after the last seq must be empty"
+    );
+}
+
+async fn check_locks(store: &dyn StateStore, prefix: &str) {
+    let key = format!("{prefix}/cluster/a");
+    let long = Duration::from_secs(30);
+    assert_eq!(
+        ok("get_lock", store.get_lock(&key).await),
+        None,
+        "get_lock of a never-taken key must be None"
+    );
+
+    let first = acquired(
+        store,
+        &key,
+        "alice",
+        long,
+        "acquire_lock of a free key must succeed",
+    )
+    .await;
+    assert_eq!(
+        (first.key.as_str(), first.holder.as_str()),
+        (key.as_str(), "alice")
+    );
+    assert!(
+        first.expires_at > OffsetDateTime::now_utc() + Duration::from_secs(20),
+        "acquire_lock must set expires_at to about now + ttl"
+    );
+    assert_eq!(
+        ok("get_lock", store.get_lock(&key).await).as_ref(),
+        Some(&first),
+        "get_lock must return the live lease"
+    );
+
+    for (who, rule) in [
+        (
+            "bob",
+            "acquire_lock of a held key must report Held with the holder",
+        ),
+        (
+            "alice",
+            "acquire_lock by the same holder must report Held; holders renew instead",
+        ),
+    ] {
+        match ok("acquire_lock", store.acquire_lock(&key, who, long).await) {
+            Acquire::Held { holder, expires_at } => {
+                assert_eq!(holder, "alice", "{rule}");
+                assert_eq!(expires_at, first.expires_at, "{rule}");
+            }
+            Acquire::Acquired(lease) => panic!("{rule}; {who} got {lease:?}"),
+        }
+    }
+
+    let renewed = ok(
+        "renew_lock",
+        store.renew_lock(&first, Duration::from_secs(60)).await,
+    );
+    assert_eq!(renewed.token, first.token, "renew_lock must keep the token");
+    assert!(
+        renewed.expires_at > first.expires_at,
+        "renew_lock must move expires_at to now + ttl"
+    );
+    assert_eq!(
+        ok("get_lock", store.get_lock(&key).await).as_ref(),
+        Some(&renewed),
+        "get_lock must reflect the renewed lease"
+    );
+
+    ok("release_lock", store.release_lock(&renewed).await);
+    assert_eq!(
+        ok("get_lock", store.get_lock(&key).await),
+        None,
+        "get_lock after release_lock must be None"
+    );
+    assert!(
+        matches!(
+            store.renew_lock(&renewed, long).await,
+            Err(StateError::LockLost { .. })
+        ),
+        "renew_lock of a released lease must fail with LockLost"
+    );
+    let second = acquired(
+        store,
+        &key,
+        "bob",
+        Duration::from_secs(1),
+        "acquire_lock after release must succeed",
+    )
+    .await;
+    assert!(
+        second.token > first.token,
+        "a re-acquired lock must get a larger fencing token ({} then {})",
+        first.token,
+        second.token
+    );
+    ok(
+        "release_lock of a lost lease must be a no-op",
+        store.release_lock(&first).await,
+    );
+    assert_eq!(
+        ok("get_lock", store.get_lock(&key).await).as_ref(),
+        Some(&second),
+        "release_lock with a stale token must not free the current holder's lock"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        ok("get_lock", store.get_lock(&key).await),
+        None,
+        "get_lock of an expired lease must be None"
+    );
+    assert!(
+        matches!(
+            store.renew_lock(&second, long).await,
+            Err(StateError::LockLost { .. })
+        ),
+        "renew_lock of an expired lease must fail with LockLost"
+    );
+    let third = acquired(
+        store,
+        &key,
+        "carol",
+        long,
+        "acquire_lock of an expired lease must succeed",
+    )
+    .await;
+    assert!(
+        third.token > second.token,
+        "taking over an expired lease must give a larger fencing token ({} then {})",
+        second.token,
+        third.token
+    );
+    assert!(
+        matches!(
+            store.renew_lock(&second, long).await,
+            Err(StateError::LockLost { .. })
+        ),
+        "renew_lock with a stale token must fail with LockLost"
+    );
+
+    let other = format!("{prefix}/cluster/b");
+    acquired(
+        store,
+        &other,
+        "bob",
+        long,
+        "locks on different keys must be independent",
+    )
+    .await;
+    ok("release_lock", store.release_lock(&third).await);
+}
+
+async fn acquired(
+    store: &dyn StateStore,
+    key: &str,
+    holder: &str,
+    ttl: Duration,
+    rule: &str,
+) -> Lease {
+    match ok(rule, store.acquire_lock(key, holder, ttl).await) {
+        Acquire::Acquired(lease) => lease,
+        Acquire::Held { holder, .. } => panic!("{rule}; it is held by {holder}"),
+    }
+}

@@ -1,0 +1,139 @@
+//! The one error type of the crate.
+//!
+//! Every [`StateStore`](crate::StateStore) method returns [`StateError`], whatever the backend, so
+//! callers (the engine, the CLI's exit-code mapping) can branch on what went wrong — a lock that
+//! was lost, an ambiguous run id, a database written by a newer gantry — without knowing which
+//! store they talk to. Backend failures keep their cause as a `#[source]`.
+
+use std::path::PathBuf;
+
+/// Boxed cause for backends that live outside this crate (see [`StateError::Backend`]).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong while reading or writing gantry state.
+///
+/// Messages are lowercase fragments that read well after "failed to".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The state file (or its directory) could not be created or given its permissions.
+    #[error("prepare state file {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// SQLite could not open the database file.
+    #[error("open state database {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The database was written by a newer gantry whose schema this binary does not know.
+    #[error(
+        "use state database with schema version {found}: this gantry knows versions up to \
+         {supported}; upgrade gantry"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+
+    /// Applying an embedded migration failed; the database is left at the previous version.
+    #[error("migrate state database to schema version {version}")]
+    Migrate {
+        version: u32,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Another process held the database past the busy timeout.
+    #[error("{op}: state database is busy (another gantry process is writing to it)")]
+    Busy {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Any other SQLite failure, named by the operation that hit it.
+    #[error("{op} in sqlite state database")]
+    Sqlite {
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// Failure of a backend implemented outside this crate (PostgreSQL, etcd, …).
+    #[error("{op} in {backend} state store")]
+    Backend {
+        backend: &'static str,
+        op: &'static str,
+        #[source]
+        source: BoxError,
+    },
+
+    /// The record a write depends on does not exist (e.g. a node of an unknown cluster).
+    #[error("find {what} {key}")]
+    NotFound { what: &'static str, key: String },
+
+    /// A create for a key that is already taken.
+    #[error("create {what} {key}: it already exists")]
+    AlreadyExists { what: &'static str, key: String },
+
+    /// A run id prefix matched more than one run.
+    #[error("resolve run id prefix {prefix:?}: it matches {count} runs; give more characters")]
+    AmbiguousRunId { prefix: String, count: u64 },
+
+    /// The lease's fencing token no longer holds the lock (it expired, or someone else took it).
+    #[error("keep lock {key}: lease with token {token} was lost")]
+    LockLost { key: String, token: u64 },
+
+    /// A caller passed a value the store cannot accept.
+    #[error("accept {what}: {reason}")]
+    InvalidArgument { what: &'static str, reason: String },
+
+    /// A number does not fit the store's representation (or a stored one does not fit Rust's).
+    #[error("convert {what}: value {value} is out of range")]
+    OutOfRange { what: &'static str, value: String },
+
+    /// A stored value could not be decoded: the database holds data gantry did not write.
+    #[error("decode stored {what}")]
+    Corrupt {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+
+    /// A value could not be encoded for storage.
+    #[error("encode {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+
+    /// The blocking worker running a database call panicked or was cancelled.
+    #[error("run state database call")]
+    Worker {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl StateError {
+    /// Wraps a SQLite error, telling "database busy" apart from other failures.
+    pub(crate) fn sqlite(op: &'static str, source: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StateError::Busy { op, source }
+            }
+            _ => StateError::Sqlite { op, source },
+        }
+    }
+
+    /// Whether retrying the same call later may succeed (contention, not a logic error).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StateError::Busy { .. })
+    }
+}

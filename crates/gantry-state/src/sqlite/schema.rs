@@ -1,0 +1,178 @@
+//! The SQLite schema, as an ordered list of embedded migrations.
+//!
+//! The binary carries every migration; a database records which ones it has in
+//! `schema_version`. Opening applies the missing ones in one `BEGIN IMMEDIATE` transaction, so
+//! two gantry processes opening a fresh file at once cannot both migrate it, and a failed
+//! migration leaves the previous version intact. A database already past what this binary knows
+//! was written by a newer gantry and is refused rather than misread.
+//!
+//! Rules for editing: never change a migration that has shipped; append a new one. Tables are
+//! `STRICT` so a wrong type is an error at write time, not a surprise at read time.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use time::OffsetDateTime;
+
+use super::codec;
+use crate::error::StateError;
+
+/// Migration `i` (0-based) brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The newest schema version this binary knows.
+pub(crate) const SUPPORTED_VERSION: u32 = MIGRATIONS.len() as u32;
+
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    applied_at TEXT NOT NULL
+) STRICT;";
+
+const V1: &str = "
+CREATE TABLE clusters (
+    project    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    uid        TEXT NOT NULL,
+    provider   TEXT NOT NULL,
+    spec_yaml  TEXT NOT NULL,
+    spec_json  TEXT NOT NULL,
+    spec_hash  TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (project, name)
+) STRICT;
+
+CREATE TABLE nodes (
+    project     TEXT NOT NULL,
+    cluster     TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    pool        TEXT NOT NULL,
+    idx         INTEGER NOT NULL,
+    provider_id TEXT NOT NULL,
+    address     TEXT,
+    ssh_host    TEXT,
+    ssh_port    INTEGER,
+    ssh_user    TEXT,
+    state       TEXT NOT NULL,
+    tags        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (project, cluster, name),
+    FOREIGN KEY (project, cluster) REFERENCES clusters (project, name) ON DELETE CASCADE
+) STRICT;
+
+-- Runs outlive their cluster (history), so they do not reference it.
+CREATE TABLE runs (
+    id          TEXT PRIMARY KEY,
+    project     TEXT NOT NULL,
+    cluster     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    spec_hash   TEXT,
+    holder      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    error       TEXT
+) STRICT;
+CREATE INDEX runs_by_project ON runs (project, started_at);
+CREATE INDEX runs_by_cluster ON runs (project, cluster, started_at);
+
+CREATE TABLE steps (
+    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    step_id     TEXT NOT NULL,
+    node        TEXT,
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL,
+    error       TEXT,
+    spec_hash   TEXT,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    PRIMARY KEY (run_id, step_id)
+) STRICT;
+CREATE INDEX steps_by_hash ON steps (spec_hash, status);
+
+CREATE TABLE events (
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    at     TEXT NOT NULL,
+    json   TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+
+-- One row per key ever locked: a released or expired lease keeps its row so the next token
+-- is still larger than every token issued before.
+CREATE TABLE locks (
+    key        TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    token      INTEGER NOT NULL,
+    expires_at TEXT NOT NULL
+) STRICT;
+";
+
+/// The version recorded in the database (0 for a database gantry has never migrated).
+pub(crate) fn current_version(conn: &Connection) -> Result<u32, StateError> {
+    let exists: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master
+                            WHERE type = 'table' AND name = 'schema_version')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| StateError::sqlite("read schema version", e))?;
+    if !exists {
+        return Ok(0);
+    }
+    let version: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(|e| StateError::sqlite("read schema version", e))?
+        .flatten();
+    version.map_or(Ok(0), |v| codec::uint("schema version", v))
+}
+
+/// Brings the database to [`SUPPORTED_VERSION`], or refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<u32, StateError> {
+    // Fast path without taking the write lock: the usual case is an up-to-date database.
+    let found = current_version(conn)?;
+    check_not_newer(found)?;
+    if found == SUPPORTED_VERSION {
+        return Ok(found);
+    }
+
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| StateError::sqlite("begin schema migration", e))?;
+    tx.execute_batch(VERSION_TABLE)
+        .map_err(|e| StateError::sqlite("create schema_version table", e))?;
+    // Another process may have migrated between the check above and taking the lock.
+    let found = current_version(&tx)?;
+    check_not_newer(found)?;
+    let now = codec::ts(OffsetDateTime::now_utc())?;
+    for (version, sql) in (1u32..).zip(MIGRATIONS).skip(found as usize) {
+        let migrate_err = |source| StateError::Migrate { version, source };
+        tx.execute_batch(sql).map_err(migrate_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            (version, &now),
+        )
+        .map_err(migrate_err)?;
+    }
+    tx.commit().map_err(|source| StateError::Migrate {
+        version: SUPPORTED_VERSION,
+        source,
+    })?;
+    Ok(SUPPORTED_VERSION)
+}
+
+fn check_not_newer(found: u32) -> Result<(), StateError> {
+    if found > SUPPORTED_VERSION {
+        return Err(StateError::SchemaTooNew {
+            found,
+            supported: SUPPORTED_VERSION,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The contract every state backend implements.
+//!
+//! gantry keeps its records in SQLite by default and in PostgreSQL or etcd when a team shares
+//! them; the engine, CLI and server only ever hold an `Arc<dyn StateStore>`. The rules a backend
+//! must follow are written on each method and checked by [`crate::conformance::run_all`], which
+//! every backend runs in its tests. The methods are deliberately small key-value-ish operations
+//! (upsert, get, list, delete, one atomic counter, one lease) so that a store without SQL can
+//! implement them with single transactions.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::error::StateError;
+use crate::model::{Acquire, ClusterRecord, EventRecord, Lease, NodeRecord, RunRecord, StepRecord};
+
+/// Durable storage for clusters, nodes, runs, checkpoints, events and locks.
+///
+/// Several processes may use the same store at once (two `gantry up` in parallel, or replicas of
+/// `gantry serve`): every method is one short atomic operation, and read-modify-write ones
+/// (locks, event numbering) must be safe under that concurrency.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Short backend name, e.g. `"sqlite"`.
+    fn kind(&self) -> &'static str;
+
+    /// The schema version the store is at (1-based).
+    async fn schema_version(&self) -> Result<u32, StateError>;
+
+    /// Inserts or wholly overwrites the cluster keyed by `(project, name)`.
+    async fn put_cluster(&self, c: &ClusterRecord) -> Result<(), StateError>;
+
+    async fn get_cluster(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ClusterRecord>, StateError>;
+
+    /// The project's clusters, ordered by name.
+    async fn list_clusters(&self, project: &str) -> Result<Vec<ClusterRecord>, StateError>;
+
+    /// Removes the cluster and its node records; its runs, steps and events stay as history.
+    /// Deleting a missing cluster is not an error.
+    async fn delete_cluster(&self, project: &str, name: &str) -> Result<(), StateError>;
+
+    /// Inserts or wholly overwrites the node keyed by `(project, cluster, name)`.
+    /// [`StateError::NotFound`] when the cluster has no record.
+    async fn put_node(&self, n: &NodeRecord) -> Result<(), StateError>;
+
+    /// The cluster's nodes, ordered by pool, then numerically by index.
+    async fn list_nodes(&self, project: &str, cluster: &str)
+    -> Result<Vec<NodeRecord>, StateError>;
+
+    /// Removes one node record; a missing node is not an error.
+    async fn delete_node(&self, project: &str, cluster: &str, name: &str)
+    -> Result<(), StateError>;
+
+    /// Records a new run. [`StateError::AlreadyExists`] when the id is taken.
+    async fn create_run(&self, r: &RunRecord) -> Result<(), StateError>;
+
+    /// Overwrites an existing run (status, finish time, error, …).
+    /// [`StateError::NotFound`] when no run has this id.
+    async fn update_run(&self, r: &RunRecord) -> Result<(), StateError>;
+
+    /// The run with exactly this id.
+    async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StateError>;
+
+    /// The run whose id is `id_prefix` or starts with it (what users type after `gantry logs`).
+    /// An exact id wins; a prefix matching several runs is [`StateError::AmbiguousRunId`]; an
+    /// empty prefix is [`StateError::InvalidArgument`].
+    async fn find_run(&self, id_prefix: &str) -> Result<Option<RunRecord>, StateError>;
+
+    /// At most `limit` runs of the project (of one cluster when given), newest `started_at`
+    /// first.
+    async fn list_runs(
+        &self,
+        project: &str,
+        cluster: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StateError>;
+
+    /// Inserts or wholly overwrites the step keyed by `(run_id, step_id)`.
+    /// [`StateError::NotFound`] when the run does not exist.
+    async fn put_step(&self, s: &StepRecord) -> Result<(), StateError>;
+
+    /// The run's steps, ordered by `started_at`, then `step_id`.
+    async fn list_steps(&self, run_id: &str) -> Result<Vec<StepRecord>, StateError>;
+
+    /// Ids of steps with status `done` and this spec hash, in any run of this cluster: the
+    /// checkpoints a re-run skips.
+    async fn done_steps(
+        &self,
+        project: &str,
+        cluster: &str,
+        spec_hash: &str,
+    ) -> Result<BTreeSet<String>, StateError>;
+
+    /// Appends an event to the run's log and returns its sequence number: 1 for the first event
+    /// of a run, then +1, with no gaps or duplicates even with concurrent writers.
+    /// [`StateError::NotFound`] when the run does not exist.
+    async fn append_event(
+        &self,
+        run_id: &str,
+        at: OffsetDateTime,
+        json: &str,
+    ) -> Result<u64, StateError>;
+
+    /// The run's events with `seq > after_seq`, in sequence order (`after_seq = 0` gives all).
+    async fn list_events(
+        &self,
+        run_id: &str,
+        after_seq: u64,
+    ) -> Result<Vec<EventRecord>, StateError>;
+
+    /// Takes the lease-based lock `key` for `ttl` if it is free or expired.
+    ///
+    /// If a live lease exists — even one of the same `holder` — the answer is
+    /// [`Acquire::Held`] with its holder: a holder extends its lease with
+    /// [`renew_lock`](Self::renew_lock), never by acquiring again. Each successful acquire gets
+    /// a fencing token strictly greater than any token ever issued for `key`.
+    async fn acquire_lock(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Acquire, StateError>;
+
+    /// Extends a live lease to `now + ttl`, keeping its token.
+    /// [`StateError::LockLost`] when the lease expired or the lock was taken since.
+    async fn renew_lock(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StateError>;
+
+    /// Gives the lock up; a no-op when the lease was already lost.
+    async fn release_lock(&self, lease: &Lease) -> Result<(), StateError>;
+
+    /// The live lease on `key`; `None` when it is free or expired.
+    async fn get_lock(&self, key: &str) -> Result<Option<Lease>, StateError>;
+}

@@ -1,0 +1,4 @@
+//! Integration tests for gantry-state: one binary, one module per area.
+
+mod conformance;
+mod sqlite;
