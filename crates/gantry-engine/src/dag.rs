@@ -148,10 +148,10 @@ fn now() -> time::OffsetDateTime {
 }
 
 async fn checkpoint(cp: &Option<Checkpoints>, rec: StepRecord) {
-    if let Some(cp) = cp {
-        if let Err(e) = cp.store.put_step(&rec).await {
-            tracing::warn!("could not checkpoint step {}: {e}", rec.step_id);
-        }
+    if let Some(cp) = cp
+        && let Err(e) = cp.store.put_step(&rec).await
+    {
+        tracing::warn!("could not checkpoint step {}: {e}", rec.step_id);
     }
 }
 

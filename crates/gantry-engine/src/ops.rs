@@ -325,14 +325,14 @@ async fn up_locked(
 ) -> Result<Report, EngineError> {
     let now = OffsetDateTime::now_utc();
     let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
-    if let Some(c) = &existing {
-        if c.provider != spec.provider_name() {
-            return Err(EngineError::ProviderMismatch {
-                cluster: spec.name.clone(),
-                existing: c.provider.clone(),
-                wanted: spec.provider_name().into(),
-            });
-        }
+    if let Some(c) = &existing
+        && c.provider != spec.provider_name()
+    {
+        return Err(EngineError::ProviderMismatch {
+            cluster: spec.name.clone(),
+            existing: c.provider.clone(),
+            wanted: spec.provider_name().into(),
+        });
     }
     let hash = spec.hash();
     let mut record = match existing {
@@ -722,20 +722,21 @@ pub async fn power(
                     }
                 },
             ));
-            if action == Power::Start && readiness == gantry_core::Readiness::Ssh {
-                if let Some(spec) = connect_spec(n) {
-                    let (ssh, cancel, timeout) = (
-                        ctx.ssh.clone(),
-                        ctx.cancel.clone(),
-                        ctx.provider.boot_timeout(),
-                    );
-                    steps.push(Step::new(
-                        format!("ready:{}", n.name),
-                        Some(n.name.clone()),
-                        vec![id],
-                        move || wait_ssh(ssh.clone(), spec.clone(), timeout, cancel.clone()),
-                    ));
-                }
+            if action == Power::Start
+                && readiness == gantry_core::Readiness::Ssh
+                && let Some(spec) = connect_spec(n)
+            {
+                let (ssh, cancel, timeout) = (
+                    ctx.ssh.clone(),
+                    ctx.cancel.clone(),
+                    ctx.provider.boot_timeout(),
+                );
+                steps.push(Step::new(
+                    format!("ready:{}", n.name),
+                    Some(n.name.clone()),
+                    vec![id],
+                    move || wait_ssh(ssh.clone(), spec.clone(), timeout, cancel.clone()),
+                ));
             }
         }
         let total = steps.len();

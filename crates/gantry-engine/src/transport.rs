@@ -105,10 +105,10 @@ impl SshTransport {
         node: &NodeTarget,
         r: Result<T, SshError>,
     ) -> Result<T, TransportError> {
-        if let Err(e) = &r {
-            if e.is_transport() {
-                self.forget(node).await;
-            }
+        if let Err(e) = &r
+            && e.is_transport()
+        {
+            self.forget(node).await;
         }
         r.map_err(Into::into)
     }

@@ -532,7 +532,9 @@ impl PartialStatus {
     fn observe(&mut self, msg: ChannelMsg) -> Result<(), SshError> {
         match msg {
             ChannelMsg::ExitStatus { exit_status } => self.code = Some(exit_status),
-            ChannelMsg::ExitSignal { signal_name, .. } => self.signal = Some(sig_name(&signal_name)),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                self.signal = Some(sig_name(&signal_name))
+            }
             ChannelMsg::Failure => {
                 return Err(SshError::Channel {
                     context: "starting a command",

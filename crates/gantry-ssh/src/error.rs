@@ -56,7 +56,9 @@ pub enum SshError {
     },
 
     /// The server rejected our public key.
-    #[error("authentication as {user} on {addr} was rejected (public key {fingerprint} is not authorized)")]
+    #[error(
+        "authentication as {user} on {addr} was rejected (public key {fingerprint} is not authorized)"
+    )]
     AuthRejected {
         user: String,
         addr: String,
@@ -149,7 +151,10 @@ impl SshError {
         move |source| SshError::Protocol { context, source }
     }
 
-    pub(crate) fn local(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> SshError {
+    pub(crate) fn local(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> SshError {
         let path = path.to_path_buf();
         move |source| SshError::LocalIo { op, path, source }
     }
@@ -189,8 +194,14 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("changed"), "{msg}");
         assert!(msg.contains("/tmp/kh"), "{msg}");
-        assert!(msg.contains("remove the line starting with `c-web-1 `"), "{msg}");
-        assert!(msg.contains("SHA256:aaa") && msg.contains("SHA256:bbb"), "{msg}");
+        assert!(
+            msg.contains("remove the line starting with `c-web-1 `"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("SHA256:aaa") && msg.contains("SHA256:bbb"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -112,9 +112,8 @@ impl KeyPair {
                 mode,
             });
         }
-        let text = Zeroizing::new(
-            fs::read(path).map_err(SshError::local("reading private key", path))?,
-        );
+        let text =
+            Zeroizing::new(fs::read(path).map_err(SshError::local("reading private key", path))?);
         let key = PrivateKey::from_openssh(&*text).map_err(|e| SshError::InvalidKey {
             what: path.display().to_string(),
             reason: e.to_string(),
@@ -237,7 +236,10 @@ mod tests {
         KeyPair::load_or_generate(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let err = KeyPair::load_or_generate(&path).unwrap_err();
-        assert!(matches!(err, SshError::KeyPermissions { mode: 0o640, .. }), "{err}");
+        assert!(
+            matches!(err, SshError::KeyPermissions { mode: 0o640, .. }),
+            "{err}"
+        );
         assert!(!err.is_transport());
     }
 

@@ -226,8 +226,14 @@ mod tests {
         let b = KeyPair::generate();
         let a_pub = a.private_key().public_key();
         assert_eq!(kh.pinned("n1").unwrap(), None);
-        assert_eq!(kh.verify_or_pin("n1", a_pub).unwrap(), HostKeyCheck::PinnedNow);
-        assert_eq!(kh.verify_or_pin("n1", a_pub).unwrap(), HostKeyCheck::Matches);
+        assert_eq!(
+            kh.verify_or_pin("n1", a_pub).unwrap(),
+            HostKeyCheck::PinnedNow
+        );
+        assert_eq!(
+            kh.verify_or_pin("n1", a_pub).unwrap(),
+            HostKeyCheck::Matches
+        );
         let pinned = kh.pinned("n1").unwrap().unwrap();
         assert!(pinned.starts_with("ssh-ed25519 AAAA"));
         assert!(a.public_openssh().starts_with(&pinned));
@@ -237,7 +243,8 @@ mod tests {
         assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
         // Another alias is independent; n10 must not match n1.
         assert_eq!(
-            kh.verify_or_pin("n10", b.private_key().public_key()).unwrap(),
+            kh.verify_or_pin("n10", b.private_key().public_key())
+                .unwrap(),
             HostKeyCheck::PinnedNow
         );
         kh.forget("n1").unwrap();

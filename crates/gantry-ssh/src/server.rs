@@ -87,7 +87,9 @@ pub async fn serve(
             source,
         })?;
     let config = russh::server::Config {
-        server_id: russh::SshId::Standard(concat!("SSH-2.0-gantry_", env!("CARGO_PKG_VERSION")).into()),
+        server_id: russh::SshId::Standard(
+            concat!("SSH-2.0-gantry_", env!("CARGO_PKG_VERSION")).into(),
+        ),
         keys: vec![cfg.host_key.private_key().clone()],
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(300),
@@ -356,7 +358,11 @@ struct PtyRequest {
 
 /// Drives one session channel: collects pty and env requests, then runs the command, shell or
 /// SFTP server the client asked for.
-async fn run_channel(mut channel: Channel<Msg>, handle: russh::server::Handle, shared: Arc<Shared>) {
+async fn run_channel(
+    mut channel: Channel<Msg>,
+    handle: russh::server::Handle,
+    shared: Arc<Shared>,
+) {
     let mut env = shared.env.clone();
     let mut pty = None;
     let start = loop {
@@ -675,10 +681,19 @@ async fn run_process(
                     .map(|s| s.as_str().trim_start_matches("SIG").to_string())
                     .unwrap_or_else(|_| signo.to_string());
                 let _ = handle
-                    .exit_signal_request(id, Sig::Custom(name), status.core_dumped(), String::new(), "en".into())
+                    .exit_signal_request(
+                        id,
+                        Sig::Custom(name),
+                        status.core_dumped(),
+                        String::new(),
+                        "en".into(),
+                    )
                     .await;
             } else {
-                let code = status.code().and_then(|c| u32::try_from(c).ok()).unwrap_or(255);
+                let code = status
+                    .code()
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(255);
                 let _ = handle.exit_status_request(id, code).await;
             }
         }

@@ -95,7 +95,10 @@ async fn blocking<T: Send + 'static>(
 /// Applies SFTP attributes (size, permissions, owner, times) to a path.
 fn apply_attrs(path: &Path, attrs: &FileAttributes) -> std::io::Result<()> {
     if let Some(size) = attrs.size {
-        fs::OpenOptions::new().write(true).open(path)?.set_len(size)?;
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)?
+            .set_len(size)?;
     }
     if let Some(perm) = attrs.permissions {
         fs::set_permissions(path, fs::Permissions::from_mode(perm & 0o7777))?;
@@ -107,7 +110,11 @@ fn apply_attrs(path: &Path, attrs: &FileAttributes) -> std::io::Result<()> {
         let times = fs::FileTimes::new()
             .set_accessed(UNIX_EPOCH + Duration::from_secs(atime.into()))
             .set_modified(UNIX_EPOCH + Duration::from_secs(mtime.into()));
-        fs::File::options().write(true).open(path).or_else(|_| fs::File::open(path))?.set_times(times)?;
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .or_else(|_| fs::File::open(path))?
+            .set_times(times)?;
     }
     Ok(())
 }
@@ -349,8 +356,9 @@ impl russh_sftp::server::Handler for SftpServer {
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
         let path = self.resolve(&path);
-        let real = blocking(move || Ok(fs::canonicalize(&path).unwrap_or_else(|_| normalize(&path))))
-            .await?;
+        let real =
+            blocking(move || Ok(fs::canonicalize(&path).unwrap_or_else(|_| normalize(&path))))
+                .await?;
         Ok(Name {
             id,
             files: vec![File::dummy(real.to_string_lossy())],

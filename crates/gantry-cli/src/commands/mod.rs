@@ -167,19 +167,19 @@ pub async fn resolve_nodes(
         )
         .hint(format!("its nodes are: {names}")));
     }
-    if let gantry_core::target::Selector::Index(i) = target.selector {
-        if chosen.len() > 1 {
-            let names = chosen
-                .iter()
-                .map(|n| n.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(Failure::new(
-                exit::USAGE,
-                anyhow::anyhow!("node number {i} is ambiguous: {names}"),
-            )
-            .hint(format!("name the pool: {}/POOL-{i}", target.cluster)));
-        }
+    if let gantry_core::target::Selector::Index(i) = target.selector
+        && chosen.len() > 1
+    {
+        let names = chosen
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("node number {i} is ambiguous: {names}"),
+        )
+        .hint(format!("name the pool: {}/POOL-{i}", target.cluster)));
     }
     Ok(chosen)
 }

@@ -10,12 +10,6 @@ use russh::{ChannelMsg, Sig};
 
 use crate::support::{ClientSide, GantryServer, current_user};
 
-struct Discard;
-impl OutputSink for Discard {
-    fn stdout(&mut self, _: &[u8]) {}
-    fn stderr(&mut self, _: &[u8]) {}
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_stdin_signal_exit_and_transfers() {
     let client = ClientSide::new();
@@ -53,7 +47,11 @@ async fn exec_stdin_signal_exit_and_transfers() {
     let bg = s.exec_capture("sleep 5 & echo started").await.unwrap();
     assert!(bg.status.success());
     assert_eq!(bg.stdout, b"started\n");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 
     let local = client.dir.path().join("tool.sh");
     std::fs::write(&local, b"#!/bin/sh\necho tool\n").unwrap();
@@ -68,7 +66,10 @@ async fn exec_stdin_signal_exit_and_transfers() {
     assert_eq!(run.stdout, b"tool\n");
     let back = client.dir.path().join("back.sh");
     assert_eq!(s.download("bin-tool.sh", &back).await.unwrap(), 20);
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&local).unwrap());
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
     s.close().await;
     server.stop().await;
 }
@@ -86,7 +87,11 @@ async fn many_connections_and_channels() {
                 let s = s.clone();
                 async move { s.exec_capture(&format!("echo {c}-{i}")).await.unwrap() }
             });
-            for (i, out) in futures::future::join_all(runs).await.into_iter().enumerate() {
+            for (i, out) in futures::future::join_all(runs)
+                .await
+                .into_iter()
+                .enumerate()
+            {
                 assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{c}-{i}\n"));
             }
             s.close().await;
@@ -152,9 +157,9 @@ async fn signal_request_reaches_process_group() {
     assert!(deadline.is_ok(), "channel did not finish after the signal");
     assert!(!String::from_utf8_lossy(&out).contains("not-killed"));
     assert!(
-        matches!(signal, Some(Sig::INT)) || matches!(&signal, Some(Sig::Custom(s)) if s == "exit 130"),
+        matches!(signal, Some(Sig::INT))
+            || matches!(&signal, Some(Sig::Custom(s)) if s == "exit 130"),
         "{signal:?}"
     );
-    let _ = Discard;
     server.stop().await;
 }

@@ -54,7 +54,12 @@ async fn exec_exit_codes_stderr_stdin_and_signal() {
     assert_eq!(sink.err, b"done\n");
 
     let killed = s.exec_capture("kill -TERM $$").await.unwrap();
-    assert_eq!(killed.status.signal.as_deref(), Some("TERM"), "{:?}", killed.status);
+    assert_eq!(
+        killed.status.signal.as_deref(),
+        Some("TERM"),
+        "{:?}",
+        killed.status
+    );
     assert!(!killed.status.success());
     s.close().await;
 }
@@ -129,7 +134,10 @@ async fn first_contact_pins_and_changed_key_is_refused() {
     }
     assert!(!err.is_transport());
     // The pin is unchanged, and forgetting it lets the new key be pinned.
-    assert_eq!(client.cfg.known_hosts.pinned("n1").unwrap().unwrap(), pinned);
+    assert_eq!(
+        client.cfg.known_hosts.pinned("n1").unwrap().unwrap(),
+        pinned
+    );
     client.cfg.known_hosts.forget("n1").unwrap();
     Session::connect(&client.spec("n1", b.port), &client.cfg)
         .await

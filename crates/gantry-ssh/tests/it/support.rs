@@ -157,7 +157,10 @@ impl GantryServer {
             authorized_keys,
             workdir: workdir.path().to_path_buf(),
             env: vec![
-                ("PATH".into(), "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
+                (
+                    "PATH".into(),
+                    "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+                ),
                 ("HOME".into(), workdir.path().display().to_string()),
                 ("USER".into(), current_user()),
                 ("GANTRY_NODE".into(), "node1".into()),
