@@ -2,8 +2,12 @@
 //!
 //! Two `up`/`destroy` runs on one cluster must not interleave. The second waits (showing who
 //! holds the lock) until the first releases it or its lease lapses — a process killed with -9
-//! cannot release, so its lease simply expires. While held, a background task renews the lease;
-//! if renewal finds the lease taken over, `lost()` fires and the run stops.
+//! cannot release, so its lease simply expires. A waiter on the same host does not even wait for
+//! that: holders are named `pid N@host (command)`, and when that process no longer exists the
+//! waiter expires the dead lease by its fencing token (a compare-and-expire: a lease taken over
+//! meanwhile has another token and is left alone) and takes the lock.
+//! While held, a background task renews the lease; if renewal finds the lease taken over,
+//! `lost()` fires and the run stops.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,11 +28,37 @@ pub fn cluster_lock_key(project: &str, cluster: &str) -> String {
 
 /// `pid@host (command)`, so a waiting user knows who holds the lock.
 pub fn holder_id(command: &str) -> String {
-    let host = nix::unistd::gethostname()
+    format!("pid {}@{} ({})", std::process::id(), hostname(), command)
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into());
-    format!("pid {}@{} ({})", std::process::id(), host, command)
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether `holder` names a process on this host that no longer runs (gone, or a zombie).
+pub fn holder_is_dead(holder: &str) -> bool {
+    let Some(rest) = holder.strip_prefix("pid ") else {
+        return false;
+    };
+    let Some((pid, rest)) = rest.split_once('@') else {
+        return false;
+    };
+    let host = rest.split(' ').next().unwrap_or_default();
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if host != hostname() || pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, s)| s.trim_start().starts_with('Z')),
+    }
 }
 
 pub struct ClusterLock {
@@ -60,6 +90,19 @@ impl ClusterLock {
                     holder: other,
                     expires_at,
                 } => {
+                    if holder_is_dead(&other)
+                        && let Some(dead) = store.get_lock(&key).await?
+                        && dead.holder == other
+                    {
+                        store.release_lock(&dead).await?;
+                        events.emit(Event::Message {
+                            level: "warn".into(),
+                            text: format!(
+                                "took over the lock on {cluster}: its holder ({other}) is no longer running"
+                            ),
+                        });
+                        continue;
+                    }
                     let left = (expires_at - time::OffsetDateTime::now_utc())
                         .whole_seconds()
                         .max(0) as u64;
@@ -142,5 +185,28 @@ impl ClusterLock {
         let lease = self.lease.lock().await.clone();
         self.store.release_lock(&lease).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_holders_are_recognised() {
+        assert!(!holder_is_dead(&holder_id("me")), "this process is alive");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(holder_is_dead(&format!(
+            "pid {pid}@{} (gantry up)",
+            hostname()
+        )));
+        assert!(
+            !holder_is_dead(&format!("pid {pid}@some-other-host (gantry up)")),
+            "other hosts are never judged"
+        );
+        assert!(!holder_is_dead("test-holder"));
+        assert!(!holder_is_dead("pid 1@"));
     }
 }

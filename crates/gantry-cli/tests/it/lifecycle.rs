@@ -57,8 +57,7 @@ fn lifecycle() {
     assert_eq!(out.stdout.lines().count(), 3, "{}", out.stdout);
 
     // one node: a file, and an exit code passed through.
-    g.run(&["run", &format!("{c}/2"), "--", "echo hi > f"])
-        .ok();
+    g.run(&["run", &format!("{c}/2"), "--", "echo hi > f"]).ok();
     let out = g.run(&["run", &format!("{c}/2"), "--", "exit 3"]).expect(3);
     assert!(out.stderr.contains(&names[1]), "{}", out.stderr);
     let out = g
@@ -83,7 +82,8 @@ fn lifecycle() {
         .ok();
     for n in &names {
         assert!(
-            out.stdout.contains(&format!("{n}: sent {} bytes", data.len())),
+            out.stdout
+                .contains(&format!("{n}: sent {} bytes", data.len())),
             "{}",
             out.stdout
         );
@@ -117,7 +117,10 @@ fn lifecycle() {
             "json",
             c,
             "--",
-            &format!("echo out-$GANTRY_INDEX; echo err >&2; test $(hostname) != {}", names[1]),
+            &format!(
+                "echo out-$GANTRY_INDEX; echo err >&2; test $(hostname) != {}",
+                names[1]
+            ),
         ])
         .expect(3);
     let items = out.json();
@@ -178,9 +181,20 @@ fn lifecycle() {
         .filter(|l| l.contains("+ create"))
         .collect();
     assert_eq!(creates.len(), 2, "{}", out.stdout);
-    assert!(out.stdout.contains(&format!("+ create {c}-db-4")), "{}", out.stdout);
-    assert!(out.stdout.contains(&format!("+ create {c}-db-5")), "{}", out.stdout);
-    let plan = g.run(&["plan", "-f", spec5_s, "--output", "json"]).ok().json();
+    assert!(
+        out.stdout.contains(&format!("+ create {c}-db-4")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!("+ create {c}-db-5")),
+        "{}",
+        out.stdout
+    );
+    let plan = g
+        .run(&["plan", "-f", spec5_s, "--output", "json"])
+        .ok()
+        .json();
     assert_eq!(
         plan["create"],
         serde_json::json!([format!("{c}-db-4"), format!("{c}-db-5")])

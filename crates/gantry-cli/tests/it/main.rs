@@ -3,6 +3,12 @@
 //! Every test works in its own temporary `GANTRY_HOME` and leaves nothing running: the
 //! [`support::Gantry`] guard destroys its clusters and kills leftover node processes.
 
+mod conformance;
+mod crash;
+mod interrupt;
 mod lifecycle;
+mod lock;
 mod openssh;
+mod scale;
+mod spec_errors;
 mod support;

@@ -36,7 +36,10 @@ fn openssh_client_interop() {
         );
     }
     // Only loopback endpoints are offered.
-    for line in cfg_text.lines().filter(|l| l.trim_start().starts_with("HostName ")) {
+    for line in cfg_text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("HostName "))
+    {
         let host = line.trim_start().trim_start_matches("HostName ").trim();
         assert!(is_loopback(host), "HostName {host} is not in 127/8");
     }
@@ -78,13 +81,19 @@ fn openssh_client_interop() {
         "sftp round trip changed the bytes"
     );
     // the upload landed on node 3 (and only there)
-    let out = g.run(&["run", c, "--", "wc -c < sftp.bin 2>/dev/null || echo none"]).ok();
+    let out = g
+        .run(&["run", c, "--", "wc -c < sftp.bin 2>/dev/null || echo none"])
+        .ok();
     assert!(
         out.stdout.contains(&format!("{c}-db-3 | {}", data.len())),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains(&format!("{c}-db-1 | none")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("{c}-db-1 | none")),
+        "{}",
+        out.stdout
+    );
 
     // a forced pty
     let mut cmd = ssh_cmd(SSH, &cfg);

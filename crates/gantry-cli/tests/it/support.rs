@@ -162,10 +162,7 @@ impl Gantry {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let logs = self.dir.path().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
-        (
-            logs.join(format!("{n}.out")),
-            logs.join(format!("{n}.err")),
-        )
+        (logs.join(format!("{n}.out")), logs.join(format!("{n}.err")))
     }
 
     /// Starts a command in the background (output to files, so no pipe can block it).
@@ -339,10 +336,7 @@ impl Bg {
 
     /// Whether the process has exited (without reaping the output).
     pub fn exited(&mut self) -> bool {
-        matches!(
-            self.child.as_mut().map(|c| c.try_wait()),
-            Some(Ok(Some(_)))
-        )
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(Some(_))))
     }
 
     /// Waits until stderr contains `needle`; false if the process exits or `timeout` passes
@@ -523,9 +517,7 @@ pub fn agent_pids(uid: &str) -> Vec<i32> {
     let needle = format!("GANTRY_NODE_UID={uid}");
     procs()
         .into_iter()
-        .filter(|p| {
-            p.env.iter().any(|kv| kv == &needle) && p.cmdline.iter().any(|a| a == "agent")
-        })
+        .filter(|p| p.env.iter().any(|kv| kv == &needle) && p.cmdline.iter().any(|a| a == "agent"))
         .map(|p| p.pid)
         .collect()
 }

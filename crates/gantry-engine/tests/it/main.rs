@@ -26,7 +26,8 @@ struct World {
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(MemoryProvider::new());
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
+    let store: Arc<dyn StateStore> =
+        Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let events = Arc::new(Mutex::new(Vec::new()));
     let e2 = events.clone();
     let ctx = Context {
@@ -40,11 +41,19 @@ fn world() -> World {
             connect_timeout: Duration::from_secs(1),
         },
         cancel: CancellationToken::new(),
-        listener: Some(Arc::new(move |e: &Event| e2.lock().unwrap().push(e.clone()))),
+        listener: Some(Arc::new(move |e: &Event| {
+            e2.lock().unwrap().push(e.clone())
+        })),
         lock_timeout: Duration::from_secs(5),
         command: "test".into(),
     };
-    World { _dir: dir, provider, store, events, ctx }
+    World {
+        _dir: dir,
+        provider,
+        store,
+        events,
+        ctx,
+    }
 }
 
 fn spec(count: u32) -> (gantry_core::ClusterSpec, String) {
@@ -55,8 +64,14 @@ fn spec(count: u32) -> (gantry_core::ClusterSpec, String) {
 }
 
 async fn names(w: &World) -> Vec<String> {
-    let mut n: Vec<String> =
-        w.provider.list(&TagFilter::cluster("test", "demo")).await.unwrap().into_iter().map(|n| n.name).collect();
+    let mut n: Vec<String> = w
+        .provider
+        .list(&TagFilter::cluster("test", "demo"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
     n.sort();
     n
 }
@@ -65,14 +80,35 @@ async fn names(w: &World) -> Vec<String> {
 async fn up_converges_and_is_idempotent() {
     let w = world();
     let (s, t) = spec(3);
-    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap();
+    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
     assert_eq!(r.created.len(), 3);
     assert_eq!(names(&w).await, ["demo-db-1", "demo-db-2", "demo-db-3"]);
-    let nodes = w.provider.list(&TagFilter::cluster("test", "demo")).await.unwrap();
-    let uid = &w.store.get_cluster("test", "demo").await.unwrap().unwrap().uid;
-    assert!(nodes.iter().all(|n| &n.tags[tags::CLUSTER_UID] == uid && n.tags[tags::OWNER] == "tester"));
-    let again = ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap();
-    assert!(again.created.is_empty(), "a converged cluster needs no change");
+    let nodes = w
+        .provider
+        .list(&TagFilter::cluster("test", "demo"))
+        .await
+        .unwrap();
+    let uid = &w
+        .store
+        .get_cluster("test", "demo")
+        .await
+        .unwrap()
+        .unwrap()
+        .uid;
+    assert!(
+        nodes
+            .iter()
+            .all(|n| &n.tags[tags::CLUSTER_UID] == uid && n.tags[tags::OWNER] == "tester")
+    );
+    let again = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        again.created.is_empty(),
+        "a converged cluster needs no change"
+    );
     assert_eq!(w.store.list_nodes("test", "demo").await.unwrap().len(), 3);
     let c = w.store.get_cluster("test", "demo").await.unwrap().unwrap();
     assert_eq!((c.generation, c.status.as_str()), (1, "ready"));
@@ -83,31 +119,71 @@ async fn retryable_faults_are_retried_and_visible_in_events() {
     let w = world();
     w.provider.fail_next.store(3, Ordering::SeqCst);
     let (s, t) = spec(4);
-    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap();
+    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
     assert_eq!(r.created.len(), 4);
     assert_eq!(names(&w).await.len(), 4);
-    let retries = w.events.lock().unwrap().iter().filter(|e| matches!(e, Event::StepRetrying { .. })).count();
+    let retries = w
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::StepRetrying { .. }))
+        .count();
     assert_eq!(retries, 3);
     // The recorded run replays the same retries.
     let recorded = w.store.list_events(&r.run_id, 0).await.unwrap();
-    assert_eq!(recorded.iter().filter(|e| e.json.contains("\"step_retrying\"")).count(), 3);
+    assert_eq!(
+        recorded
+            .iter()
+            .filter(|e| e.json.contains("\"step_retrying\""))
+            .count(),
+        3
+    );
 }
 
 #[tokio::test]
 async fn shrinking_needs_confirmation_and_grow_continues_numbering() {
     let w = world();
     let (s3, t3) = spec(3);
-    ops::up(&w.ctx, &s3, &t3, &UpOptions::default()).await.unwrap();
+    ops::up(&w.ctx, &s3, &t3, &UpOptions::default())
+        .await
+        .unwrap();
     let (s1, t1) = spec(1);
-    let err = ops::up(&w.ctx, &s1, &t1, &UpOptions::default()).await.unwrap_err();
-    assert!(matches!(err, EngineError::NeedsConfirmation { count: 2, .. }), "{err}");
-    assert_eq!(names(&w).await.len(), 3, "nothing deleted without confirmation");
-    ops::up(&w.ctx, &s1, &t1, &UpOptions { allow_delete: true }).await.unwrap();
+    let err = ops::up(&w.ctx, &s1, &t1, &UpOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::NeedsConfirmation { count: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        names(&w).await.len(),
+        3,
+        "nothing deleted without confirmation"
+    );
+    ops::up(&w.ctx, &s1, &t1, &UpOptions { allow_delete: true })
+        .await
+        .unwrap();
     assert_eq!(names(&w).await, ["demo-db-1"]);
     let (s4, t4) = spec(4);
-    ops::up(&w.ctx, &s4, &t4, &UpOptions::default()).await.unwrap();
-    assert_eq!(names(&w).await, ["demo-db-1", "demo-db-2", "demo-db-3", "demo-db-4"]);
-    assert_eq!(w.store.get_cluster("test", "demo").await.unwrap().unwrap().generation, 3);
+    ops::up(&w.ctx, &s4, &t4, &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&w).await,
+        ["demo-db-1", "demo-db-2", "demo-db-3", "demo-db-4"]
+    );
+    assert_eq!(
+        w.store
+            .get_cluster("test", "demo")
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
+        3
+    );
 }
 
 #[tokio::test]
@@ -119,10 +195,17 @@ async fn resumes_after_a_crash_that_left_unrecorded_nodes() {
     for req in plan.create.iter().take(2) {
         w.provider.create_node(req).await.unwrap();
     }
-    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap();
+    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
     assert_eq!(r.created.len(), 3, "only the missing nodes are created");
     assert_eq!(names(&w).await.len(), 5);
-    let creates = w.provider.calls().iter().filter(|c| c.starts_with("create ")).count();
+    let creates = w
+        .provider
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create "))
+        .count();
     assert_eq!(creates, 5, "no node is created twice");
     assert_eq!(w.store.list_nodes("test", "demo").await.unwrap().len(), 5);
 }
@@ -130,21 +213,39 @@ async fn resumes_after_a_crash_that_left_unrecorded_nodes() {
 #[tokio::test]
 async fn a_held_lock_makes_the_second_run_wait_then_time_out_naming_the_holder() {
     let mut w = world();
-    let lease = match w.store.acquire_lock("cluster/test/demo", "other-holder", Duration::from_secs(60)).await.unwrap() {
+    let lease = match w
+        .store
+        .acquire_lock("cluster/test/demo", "other-holder", Duration::from_secs(60))
+        .await
+        .unwrap()
+    {
         gantry_state::Acquire::Acquired(l) => l,
         other => panic!("lock should be free: {other:?}"),
     };
     w.ctx.lock_timeout = Duration::from_millis(300);
     let (s, t) = spec(1);
-    let err = ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap_err();
+    let err = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap_err();
     match &err {
         EngineError::LockTimeout { holder, .. } => assert_eq!(holder, "other-holder"),
         other => panic!("expected a lock timeout, got {other}"),
     }
-    assert!(w.events.lock().unwrap().iter().any(|e| matches!(e, Event::LockWaiting { holder, .. } if holder == "other-holder")));
-    assert!(names(&w).await.is_empty(), "nothing happens without the lock");
+    assert!(
+        w.events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e, Event::LockWaiting { holder, .. } if holder == "other-holder"))
+    );
+    assert!(
+        names(&w).await.is_empty(),
+        "nothing happens without the lock"
+    );
     w.store.release_lock(&lease).await.unwrap();
-    ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap();
+    ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
     assert_eq!(names(&w).await.len(), 1);
 }
 
@@ -152,15 +253,26 @@ async fn a_held_lock_makes_the_second_run_wait_then_time_out_naming_the_holder()
 async fn destroy_removes_nodes_records_and_releases_the_lock() {
     let w = world();
     let (s, t) = spec(3);
-    ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap();
+    ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
     let r = ops::destroy(&w.ctx, "demo").await.unwrap();
     assert_eq!(r.deleted.len(), 3);
     assert!(names(&w).await.is_empty());
     assert!(w.store.get_cluster("test", "demo").await.unwrap().is_none());
     assert!(w.store.list_nodes("test", "demo").await.unwrap().is_empty());
-    assert!(w.store.get_lock("cluster/test/demo").await.unwrap().is_none());
+    assert!(
+        w.store
+            .get_lock("cluster/test/demo")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let runs = w.store.list_runs("test", Some("demo"), 10).await.unwrap();
-    assert_eq!(runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(), ["succeeded", "succeeded"]);
+    assert_eq!(
+        runs.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+        ["succeeded", "succeeded"]
+    );
 }
 
 #[tokio::test]
@@ -168,10 +280,43 @@ async fn a_cancelled_run_is_recorded_as_interrupted() {
     let w = world();
     w.ctx.cancel.cancel();
     let (s, t) = spec(2);
-    let err = ops::up(&w.ctx, &s, &t, &UpOptions::default()).await.unwrap_err();
+    let err = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::Interrupted), "{err}");
     let runs = w.store.list_runs("test", Some("demo"), 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0].status, "interrupted");
-    assert!(names(&w).await.is_empty(), "nothing starts after cancellation");
+    assert!(
+        names(&w).await.is_empty(),
+        "nothing starts after cancellation"
+    );
+}
+
+#[tokio::test]
+async fn a_lock_left_by_a_dead_process_on_this_host_is_taken_over_at_once() {
+    let mut w = world();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let dead = format!("pid {pid}@{host} (gantry up -f killed.yaml)");
+    let gantry_state::Acquire::Acquired(_) = w
+        .store
+        .acquire_lock("cluster/test/demo", &dead, Duration::from_secs(600))
+        .await
+        .unwrap()
+    else {
+        panic!("lock should be free")
+    };
+    w.ctx.lock_timeout = Duration::from_millis(300);
+    let (s, t) = spec(1);
+    ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .expect("the dead holder's lease is broken");
+    assert!(
+        w.events.lock().unwrap().iter().any(
+            |e| matches!(e, Event::Message { text, .. } if text.contains("no longer running"))
+        )
+    );
 }
