@@ -143,24 +143,36 @@ pub async fn provider_for_cluster(
     Ok((provider, record))
 }
 
-/// First Ctrl-C cancels (in-flight work finishes, nothing new starts); the second aborts.
-pub fn cancel_on_ctrl_c() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
+static CANCEL: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+
+/// Installs the Ctrl-C policy for this process: the first Ctrl-C cancels the shared token
+/// (in-flight work finishes, nothing new starts); the second aborts with exit code 130.
+/// Called first thing, so an early Ctrl-C is never handled by the default action.
+pub fn install_ctrl_c() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let token = CANCEL.get_or_init(CancellationToken::new).clone();
+    // Registration happens here, synchronously; only the waiting is in the task.
+    let Ok(mut sigint) = signal(SignalKind::interrupt()) else {
+        return;
+    };
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
+        if sigint.recv().await.is_none() {
             return;
         }
         eprintln!(
             "\ninterrupt: finishing in-flight steps, starting nothing new (Ctrl-C again to abort)"
         );
-        t.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
+        token.cancel();
+        if sigint.recv().await.is_some() {
             eprintln!("aborted");
             std::process::exit(exit::INTERRUPTED);
         }
     });
-    token
+}
+
+/// The process-wide cancellation token fired by the first Ctrl-C.
+pub fn cancel_on_ctrl_c() -> CancellationToken {
+    CANCEL.get_or_init(CancellationToken::new).clone()
 }
 
 pub fn engine_context(

@@ -93,6 +93,10 @@ impl RunGuard {
             &ctx.cancel,
         )
         .await?;
+        if let Err(e) = close_abandoned_runs(ctx, cluster).await {
+            let _ = lock.release().await;
+            return Err(e);
+        }
         let record = RunRecord {
             id: uuid::Uuid::now_v7().to_string(),
             project: ctx.project.clone(),
@@ -157,6 +161,29 @@ impl RunGuard {
         release?;
         Ok(value)
     }
+}
+
+/// Runs change a cluster only under its lock, so once we hold it, any run of the cluster still
+/// marked `running` belongs to a process that died (killed, crashed, lost its lease): close it
+/// so `gantry runs` tells the truth.
+async fn close_abandoned_runs(ctx: &Context, cluster: &str) -> Result<(), EngineError> {
+    const SCAN: usize = 50;
+    for mut r in ctx
+        .store
+        .list_runs(&ctx.project, Some(cluster), SCAN)
+        .await?
+    {
+        if r.status == "running" {
+            r.status = "abandoned".into();
+            r.finished_at = Some(OffsetDateTime::now_utc());
+            r.error = Some(format!(
+                "its process ({}) ended without finishing the run",
+                r.holder
+            ));
+            ctx.store.update_run(&r).await?;
+        }
+    }
+    Ok(())
 }
 
 fn outcome_to_result(out: &dag::Outcome, total: usize) -> Result<(), EngineError> {

@@ -14,7 +14,7 @@ use gantry_provider::{
 };
 
 use crate::LocalError;
-use crate::alloc::{FileLock, all_nodes, pick_address};
+use crate::alloc::{FileLock, all_nodes, alloc_lock_path, pick_address, release, reserve};
 use crate::meta::{NodeDir, NodeMeta};
 use crate::process::{UID_ENV, agent_running, kill_node_processes};
 
@@ -124,7 +124,7 @@ fn create_blocking(
     req: &NodeRequest,
 ) -> Result<(PathBuf, NodeMeta), LocalError> {
     let final_dir = cluster_dir.join(&req.name);
-    let _guard = FileLock::acquire(&cfg.root.join("alloc.lock"))?;
+    let _guard = FileLock::acquire(&alloc_lock_path())?;
     if final_dir.join(crate::meta::META_FILE).is_file() {
         return Ok((final_dir.clone(), NodeMeta::read(&final_dir)?));
     }
@@ -133,7 +133,8 @@ fn create_blocking(
         .into_iter()
         .map(|(_, m)| m.address)
         .collect();
-    let address = pick_address(&cfg.root, &used, cfg.ssh_port)?;
+    let address = pick_address(&cfg.root, &used, cfg.ssh_port, &final_dir)?;
+    reserve(address, &final_dir)?;
     let tmp = cluster_dir.join(format!(".{}.tmp-{}", req.name, rand::random::<u32>()));
     let nd = NodeDir(tmp.clone());
     for d in [nd.home(), nd.bin()] {
@@ -337,13 +338,19 @@ impl Provider for LocalProvider {
                     root.display()
                 )));
             }
-            match NodeMeta::read(&dir) {
-                Ok(meta) => kill_node_processes(&meta.uid, Duration::from_secs(5)),
+            let meta = match NodeMeta::read(&dir) {
+                Ok(meta) => {
+                    kill_node_processes(&meta.uid, Duration::from_secs(5));
+                    Some(meta)
+                }
                 Err(_) if !dir.exists() => return Ok(()),
-                Err(_) => {}
-            }
+                Err(_) => None,
+            };
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(LocalError::io("remove", &dir))?;
+            }
+            if let Some(meta) = meta {
+                release(meta.address, &dir);
             }
             Ok(())
         })

@@ -154,7 +154,10 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
             );
         }
         if let Some(first) = r.nodes.first() {
-            println!("ssh:     gantry ssh {}/{}", spec.name, first.index);
+            println!(
+                "ssh:     gantry ssh {}/{}-{}",
+                spec.name, first.pool, first.index
+            );
             println!("run:     gantry run {} -- hostname", spec.name);
         }
         println!("destroy: gantry destroy {}", spec.name);

@@ -170,6 +170,19 @@ pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {
     }
     let key = home.key_path(&g.project);
     let kh = home.known_hosts(&g.project);
+    if g.output == OutputFormat::Json {
+        let hosts: Vec<_> = nodes
+            .iter()
+            .filter_map(|n| {
+                n.ssh.as_ref().map(|e| {
+                    json!({"host": n.name, "hostname": e.host, "port": e.port, "user": e.user,
+                        "identity_file": key, "known_hosts": kh, "host_key_alias": n.name})
+                })
+            })
+            .collect();
+        output::print_json(&hosts);
+        return Ok(exit::OK);
+    }
     let mut out = String::new();
     for n in &nodes {
         let Some(e) = &n.ssh else { continue };

@@ -20,6 +20,9 @@ use crate::output;
 
 pub async fn dispatch(cli: Cli) -> i32 {
     let g = &cli.global;
+    if !matches!(cli.command, Command::Agent { .. }) {
+        crate::context::install_ctrl_c();
+    }
     let result = match cli.command {
         Command::Agent { node_dir } => agent::run(&node_dir).await,
         Command::Completions { shell } => {

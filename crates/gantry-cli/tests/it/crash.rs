@@ -12,30 +12,57 @@ use std::time::Duration;
 use crate::support::*;
 
 const NODES: u32 = 10;
-/// Milliseconds between spawning `up` and SIGKILL.
-const KILL_AFTER_MS: [u64; 5] = [5, 20, 40, 80, 150];
+
+/// When the first `up` of a cluster is SIGKILLed.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// Milliseconds after spawning the process (start-up, spec, store, lock).
+    Spawn(u64),
+    /// Milliseconds after the run started (lock held, cluster recorded, steps under way), so
+    /// the point lands inside the creates and readiness checks however fast the machine is.
+    RunStart(u64),
+}
+
+/// One cluster per kill point.
+const KILL_AT: [KillAt; 5] = [
+    KillAt::Spawn(5),
+    KillAt::Spawn(40),
+    KillAt::RunStart(0),
+    KillAt::RunStart(30),
+    KillAt::RunStart(80),
+];
 /// Which of those are resumed and killed again (milliseconds after the resumed run started).
-const RE_KILL_AFTER_MS: [Option<u64>; 5] = [None, None, Some(10), None, Some(40)];
+const RE_KILL_AFTER_MS: [Option<u64>; 5] = [None, Some(20), None, Some(10), None];
 
 #[test]
 fn kill_9_during_up_then_converge() {
     let g = Gantry::new();
-    let clusters: Vec<String> = (0..KILL_AFTER_MS.len())
-        .map(|i| format!("crash-{i}"))
-        .collect();
+    let clusters: Vec<String> = (0..KILL_AT.len()).map(|i| format!("crash-{i}")).collect();
     let specs: Vec<String> = clusters
         .iter()
         .map(|c| g.simple_spec(c, NODES).to_str().unwrap().to_string())
         .collect();
 
     // 1. Fresh clusters, each `up` killed at its point.
-    for (i, d) in KILL_AFTER_MS.iter().enumerate() {
-        let bg = g.spawn(&["up", "-f", &specs[i]]);
-        std::thread::sleep(Duration::from_millis(*d));
+    for (i, at) in KILL_AT.iter().enumerate() {
+        let mut bg = g.spawn(&["up", "-f", &specs[i]]);
+        match *at {
+            KillAt::Spawn(d) => std::thread::sleep(Duration::from_millis(d)),
+            KillAt::RunStart(d) => {
+                let started = bg.wait_for_stderr("steps (run", Duration::from_secs(60));
+                assert!(
+                    started,
+                    "{}: up never started:\n{}",
+                    clusters[i],
+                    bg.stderr_now()
+                );
+                std::thread::sleep(Duration::from_millis(d));
+            }
+        }
         let out = bg.kill9();
         let made = g.cluster_uids(&clusters[i]).len();
         eprintln!(
-            "{}: killed after {d} ms (exit {:?}/signal {:?}), {made} node dir(s) so far",
+            "{}: killed at {at:?} (exit {:?}/signal {:?}), {made} node dir(s) so far",
             clusters[i], out.code, out.signal
         );
     }

@@ -281,9 +281,7 @@ impl Drop for Gantry {
         self.node_uids();
         let clusters: Vec<String> = self.clusters.lock().unwrap().iter().cloned().collect();
         for c in clusters {
-            if !self.cluster_dir(&c).exists() {
-                continue;
-            }
+            // Also when no node dir is left: the state store may still record the cluster.
             let mut bg = self.spawn(&["destroy", &c, "--yes", "--lock-timeout", "20s"]);
             let _ = bg.try_wait_for(Duration::from_secs(40));
         }
