@@ -389,7 +389,31 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
     session.close().await;
     Ok(match (status.code, &status.signal) {
         (Some(c), _) => c as i32,
-        (None, Some(_)) => exit::COMMAND_FAILED,
+        // As a shell reports it: 128 + the signal's number.
+        (None, Some(sig)) => signal_number(sig).map_or(exit::COMMAND_FAILED, |n| 128 + n),
         (None, None) => exit::OK,
     })
+}
+
+/// `TERM` or `SIGTERM` → 15.
+fn signal_number(name: &str) -> Option<i32> {
+    use std::str::FromStr;
+    let full = if name.starts_with("SIG") {
+        name.to_string()
+    } else {
+        format!("SIG{name}")
+    };
+    nix::sys::signal::Signal::from_str(&full)
+        .ok()
+        .map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn signal_names_map_to_numbers() {
+        assert_eq!(super::signal_number("TERM"), Some(15));
+        assert_eq!(super::signal_number("SIGKILL"), Some(9));
+        assert_eq!(super::signal_number("NOPE"), None);
+    }
 }
