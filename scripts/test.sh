@@ -12,11 +12,13 @@ cargo fmt --all -- --check
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== doc tests" >&2
+# nextest does not run doc tests; run them first so the suite's summary closes the output.
+cargo test --workspace --locked --doc --quiet
+
 echo "== tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-# Doc tests are not run by nextest.
-cargo test --workspace --locked --doc
