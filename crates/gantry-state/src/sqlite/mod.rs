@@ -90,11 +90,7 @@ impl SqliteStore {
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| StateError::sqlite("set busy timeout", e))?;
         if path.is_some() {
-            // The answer is the mode actually in effect; a file system without shared memory
-            // keeps the old one, which is slower under concurrency but still correct.
-            let _mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-                .map_err(|e| StateError::sqlite("enable WAL journal", e))?;
+            enable_wal(&conn)?;
         }
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(|e| StateError::sqlite("enable foreign keys", e))?;
@@ -311,6 +307,42 @@ struct LockRow {
     holder: String,
     token: u64,
     expires_at: OffsetDateTime,
+}
+
+/// Switches the file to WAL. The mode is stored in the file, so only the first open of a new
+/// database changes it; SQLite answers that change with `SQLITE_BUSY` *without* waiting when
+/// another process holds a lock (two commands opening a fresh database at once), so it is
+/// retried here within [`BUSY_TIMEOUT`].
+fn enable_wal(conn: &Connection) -> Result<(), StateError> {
+    let current: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .map_err(|e| StateError::sqlite("read journal mode", e))?;
+    if current.eq_ignore_ascii_case("wal") {
+        return Ok(());
+    }
+    let start = std::time::Instant::now();
+    loop {
+        // The answer is the mode actually in effect; a file system without shared memory
+        // keeps the old one, which is slower under concurrency but still correct.
+        match conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        {
+            Ok(_) => return Ok(()),
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                // A little jitter so racing openers do not retry in lockstep.
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::from(d.subsec_nanos() % 20));
+                std::thread::sleep(std::time::Duration::from_millis(10 + jitter));
+            }
+            Err(e) => return Err(StateError::sqlite("enable WAL journal", e)),
+        }
+    }
 }
 
 fn lock_row(tx: &Connection, key: &str) -> Result<Option<LockRow>, StateError> {

@@ -251,3 +251,28 @@ async fn zero_ttl_is_rejected() {
         Err(StateError::InvalidArgument { .. })
     ));
 }
+
+/// Regression: two commands opening a brand-new state file at once; switching it to WAL got
+/// `SQLITE_BUSY` without waiting and the second command failed.
+#[test]
+fn many_processes_opening_a_new_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..10 {
+        let path = dir.path().join(format!("race-{round}.db"));
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    SqliteStore::open(&path).map(|_| ())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: concurrent open failed: {e}"));
+        }
+    }
+}
