@@ -33,6 +33,8 @@ die() {
   exit 1
 }
 have() { command -v "$1" >/dev/null 2>&1; }
+set -E
+trap 'log "FAIL: line $LINENO: $BASH_COMMAND"' ERR
 
 # gantry's own environment must not change what is measured.
 unset GANTRY_PROJECT GANTRY_OUTPUT GANTRY_CONCURRENCY GANTRY_LOG GANTRY_LOCK_TIMEOUT || true
@@ -148,6 +150,7 @@ q() { printf '%q' "$1"; }
 
 # --- 2. time to up -----------------------------------------------------------------------------
 G=$(q "$GANTRY")
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg) # before anything is measured (ansible's forks raise it)
 UP="$G up -f $(q "$SPEC")"
 log "warm-up: $UP"
 $UP >"$WORK/up.out" 2>"$WORK/up.err" || { cat "$WORK/up.err" >&2; die "gantry up failed"; }
@@ -229,13 +232,14 @@ verdict() { # verdict PEER_MEDIAN TARGET
 }
 
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null) ]]; then
+# Uncommitted changes to the product (not to the benchmark itself) are part of what was measured.
+if [[ -n $(git -C "$REPO" status --porcelain --untracked-files=no -- . ':!benches' ':!BENCHMARKS.md' 2>/dev/null) ]]; then
   COMMIT="$COMMIT (with uncommitted changes in the work tree)"
 fi
 CPU=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 TIMER=$(have hyperfine && hyperfine --version || echo "bash loop, date +%s%N")
 SSHV=$(ssh -V 2>&1)
-ANSV=$(ansible --version | head -1)
+ANSV=$(ansible --version 2>/dev/null | awk "NR == 1")
 PSSHV="parallel-ssh $(parallel-ssh --version 2>&1)"
 
 SECTION=$WORK/section.md
@@ -258,7 +262,7 @@ Targets: gantry ≥ 1.5x faster than parallel-ssh: $(verdict "$P_MED" 1.5). gant
 ansible: $(verdict "$A_MED" 5).
 
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- Machine: $(nproc) CPUs, $CPU; $(uname -sr); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)
+- Machine: $(nproc) CPUs, $CPU; $(uname -sr); load average before measuring: $LOAD_START
 - gantry commit: $COMMIT, $BUILD_KIND
 - Peers: $PSSHV (BatchMode=yes, config from \`gantry ssh-config\`); $ANSV
   (ControlMaster=no so no connection is reused between runs, host key checking on against the
