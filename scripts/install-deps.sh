@@ -1,13 +1,28 @@
 #!/usr/bin/env bash
-# Installs what gantry's tests and quickstart need on a fresh Debian machine, and nothing that
-# is already there. Safe to run again. Needs root for apt (the machines this project targets
-# run as root); prints what it would need otherwise.
+# Installs what gantry's quickstart (`install-deps.sh quickstart`) or its whole test suite
+# (`install-deps.sh test`, the default) needs on a fresh Debian machine, and nothing that is
+# already there. Safe to run again. Needs root for apt (the machines this project targets run
+# as root); says what is missing otherwise.
 set -euo pipefail
+purpose="${1:-test}"
 
 need=()
+# The quickstart's etcd cluster.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+if [ "$purpose" = test ]; then
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v sftp >/dev/null 2>&1 || need+=(openssh-client)
+# The software of the other built-in blueprints (redis, postgres, prometheus), for their tests.
+# PostgreSQL's server binaries are on these machines already.
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
+command -v initdb >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
+command -v pg_basebackup >/dev/null 2>&1 || need+=(postgresql-client)
+fi
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
@@ -18,6 +33,22 @@ if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts some of these as system services on install; gantry runs its own per node.
+for svc in etcd redis-server prometheus prometheus-node-exporter; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" 2>/dev/null || true
+  fi
+done
+# Ansible (the inventory tests run an ad-hoc command and a playbook through it).
+if [ "$purpose" = test ] && { ! command -v ansible >/dev/null 2>&1 || ! command -v ansible-playbook >/dev/null 2>&1; }; then
+  if command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1; then
+    echo "install-deps: installing ansible-core (pip)" >&2
+    "$(command -v pip3 || command -v pip)" install --quiet ansible-core >/dev/null
+    hash -r
+  else
+    echo "install-deps: ansible is missing and there is no pip to install ansible-core" >&2
+  fi
 fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || mkdir -p /run/sshd 2>/dev/null || true

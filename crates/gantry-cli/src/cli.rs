@@ -54,11 +54,51 @@ pub enum Command {
     /// Check a spec file and report every problem with file:line:column.
     Validate(SpecArgs),
     /// Delete a cluster's nodes and resources (found by tags).
+    /// Several at once: name them, or --all / --expired (both ask too, unless --yes).
     Destroy {
-        cluster: String,
+        clusters: Vec<String>,
+        /// Every cluster of the project.
+        #[arg(long, conflicts_with = "clusters")]
+        all: bool,
+        /// Only clusters whose lifetime is over (of the named ones, or of the project).
+        #[arg(long)]
+        expired: bool,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+    /// Extend a cluster's lifetime: expiry = max(now, expiry) + DURATION (record and tags).
+    Extend {
+        cluster: String,
+        /// How much longer, e.g. 4h, 90m, 2d.
+        #[arg(value_parser = positive_duration)]
+        duration: std::time::Duration,
+        /// Set expiry = now + DURATION instead (may shorten it).
+        #[arg(long)]
+        from_now: bool,
+    },
+    /// Destroy expired clusters and delete orphaned nodes (tagged for the project, no cluster).
+    Gc {
+        /// Print what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Orphans younger than this are left alone.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Export nodes for other tools (all clusters of the project without CLUSTER).
+    Inventory {
+        cluster: Option<String>,
+        #[arg(long, value_enum, default_value_t = InventoryFormat::Ansible)]
+        format: InventoryFormat,
+        /// Target port for `--format prometheus`.
+        #[arg(long, default_value_t = 9100)]
+        port: u16,
+    },
+    /// Software recipes: list the built-ins, show one, render what it runs on a node.
+    Blueprint {
+        #[command(subcommand)]
+        command: BlueprintCommand,
     },
     /// List clusters.
     #[command(alias = "list")]
@@ -130,4 +170,54 @@ pub struct SpecArgs {
     /// Do not ask before removing nodes (shrink).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// (up) Expire at now + this, overriding the spec's lifetime (e.g. 4h).
+    #[arg(long, value_parser = positive_duration)]
+    pub lifetime: Option<std::time::Duration>,
+    /// (up) Let blueprints install the packages their artifacts name (apt-get) when missing.
+    #[arg(long, env = env::GANTRY_ALLOW_PACKAGES, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_packages: bool,
+}
+
+/// A duration (`4h`, `90m`, `2d`) greater than zero.
+fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `gantry inventory --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InventoryFormat {
+    /// Ansible INI inventory: a group per cluster and per pool (CLUSTER_POOL).
+    Ansible,
+    /// OpenSSH client config (as `gantry ssh-config`).
+    SshConfig,
+    /// `ADDRESS NAME` lines.
+    Hosts,
+    /// Nodes as in `show --output json`.
+    Json,
+    /// Prometheus file_sd JSON.
+    Prometheus,
+}
+
+/// `gantry blueprint ...`.
+#[derive(Debug, Subcommand)]
+pub enum BlueprintCommand {
+    /// The built-in blueprints.
+    Ls,
+    /// Params, artifacts and steps of a blueprint (a built-in name or a directory).
+    Show { name: String },
+    /// Exactly what each step of a spec's blueprint would run or write on one node, in order.
+    Render {
+        /// The blueprint (its name, or the name/path as written in the spec).
+        name: String,
+        /// The node (name, N or POOL-N).
+        #[arg(long)]
+        node: String,
+        /// The cluster spec that applies the blueprint.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: PathBuf,
+    },
 }

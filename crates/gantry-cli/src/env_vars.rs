@@ -15,3 +15,6 @@ pub const GANTRY_LOCK_TIMEOUT: &str = "GANTRY_LOCK_TIMEOUT";
 pub const GANTRY_LOG: &str = "GANTRY_LOG";
 /// Maximum number of nodes `run`/`put`/`get` talk to at once.
 pub const GANTRY_CONCURRENCY: &str = "GANTRY_CONCURRENCY";
+/// `1` lets `up` install packages that blueprint artifacts name (apt-get), like
+/// `--allow-packages`.
+pub const GANTRY_ALLOW_PACKAGES: &str = "GANTRY_ALLOW_PACKAGES";

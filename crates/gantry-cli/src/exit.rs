@@ -51,11 +51,12 @@ impl From<gantry_engine::EngineError> for Failure {
         use gantry_engine::EngineError as E;
         match &e {
             E::LockTimeout { .. } => Failure::new(BUSY, e)
-                .hint("wait for the other run to finish, or raise --lock-timeout; a killed run's lock expires by itself within 15 s"),
+                .hint("wait for the other run to finish, or raise --lock-timeout; a lock whose process is gone is taken over; another machine's lapses within 30 s"),
             E::Interrupted => Failure::new(INTERRUPTED, e).hint("run the same command again to resume; it converges"),
             E::NeedsConfirmation { .. } => Failure::new(NOT_CONFIRMED, e).hint("re-run with --yes to allow it"),
             E::ClusterNotFound { .. } => Failure::new(USAGE, e).hint("`gantry ls` lists the clusters of this project"),
             E::NoNodes { .. } => Failure::new(USAGE, e).hint("`gantry show CLUSTER` lists its nodes"),
+            E::BlueprintInvalid(_) | E::BlueprintLoad { .. } => Failure::new(USAGE, e),
             E::Provider(p) => {
                 let hint = p.hint.clone();
                 let f = Failure::new(FAILURE, e);

@@ -45,15 +45,22 @@ fn stamp() -> String {
         .unwrap_or_default()
 }
 
+/// What a person calls a step: `create:demo-db-1` → `create`,
+/// `bp/etcd/join@demo-db-1#3df5984ed8bd` → `etcd/join`.
+pub fn step_label(step: &str) -> String {
+    if let Some(rest) = step.strip_prefix("bp/") {
+        return rest.split(['@', '#']).next().unwrap_or(rest).to_string();
+    }
+    step.split_once(':')
+        .map(|(k, _)| k.to_string())
+        .unwrap_or_else(|| step.to_string())
+}
+
 /// One line per event, or `None` for events not worth a line.
 pub fn describe(e: &Event) -> Option<String> {
     let who = |node: &Option<String>| node.clone().unwrap_or_else(|| "cluster".into());
     // `create:demo-db-1` on node demo-db-1 reads as `demo-db-1 create`.
-    let short = |step: &str| {
-        step.split_once(':')
-            .map(|(k, _)| k.to_string())
-            .unwrap_or_else(|| step.to_string())
-    };
+    let short = |step: &str| step_label(step);
     Some(match e {
         Event::RunStarted {
             run_id,
@@ -180,7 +187,7 @@ impl Tty {
             }
             Event::StepStarted { step, node, .. } => {
                 let name = node.clone().unwrap_or_else(|| "cluster".into());
-                let kind = step.split(':').next().unwrap_or(step).to_string();
+                let kind = step_label(step);
                 self.node_bar(&name).set_message(kind);
             }
             Event::StepRetrying {
@@ -191,13 +198,13 @@ impl Tty {
                 ..
             } => {
                 let name = node.clone().unwrap_or_else(|| "cluster".into());
-                let kind = step.split(':').next().unwrap_or(step).to_string();
+                let kind = step_label(step);
                 self.node_bar(&name)
                     .set_message(format!("{kind} (retry {attempt}: {error})"));
             }
             Event::StepFinished { step, node, .. } => {
                 let name = node.clone().unwrap_or_else(|| "cluster".into());
-                let kind = step.split(':').next().unwrap_or(step).to_string();
+                let kind = step_label(step);
                 self.node_bar(&name).set_message(format!("{kind} ✓"));
                 if let Some(t) = &self.total {
                     t.inc(1);
@@ -229,5 +236,19 @@ impl Tty {
             t.finish();
         }
         let _ = self.multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn step_labels_drop_node_and_hash() {
+        assert_eq!(super::step_label("create:demo-db-1"), "create");
+        assert_eq!(
+            super::step_label("bp/etcd/join@demo-db-1#3df5984ed8bd"),
+            "etcd/join"
+        );
+        assert_eq!(super::step_label("bp/etcd/done"), "etcd/done");
+        assert_eq!(super::step_label("resources"), "resources");
     }
 }

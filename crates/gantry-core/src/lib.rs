@@ -5,6 +5,7 @@
 //! filesystem or a provider. It depends on no other gantry crate and performs no IO: callers
 //! hand it text and get typed values or errors that point at `file:line:column`.
 
+pub mod blueprint;
 pub mod error;
 pub mod event;
 pub mod names;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Tags;
 
-mod parse;
-mod yaml;
+pub(crate) mod parse;
+pub(crate) mod yaml;
 pub use parse::{MAX_POOL_COUNT, parse, parse_duration, render_error};
 
 /// Default cluster lifetime when the spec gives none.
@@ -36,6 +36,10 @@ pub struct ClusterSpec {
     pub readiness: Readiness,
     /// User tags, added to gantry's own on every resource.
     pub tags: Tags,
+    /// Software to apply once the nodes are ready, in order (see `docs/blueprints.md`).
+    /// Left out of the serialised form when empty, so specs without blueprints keep their hash.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blueprints: Vec<crate::blueprint::BlueprintRef>,
 }
 
 impl ClusterSpec {

@@ -40,4 +40,25 @@ pub enum EngineError {
     Interrupted,
     #[error("no node of cluster {cluster} matches {target}")]
     NoNodes { cluster: String, target: String },
+    /// A blueprint or the spec's use of it is invalid; every problem at `file:line:column`.
+    #[error("{}", render_located(.0))]
+    BlueprintInvalid(Vec<gantry_core::SpecError>),
+    /// A blueprint could not be found or read.
+    #[error("blueprint {blueprint}: {message}")]
+    BlueprintLoad { blueprint: String, message: String },
+    /// An artifact could not be fetched, verified or found on a node.
+    #[error("artifact {artifact} of blueprint {blueprint}: {message}")]
+    Artifact {
+        blueprint: String,
+        artifact: String,
+        message: String,
+    },
+}
+
+fn render_located(errors: &[gantry_core::SpecError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

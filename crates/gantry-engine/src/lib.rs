@@ -9,11 +9,16 @@
 //!   errors with exponential backoff and jitter, checkpoints steps and honours cancellation.
 //! - [`lock`]: the cluster lock (a lease with a fencing token, renewed while held).
 //! - [`transport`]: one fan-out executor over node transports (SSH today).
+//! - [`gc`]: which clusters are expired and which nodes are orphans (pure; `ops` carries it out).
+//! - [`blueprint`]: software recipes applied to a cluster's nodes after `up` (load, validate,
+//!   render, expand into DAG steps, run over SSH, checkpoint by input hash).
 //! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
 
+pub mod blueprint;
 pub mod dag;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod lock;
 pub mod ops;
 pub mod plan;

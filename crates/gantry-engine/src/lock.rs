@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use crate::EngineError;
 use crate::events::Events;
 
-/// Lease length; renewed every third of it.
-pub const LEASE_TTL: Duration = Duration::from_secs(15);
+/// Lease length; renewed every sixth of it, so a saturated machine (busy store, starved
+/// runtime) still renews long before it lapses.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
 pub fn cluster_lock_key(project: &str, cluster: &str) -> String {
     format!("cluster/{project}/{cluster}")
@@ -146,7 +147,7 @@ impl ClusterLock {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+                        _ = tokio::time::sleep(LEASE_TTL / 6) => {}
                     }
                     let mut l = lease.lock().await;
                     match store.renew_lock(&l, LEASE_TTL).await {

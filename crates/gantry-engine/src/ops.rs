@@ -24,6 +24,9 @@ use crate::events::{Events, Listener, Recorder};
 use crate::lock::{ClusterLock, holder_id};
 use crate::plan::{Plan, PlanInput, plan};
 
+mod lifetime;
+pub use lifetime::{ExtendFrom, ExtendReport, extend, gc_destroy, gc_orphans, whole_seconds};
+
 /// Everything an operation needs.
 #[derive(Clone)]
 pub struct Context {
@@ -328,6 +331,11 @@ pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineEr
 pub struct UpOptions {
     /// Allow the plan to delete nodes (shrink) without failing with `NeedsConfirmation`.
     pub allow_delete: bool,
+    /// `up --lifetime`: the expiry becomes now + this (new and existing clusters alike);
+    /// None keeps an existing cluster's expiry and gives a new one the spec's lifetime.
+    pub lifetime: Option<Duration>,
+    /// Blueprints to apply once every node is ready (validated by `blueprint::prepare`).
+    pub blueprints: crate::blueprint::Apply,
 }
 
 /// Brings the cluster to exactly the spec.
@@ -371,6 +379,9 @@ async fn up_locked(
             c.spec_json = serde_json::to_string(spec).expect("spec serialises");
             c.spec_hash = hash.clone();
             c.updated_at = now;
+            if let Some(l) = opts.lifetime {
+                c.expires_at = lifetime::whole_seconds(now + l);
+            }
             c
         }
         None => ClusterRecord {
@@ -385,7 +396,7 @@ async fn up_locked(
             status: "creating".into(),
             created_at: now,
             updated_at: now,
-            expires_at: now + spec.lifetime,
+            expires_at: lifetime::whole_seconds(now + opts.lifetime.unwrap_or(spec.lifetime)),
         },
     };
     record.status = "creating".into();
@@ -393,6 +404,7 @@ async fn up_locked(
     ctx.store.put_cluster(&record).await?;
 
     let observed = ctx.provider.list(&ctx.filter(&spec.name)).await?;
+    let observed = lifetime::adopt(ctx, observed, &record).await?;
     let expires = rfc3339(record.expires_at);
     let p = plan(
         spec,
@@ -438,8 +450,35 @@ async fn up_locked(
         Some(run.checkpoints()),
     )
     .await;
-    let nodes = sync_records(ctx, &spec.name).await?;
-    record.status = if out.ok() {
+    let mut nodes = sync_records(ctx, &spec.name).await?;
+    // Software on the machines, once every machine is there and answers.
+    let applied = if out.ok() && !run.lock.lost().is_cancelled() {
+        let r = crate::blueprint::exec::apply(
+            &crate::blueprint::exec::ApplyCtx {
+                project: &ctx.project,
+                cluster: &spec.name,
+                cluster_uid: &record.uid,
+                store: ctx.store.clone(),
+                ssh: ctx.ssh.clone(),
+                shares_fs: ctx.provider.shares_host_filesystem(),
+                concurrency: ctx.provider.concurrency(),
+                run_id: &run.record.id,
+                events: &run.events,
+                cancel: &cancel,
+            },
+            spec,
+            &nodes,
+            &opts.blueprints,
+        )
+        .await;
+        if r.is_err() {
+            nodes = sync_records(ctx, &spec.name).await?;
+        }
+        r
+    } else {
+        Ok(())
+    };
+    record.status = if out.ok() && applied.is_ok() {
         "ready".into()
     } else {
         "degraded".into()
@@ -452,6 +491,7 @@ async fn up_locked(
         });
     }
     outcome_to_result(&out, total)?;
+    applied?;
     Ok(Report {
         run_id: run.record.id.clone(),
         cluster: spec.name.clone(),
@@ -633,13 +673,35 @@ fn delete_step(ctx: &Context, n: &NodeInfo, after: Vec<String>) -> Step {
 
 /// Deletes every node carrying the cluster's tags, then its supporting resources and records.
 pub async fn destroy(ctx: &Context, cluster: &str) -> Result<Report, EngineError> {
-    let run = RunGuard::begin(ctx, cluster, "destroy", None).await?;
+    destroy_if(ctx, cluster, "destroy", &|_, _| true)
+        .await?
+        .ok_or_else(|| EngineError::ClusterNotFound {
+            project: ctx.project.clone(),
+            cluster: cluster.into(),
+        })
+}
+
+/// Re-checked by [`destroy_if`] once the lock is held, on the record and the listed nodes.
+type StillWanted<'a> = &'a (dyn Fn(Option<&ClusterRecord>, &[NodeInfo]) -> bool + Sync);
+
+/// `destroy`, recorded as a run of `kind`, if `still` holds under the lock; `Ok(None)` if not.
+async fn destroy_if(
+    ctx: &Context,
+    cluster: &str,
+    kind: &str,
+    still: StillWanted<'_>,
+) -> Result<Option<Report>, EngineError> {
+    let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
-        if let Some(mut c) = ctx.store.get_cluster(&ctx.project, cluster).await? {
+        let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
+        let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
+        if !still(record.as_ref(), &nodes) {
+            return Ok(None);
+        }
+        if let Some(mut c) = record {
             c.status = "destroying".into();
             ctx.store.put_cluster(&c).await?;
         }
-        let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
         let steps: Vec<Step> = nodes.iter().map(|n| delete_step(ctx, n, vec![])).collect();
         let total = steps.len();
         run.events.emit(Event::RunStarted {
@@ -674,7 +736,7 @@ pub async fn destroy(ctx: &Context, cluster: &str) -> Result<Report, EngineError
             });
         }
         ctx.store.delete_cluster(&ctx.project, cluster).await?;
-        Ok(Report {
+        Ok(Some(Report {
             run_id: run.record.id.clone(),
             cluster: cluster.into(),
             nodes: vec![],
@@ -683,7 +745,7 @@ pub async fn destroy(ctx: &Context, cluster: &str) -> Result<Report, EngineError
             stopped: vec![],
             deleted: nodes.iter().map(|n| n.name.clone()).collect(),
             elapsed_ms: run.started.elapsed().as_millis() as u64,
-        })
+        }))
     }
     .await;
     run.finish(result).await
@@ -758,11 +820,23 @@ pub async fn power(
                     ctx.cancel.clone(),
                     ctx.provider.boot_timeout(),
                 );
+                let target = crate::transport::NodeTarget {
+                    name: n.name.clone(),
+                    ssh: spec.clone(),
+                };
                 steps.push(Step::new(
                     format!("ready:{}", n.name),
                     Some(n.name.clone()),
                     vec![id],
                     move || wait_ssh(ssh.clone(), spec.clone(), timeout, cancel.clone()),
+                ));
+                // Blueprint steps marked `boot: true` bring the node's software back.
+                steps.push(crate::blueprint::exec::boot_step(
+                    ctx.ssh.clone(),
+                    target,
+                    vec![format!("ready:{}", n.name)],
+                    run.events.clone(),
+                    ctx.cancel.clone(),
                 ));
             }
         }

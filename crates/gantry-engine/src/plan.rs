@@ -115,6 +115,7 @@ mod tests {
             ssh_user: None,
             readiness: Readiness::Ssh,
             tags: Default::default(),
+            blueprints: vec![],
         }
     }
 

@@ -88,7 +88,7 @@ impl SshTransport {
     }
 
     /// Drops a cached session after a transport error so a retry reconnects.
-    async fn forget(&self, node: &NodeTarget) {
+    pub async fn forget(&self, node: &NodeTarget) {
         self.sessions.lock().await.remove(&node.name);
     }
 

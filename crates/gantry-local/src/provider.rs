@@ -359,6 +359,42 @@ impl Provider for LocalProvider {
         .map_err(|e| perr("delete", &name, e))
     }
 
+    async fn set_tags(
+        &self,
+        node: &NodeInfo,
+        tags: &gantry_core::Tags,
+    ) -> gantry_provider::Result<NodeInfo> {
+        let dir = self.node_dir_of(node);
+        let name = node.name.clone();
+        let root = self.cfg.root.clone();
+        let tags = tags.clone();
+        tokio::task::spawn_blocking(move || {
+            if !dir.starts_with(&root) {
+                return Err(LocalError::Other(format!(
+                    "refusing to change {}: not below {}",
+                    dir.display(),
+                    root.display()
+                )));
+            }
+            let mut meta = NodeMeta::read(&dir)?;
+            if meta.name != name {
+                return Err(LocalError::Other(format!(
+                    "{} holds node {}, not {name}",
+                    dir.display(),
+                    meta.name
+                )));
+            }
+            meta.tags
+                .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+            // Atomic (temporary file and rename): a concurrent `list` sees old or new tags.
+            meta.write(&dir)?;
+            Ok(info(&dir, &meta))
+        })
+        .await
+        .map_err(|e| join_err("set_tags", &node.name, e))?
+        .map_err(|e| perr("set_tags", &node.name, e))
+    }
+
     async fn delete_cluster_resources(&self, filter: &TagFilter) -> gantry_provider::Result<()> {
         let (Some(project), Some(cluster)) = (
             filter.equals.get(tags::PROJECT),
@@ -381,6 +417,10 @@ impl Provider for LocalProvider {
 
     fn concurrency(&self) -> usize {
         32
+    }
+
+    fn shares_host_filesystem(&self) -> bool {
+        true
     }
 
     fn boot_timeout(&self) -> Duration {

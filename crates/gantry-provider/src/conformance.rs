@@ -96,6 +96,28 @@ pub async fn run_all(p: &dyn Provider, project: &str) {
     assert_eq!(r.state, NodeState::Running);
     assert_eq!(r.address, a.address, "a restarted node keeps its address");
 
+    // set_tags (optional): merges, and list shows the new tags
+    let mut t = gantry_core::Tags::new();
+    t.insert(tags::EXPIRES.into(), "2098-01-01T00:00:00Z".into());
+    match p.set_tags(&a, &t).await {
+        Ok(n) => {
+            assert_eq!(n.tags[tags::EXPIRES], "2098-01-01T00:00:00Z");
+            assert_eq!(n.tags[tags::PROJECT], project, "set_tags keeps other tags");
+            let listed = p.list(&filter).await.unwrap();
+            let a_listed = listed.iter().find(|n| n.name == a.name).unwrap();
+            assert_eq!(
+                a_listed.tags[tags::EXPIRES],
+                "2098-01-01T00:00:00Z",
+                "list must show tags set by set_tags"
+            );
+        }
+        Err(e) => assert_eq!(
+            e.kind,
+            crate::ErrorKind::Unavailable,
+            "set_tags either works or is Unavailable: {e}"
+        ),
+    }
+
     // delete, twice
     for n in [&a, &b] {
         p.delete_node(n).await.unwrap();

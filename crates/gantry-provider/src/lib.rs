@@ -190,9 +190,28 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// Sets `tags` on the node (adding or overwriting those keys, keeping the others) and
+    /// returns the node as it is now; used to move `gantry-expires` when a lifetime changes.
+    /// Optional capability: the default answers [`ErrorKind::Unavailable`].
+    async fn set_tags(&self, node: &NodeInfo, _tags: &Tags) -> Result<NodeInfo> {
+        Err(ProviderError::new(
+            self.name(),
+            "set_tags",
+            node.name.clone(),
+            ErrorKind::Unavailable,
+            "this provider cannot change the tags of an existing node",
+        ))
+    }
+
     /// How many mutating calls may be in flight at once for this provider.
     fn concurrency(&self) -> usize {
         16
+    }
+
+    /// Whether nodes see gantry's own filesystem (the local provider): then files gantry has
+    /// (downloaded blueprint artifacts) are used in place instead of being uploaded.
+    fn shares_host_filesystem(&self) -> bool {
+        false
     }
 
     /// How long a freshly created node may take to answer SSH.

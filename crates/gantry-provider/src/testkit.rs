@@ -110,6 +110,23 @@ impl Provider for MemoryProvider {
         self.set_state(&node.name, NodeState::Stopped)
     }
 
+    async fn set_tags(&self, node: &NodeInfo, tags: &gantry_core::Tags) -> Result<NodeInfo> {
+        self.enter(format!("set_tags {}", node.name))?;
+        let mut nodes = self.nodes.lock().unwrap();
+        let n = nodes.get_mut(&node.name).ok_or_else(|| {
+            ProviderError::new(
+                "memory",
+                "set_tags",
+                &node.name,
+                ErrorKind::NotFound,
+                "no such node",
+            )
+        })?;
+        n.tags
+            .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(n.clone())
+    }
+
     async fn delete_node(&self, node: &NodeInfo) -> Result<()> {
         self.enter(format!("delete {}", node.name))?;
         self.nodes.lock().unwrap().remove(&node.name);

@@ -12,7 +12,8 @@ use crate::exit::{self, CliResult, Failure};
 use crate::{output, progress};
 
 pub async fn validate(g: &Global, a: &SpecArgs) -> CliResult {
-    let (spec, _) = load_spec(&a.file)?;
+    let (spec, text) = load_spec(&a.file)?;
+    super::blueprint::prepare_for(&spec, &a.file, &text)?;
     match g.output {
         OutputFormat::Json => {
             output::print_json(&json!({"valid": true, "spec": spec, "hash": spec.hash()}))
@@ -31,7 +32,7 @@ pub async fn validate(g: &Global, a: &SpecArgs) -> CliResult {
 }
 
 /// Asks on the terminal; without one, refuses (the caller must pass --yes).
-fn confirm(question: &str) -> CliResult<()> {
+pub(super) fn confirm(question: &str) -> CliResult<()> {
     if !std::io::stdin().is_terminal() {
         return Err(Failure::new(
             exit::NOT_CONFIRMED,
@@ -53,7 +54,7 @@ fn confirm(question: &str) -> CliResult<()> {
     }
 }
 
-fn print_report(g: &Global, r: &Report, what: &str) {
+pub(super) fn print_report(g: &Global, r: &Report, what: &str) {
     match g.output {
         OutputFormat::Json => output::print_json(&json!({
             "run_id": r.run_id,
@@ -116,6 +117,8 @@ fn print_report(g: &Global, r: &Report, what: &str) {
 
 pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     let (spec, text) = load_spec(&a.file)?;
+    // Blueprints are checked before anything is created.
+    let prepared = super::blueprint::prepare_for(&spec, &a.file, &text)?;
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
@@ -135,7 +138,17 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
         }
         allow_delete = true;
     }
-    let result = ops::up(&ctx, &spec, &text, &UpOptions { allow_delete }).await;
+    let result = ops::up(
+        &ctx,
+        &spec,
+        &text,
+        &UpOptions {
+            allow_delete,
+            lifetime: a.lifetime,
+            blueprints: super::blueprint::apply_options(&home, prepared, a.allow_packages),
+        },
+    )
+    .await;
     finish();
     let r = result?;
     print_report(g, &r, "up");

@@ -35,6 +35,9 @@ pub async fn ls(g: &Global) -> CliResult {
     }
     let mut rows = Vec::new();
     let mut items = Vec::new();
+    // Clusters with less than an hour left, and expired ones: named in a warning on stderr.
+    let mut soon: Vec<String> = Vec::new();
+    let mut expired: Vec<String> = Vec::new();
     for r in &records {
         let nodes = by_cluster.remove(&r.name).unwrap_or_default();
         let up = nodes
@@ -49,11 +52,16 @@ pub async fn ls(g: &Global) -> CliResult {
             format!("{up}/{}", nodes.len()),
             output::time_left(r.expires_at)
                 + if (0..3600).contains(&left) {
-                    " (!)"
+                    " (expires soon)"
                 } else {
                     ""
                 },
         ]);
+        if (0..3600).contains(&left) {
+            soon.push(format!("{} ({})", r.name, output::time_left(r.expires_at)));
+        } else if left < 0 {
+            expired.push(r.name.clone());
+        }
         items.push(json!({
             "name": r.name, "provider": r.provider, "status": r.status, "nodes_up": up, "nodes_total": nodes.len(),
             "expires_at": output::rfc3339(r.expires_at), "expires_in_secs": left, "generation": r.generation,
@@ -77,10 +85,24 @@ pub async fn ls(g: &Global) -> CliResult {
     match g.output {
         OutputFormat::Json => output::print_json(&items),
         OutputFormat::Text if rows.is_empty() => eprintln!("no clusters in project {}", g.project),
-        OutputFormat::Text => println!(
-            "{}",
-            output::table(&["name", "provider", "status", "nodes", "expires in"], rows)
-        ),
+        OutputFormat::Text => {
+            println!(
+                "{}",
+                output::table(&["name", "provider", "status", "nodes", "expires in"], rows)
+            );
+            if !soon.is_empty() {
+                eprintln!(
+                    "warning: expiring within 1h: {}; `gantry extend CLUSTER 4h` keeps one longer",
+                    soon.join(", ")
+                );
+            }
+            if !expired.is_empty() {
+                eprintln!(
+                    "warning: expired: {}; `gantry gc` destroys expired clusters",
+                    expired.join(", ")
+                );
+            }
+        }
     }
     Ok(exit::OK)
 }
@@ -183,8 +205,20 @@ pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {
         output::print_json(&hosts);
         return Ok(exit::OK);
     }
+    print!("{}", ssh_config_text(&home, &g.project, &nodes));
+    Ok(exit::OK)
+}
+
+/// The OpenSSH client config for `nodes` (shared by `ssh-config` and `inventory`).
+pub(super) fn ssh_config_text(
+    home: &Home,
+    project: &str,
+    nodes: &[gantry_provider::NodeInfo],
+) -> String {
+    let key = home.key_path(project);
+    let kh = home.known_hosts(project);
     let mut out = String::new();
-    for n in &nodes {
+    for n in nodes {
         let Some(e) = &n.ssh else { continue };
         out.push_str(&format!(
             "Host {name}\n  HostName {host}\n  Port {port}\n  User {user}\n  IdentityFile {key}\n  IdentitiesOnly yes\n  \
@@ -198,8 +232,7 @@ pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {
             kh = kh.display(),
         ));
     }
-    print!("{out}");
-    Ok(exit::OK)
+    out
 }
 
 pub async fn runs(g: &Global, cluster: Option<&str>, limit: usize) -> CliResult {

@@ -1,8 +1,11 @@
 //! One module per noun; `dispatch` maps a parsed command to it and failures to exit codes.
 
 mod agent;
+pub(crate) mod blueprint;
 mod cluster;
 mod info;
+mod inventory;
+mod lifetime;
 mod remote;
 
 use std::io::Read;
@@ -32,8 +35,25 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Validate(a) => cluster::validate(g, &a).await,
         Command::Up(a) => cluster::up(g, &a).await,
+        Command::Blueprint { command } => blueprint::run(g, command).await,
         Command::Plan(a) => cluster::plan(g, &a).await,
-        Command::Destroy { cluster, yes } => cluster::destroy(g, &cluster, yes).await,
+        Command::Destroy {
+            clusters,
+            all,
+            expired,
+            yes,
+        } => lifetime::destroy(g, &clusters, all, expired, yes).await,
+        Command::Extend {
+            cluster,
+            duration,
+            from_now,
+        } => lifetime::extend(g, &cluster, duration, from_now).await,
+        Command::Gc { dry_run, grace } => lifetime::gc(g, dry_run, grace).await,
+        Command::Inventory {
+            cluster,
+            format,
+            port,
+        } => inventory::inventory(g, cluster.as_deref(), format, port).await,
         Command::Stop { target } => {
             cluster::power(g, &target, gantry_engine::ops::Power::Stop).await
         }

@@ -141,7 +141,8 @@ fn lifecycle() {
     assert_eq!(out.stdout.trim(), names[0]);
     g.run(&["ssh", &format!("{c}/1"), "--", "exit 4"]).expect(4);
     // A remote command killed by a signal exits 128+N, as a shell reports it.
-    g.run(&["ssh", &format!("{c}/1"), "--", "kill -TERM $$"]).expect(143);
+    g.run(&["ssh", &format!("{c}/1"), "--", "kill -TERM $$"])
+        .expect(143);
 
     // stop: nodes stopped, and no process of theirs is left.
     g.run(&["stop", c]).ok();

@@ -3,10 +3,15 @@
 //! Every test works in its own temporary `GANTRY_HOME` and leaves nothing running: the
 //! [`support::Gantry`] guard destroys its clusters and kills leftover node processes.
 
+mod blueprints;
+mod builtin_blueprints;
 mod conformance;
 mod crash;
+mod gc;
 mod interrupt;
+mod inventory;
 mod lifecycle;
+mod lifetime;
 mod lock;
 mod openssh;
 mod scale;

@@ -29,6 +29,7 @@ const TOP_FIELDS: &[&str] = &[
     "pools",
     "network",
     "tags",
+    "blueprints",
 ];
 const POOL_FIELDS: &[&str] = &["name", "count", "size", "image", "labels"];
 const LOCAL_FIELDS: &[&str] = &["ssh_port"];
@@ -130,21 +131,21 @@ pub fn render_error(err: &SpecError, text: &str) -> String {
 }
 
 #[derive(Default)]
-struct Cx {
-    items: Vec<SpecErrorItem>,
+pub(crate) struct Cx {
+    pub(crate) items: Vec<SpecErrorItem>,
 }
 
 /// One `key: value` of a mapping.
 #[derive(Clone, Copy)]
-struct Field<'a> {
-    key: &'a str,
-    key_pos: Pos,
-    value: &'a Node,
+pub(crate) struct Field<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) key_pos: Pos,
+    pub(crate) value: &'a Node,
 }
 
 impl Field<'_> {
     /// Where to point at the value: the key itself when the value is absent (`key:`).
-    fn pos(&self) -> Pos {
+    pub(crate) fn pos(&self) -> Pos {
         if self.value.is_empty_null() {
             self.key_pos
         } else {
@@ -154,23 +155,23 @@ impl Field<'_> {
 }
 
 /// The known fields of a mapping, after duplicate and unknown keys were reported.
-struct Fields<'a> {
-    pos: Pos,
+pub(crate) struct Fields<'a> {
+    pub(crate) pos: Pos,
     what: &'static str,
     entries: Vec<Field<'a>>,
 }
 
 impl<'a> Fields<'a> {
-    fn get(&self, key: &str) -> Option<Field<'a>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Field<'a>> {
         self.entries.iter().copied().find(|f| f.key == key)
     }
 
     /// An optional field; an explicit null counts as absent.
-    fn opt(&self, key: &str) -> Option<Field<'a>> {
+    pub(crate) fn opt(&self, key: &str) -> Option<Field<'a>> {
         self.get(key).filter(|f| !f.value.is_null())
     }
 
-    fn req(&self, cx: &mut Cx, key: &str) -> Option<Field<'a>> {
+    pub(crate) fn req(&self, cx: &mut Cx, key: &str) -> Option<Field<'a>> {
         let field = self.get(key);
         if field.is_none() {
             cx.err(
@@ -184,7 +185,7 @@ impl<'a> Fields<'a> {
 }
 
 impl Cx {
-    fn err(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
+    pub(crate) fn err(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
         self.items.push(SpecErrorItem {
             line: pos.line,
             column: pos.col,
@@ -193,7 +194,14 @@ impl Cx {
         });
     }
 
-    fn type_err(&mut self, pos: Pos, what: &str, expected: &str, found: &Node, hint: &str) {
+    pub(crate) fn type_err(
+        &mut self,
+        pos: Pos,
+        what: &str,
+        expected: &str,
+        found: &Node,
+        hint: &str,
+    ) {
         self.err(
             pos,
             format!(
@@ -248,6 +256,10 @@ impl Cx {
             None => Some(Tags::new()),
             Some(f) => self.string_map(f, true),
         };
+        let blueprints = match top.opt("blueprints") {
+            None => Some(Vec::new()),
+            Some(f) => self.blueprint_refs(f),
+        };
 
         Some(ClusterSpec {
             name: name?,
@@ -258,12 +270,18 @@ impl Cx {
             ssh_user: ssh_user?,
             readiness: readiness?,
             tags: tags?,
+            blueprints: blueprints?,
         })
     }
 
     /// Checks that `node` is a mapping with string keys and no duplicates; reports and drops
     /// duplicate keys.
-    fn entries<'a>(&mut self, node: &'a Node, what: &str, hint: &str) -> Option<Vec<Field<'a>>> {
+    pub(crate) fn entries<'a>(
+        &mut self,
+        node: &'a Node,
+        what: &str,
+        hint: &str,
+    ) -> Option<Vec<Field<'a>>> {
         let Kind::Map(pairs) = &node.kind else {
             self.type_err(node.pos, what, "a mapping", node, hint);
             return None;
@@ -299,7 +317,7 @@ impl Cx {
     }
 
     /// A mapping of the given known fields; unknown ones are reported with a suggestion.
-    fn fields<'a>(
+    pub(crate) fn fields<'a>(
         &mut self,
         node: &'a Node,
         what: &str,
@@ -332,7 +350,7 @@ impl Cx {
     }
 
     /// Any non-null scalar, as text.
-    fn string<'a>(&mut self, f: Field<'a>) -> Option<&'a str> {
+    pub(crate) fn string<'a>(&mut self, f: Field<'a>) -> Option<&'a str> {
         let text = f.value.text();
         if text.is_none() {
             self.type_err(
@@ -346,7 +364,7 @@ impl Cx {
         text
     }
 
-    fn int(&mut self, f: Field<'_>, example: &str) -> Option<i128> {
+    pub(crate) fn int(&mut self, f: Field<'_>, example: &str) -> Option<i128> {
         match f.value.scalar() {
             Some(Scalar::Int(i)) => Some(i),
             _ => {
@@ -365,7 +383,13 @@ impl Cx {
         }
     }
 
-    fn int_in(&mut self, f: Field<'_>, min: i128, max: i128, example: &str) -> Option<i128> {
+    pub(crate) fn int_in(
+        &mut self,
+        f: Field<'_>,
+        min: i128,
+        max: i128,
+        example: &str,
+    ) -> Option<i128> {
         let v = self.int(f, example)?;
         if v < min {
             self.err(
@@ -386,7 +410,7 @@ impl Cx {
         }
     }
 
-    fn name(&mut self, f: Field<'_>, kind: &str) -> Option<String> {
+    pub(crate) fn name(&mut self, f: Field<'_>, kind: &str) -> Option<String> {
         let name = self.string(f)?;
         match validate_name(name) {
             Ok(()) => Some(name.to_string()),
@@ -761,7 +785,7 @@ fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
 }
 
 /// `a`, `b` and `c` as "`a`, `b`, `c`".
-fn list(items: &[&str]) -> String {
+pub(crate) fn list(items: &[&str]) -> String {
     items
         .iter()
         .map(|s| format!("`{s}`"))
@@ -771,7 +795,7 @@ fn list(items: &[&str]) -> String {
 
 /// The candidate closest to `input` by edit distance, if it is plausibly a typo of it. Ties go
 /// to a candidate with the same first letter (`form` → `from`, not `port`).
-fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let input = input.to_lowercase();
     let limit = (input.chars().count() / 3).max(2);
     candidates

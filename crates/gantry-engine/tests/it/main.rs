@@ -15,6 +15,8 @@ use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
 use gantry_state::{SqliteStore, StateStore};
 use tokio_util::sync::CancellationToken;
 
+mod lifetime;
+
 struct World {
     _dir: tempfile::TempDir,
     provider: Arc<MemoryProvider>,
@@ -163,9 +165,17 @@ async fn shrinking_needs_confirmation_and_grow_continues_numbering() {
         3,
         "nothing deleted without confirmation"
     );
-    ops::up(&w.ctx, &s1, &t1, &UpOptions { allow_delete: true })
-        .await
-        .unwrap();
+    ops::up(
+        &w.ctx,
+        &s1,
+        &t1,
+        &UpOptions {
+            allow_delete: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(names(&w).await, ["demo-db-1"]);
     let (s4, t4) = spec(4);
     ops::up(&w.ctx, &s4, &t4, &UpOptions::default())

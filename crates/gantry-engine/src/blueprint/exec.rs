@@ -1,0 +1,762 @@
+//! Running blueprints: step instances become DAG steps executed over SSH.
+//!
+//! [`apply`] is called by `up` once every node answers SSH. It fetches artifacts, resolves them
+//! on the nodes, expands the blueprints, drops the instances whose input hash is already
+//! recorded done for this cluster, and runs the rest on the dispatcher with one SSH session per
+//! node. Checkpoints use the step id `bp/B/S@NODE#HASH12` and the constant spec hash
+//! `blueprints/<cluster uid>`, so the store's `done_steps` answers "which instances are
+//! current". A failure names the node, the step, the exit code and the last 20 lines of output;
+//! dependants are skipped by the dispatcher.
+//!
+//! Each node also gets `~/.gantry/blueprints/boot.json`: its `boot: true` instances, rendered,
+//! which `gantry start` runs again ([`boot_step`]) because a restarted machine (or a local node,
+//! where nothing restarts services) must bring its software back.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gantry_core::ClusterSpec;
+use gantry_core::event::Event;
+use gantry_provider::NodeInfo;
+use gantry_ssh::{ClientConfig, ExitStatus, OutputSink};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::expand::{self, Instance, NodeView, Rendered};
+use super::render::{ArtifactPaths, ClusterView};
+use super::{Apply, artifacts};
+use crate::EngineError;
+use crate::dag::{self, Checkpoints, Step, StepError};
+use crate::events::Events;
+use crate::transport::{NodeTarget, SshTransport, Transport, TransportError};
+
+/// Lines of output a failure shows.
+const TAIL_LINES: usize = 20;
+/// Where a node keeps its boot steps.
+const BOOT_FILE: &str = ".gantry/blueprints/boot.json";
+
+/// Single-quotes `s` for a POSIX shell.
+pub fn shq(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The last `n` lines of `out`, indented, for error messages.
+pub fn tail(out: &str, n: usize) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    let from = lines.len().saturating_sub(n);
+    lines[from..]
+        .iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Collects stdout and stderr interleaved, bounded to the last 64 KiB.
+#[derive(Default)]
+struct TailSink(Vec<u8>);
+
+impl TailSink {
+    fn push(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+        const MAX: usize = 64 << 10;
+        if self.0.len() > MAX {
+            let cut = self.0.len() - MAX;
+            self.0.drain(..cut);
+        }
+    }
+}
+
+impl OutputSink for TailSink {
+    fn stdout(&mut self, data: &[u8]) {
+        self.push(data);
+    }
+    fn stderr(&mut self, data: &[u8]) {
+        self.push(data);
+    }
+}
+
+/// One node reached over the shared SSH transport.
+#[derive(Clone)]
+pub struct Remote {
+    pub transport: Arc<SshTransport>,
+    pub target: NodeTarget,
+}
+
+impl Remote {
+    /// Runs `command` in the node's home (stdin optional); returns the status and the combined
+    /// output.
+    pub async fn sh(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<(ExitStatus, String), TransportError> {
+        let session = self.transport.session(&self.target).await?;
+        let mut sink = TailSink::default();
+        let cmd = format!("cd \"$HOME\" && {command}");
+        match session.exec(&cmd, stdin, &mut sink).await {
+            Ok(st) => Ok((st, String::from_utf8_lossy(&sink.0).into_owned())),
+            Err(e) => {
+                let e = TransportError::from(e);
+                if e.transport {
+                    self.transport.forget(&self.target).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn upload(&self, local: &Path, remote: &str) -> Result<u64, TransportError> {
+        self.transport.upload(&self.target, local, remote).await
+    }
+}
+
+/// The environment every script sees.
+fn env_prefix(cluster: &str, node: &NodeView, blueprint: &str, step: &str) -> String {
+    [
+        ("GANTRY_CLUSTER", cluster),
+        ("GANTRY_NODE", &node.name),
+        ("GANTRY_POOL", &node.pool),
+        ("GANTRY_INDEX", &node.index.to_string()),
+        ("GANTRY_ADDRESS", &node.address),
+        ("GANTRY_BLUEPRINT", blueprint),
+        ("GANTRY_STEP", step),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{k}={}", shq(v)))
+    .collect::<Vec<_>>()
+    .join(" ")
+}
+
+/// Why an attempt failed.
+struct Failed {
+    transport: bool,
+    message: String,
+}
+
+impl From<TransportError> for Failed {
+    fn from(e: TransportError) -> Self {
+        Failed {
+            transport: e.transport,
+            message: e.message,
+        }
+    }
+}
+
+/// Writes `content` to `dest` (relative to the home) atomically, creating parent directories.
+async fn write_file(
+    remote: &Remote,
+    dest: &str,
+    content: &[u8],
+    mode: Option<u32>,
+) -> Result<(), Failed> {
+    let tmp = format!("{dest}.gantry-tmp");
+    let chmod = mode
+        .map(|m| format!(" && chmod {m:o} {}", shq(&tmp)))
+        .unwrap_or_default();
+    let cmd = format!(
+        "mkdir -p \"$(dirname -- {d})\" && cat > {t}{chmod} && mv -f {t} {d}",
+        d = shq(dest),
+        t = shq(&tmp)
+    );
+    let (st, out) = remote.sh(&cmd, Some(content)).await?;
+    if !st.success() {
+        return Err(Failed {
+            transport: false,
+            message: format!("writing {dest} failed ({st})\n{}", tail(&out, TAIL_LINES)),
+        });
+    }
+    Ok(())
+}
+
+/// Runs one rendered action once.
+async fn run_action(
+    remote: &Remote,
+    env: &str,
+    inst: &Instance,
+    cancel: &CancellationToken,
+) -> Result<(), Failed> {
+    let dir = format!(".gantry/blueprints/{}", inst.blueprint);
+    match &inst.action {
+        Rendered::Run { script } => {
+            let file = format!("{dir}/{}.sh", inst.step);
+            let run = if script.starts_with("#!") {
+                format!(
+                    "chmod +x {f} && exec env {env} ./{f} </dev/null",
+                    f = shq(&file)
+                )
+            } else {
+                format!("exec env {env} sh {} </dev/null", shq(&file))
+            };
+            let cmd = format!("mkdir -p {} && cat > {} && {run}", shq(&dir), shq(&file));
+            let (st, out) = remote.sh(&cmd, Some(script.as_bytes())).await?;
+            if !st.success() {
+                return Err(Failed {
+                    transport: false,
+                    message: format!(
+                        "{st}; last {TAIL_LINES} lines of output:\n{}",
+                        tail(&out, TAIL_LINES)
+                    ),
+                });
+            }
+            Ok(())
+        }
+        Rendered::Write {
+            dest,
+            content,
+            mode,
+        } => write_file(remote, dest, content, *mode).await,
+        Rendered::Copy { src, dest, mode } => {
+            let tmp = format!("{dest}.gantry-tmp");
+            let chmod = mode
+                .map(|m| format!(" && chmod {m:o} {}", shq(&tmp)))
+                .unwrap_or_default();
+            let cmd = format!(
+                "mkdir -p \"$(dirname -- {d})\" && cp -f -- {s} {t}{chmod} && mv -f {t} {d}",
+                d = shq(dest),
+                s = shq(src),
+                t = shq(&tmp)
+            );
+            let (st, out) = remote.sh(&cmd, None).await?;
+            if !st.success() {
+                return Err(Failed {
+                    transport: false,
+                    message: format!("copying {src} to {dest} failed ({st})\n{}", tail(&out, 20)),
+                });
+            }
+            Ok(())
+        }
+        Rendered::Tcp {
+            address,
+            timeout_secs,
+        } => {
+            let addr = address.clone();
+            poll(*timeout_secs, cancel, &format!("tcp {address}"), || {
+                let addr = addr.clone();
+                async move {
+                    match tokio::time::timeout(
+                        Duration::from_secs(2),
+                        tokio::net::TcpStream::connect(addr.as_str()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err("connect timed out".into()),
+                    }
+                }
+            })
+            .await
+        }
+        Rendered::Http {
+            url,
+            status,
+            timeout_secs,
+        } => {
+            let (url2, want) = (url.clone(), *status);
+            poll(*timeout_secs, cancel, &format!("http {url}"), || {
+                let url = url2.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let agent = ureq::Agent::config_builder()
+                            .http_status_as_error(false)
+                            .timeout_global(Some(Duration::from_secs(5)))
+                            .build()
+                            .new_agent();
+                        match agent.get(&url).call() {
+                            Ok(r) if r.status().as_u16() == want => Ok(()),
+                            Ok(r) => Err(format!("status {}", r.status().as_u16())),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                }
+            })
+            .await
+        }
+        Rendered::Command {
+            command,
+            timeout_secs,
+        } => {
+            let cmd = format!("exec env {env} sh -c {} </dev/null", shq(command));
+            let r = remote.clone();
+            poll(*timeout_secs, cancel, &format!("`{command}`"), || {
+                let (r, cmd) = (r.clone(), cmd.clone());
+                async move {
+                    match r.sh(&cmd, None).await {
+                        Ok((st, _)) if st.success() => Ok(()),
+                        Ok((st, out)) => {
+                            Err(format!("{st}; last output:\n{}", tail(&out, TAIL_LINES)))
+                        }
+                        Err(e) => Err(e.message),
+                    }
+                }
+            })
+            .await
+        }
+    }
+}
+
+/// Polls `check` every 250 ms until it succeeds or `timeout_secs` pass.
+async fn poll<F, Fut>(
+    timeout_secs: u64,
+    cancel: &CancellationToken,
+    what: &str,
+    check: F,
+) -> Result<(), Failed>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+    loop {
+        let last = match check().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline || cancel.is_cancelled() {
+            return Err(Failed {
+                transport: false,
+                message: format!("waited {timeout_secs} s for {what}; last attempt: {last}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Runs an instance with its timeout and retries. Command failures are retried here
+/// (`retries`); transport failures are returned retryable for the dispatcher.
+async fn run_instance(
+    remote: &Remote,
+    env: &str,
+    inst: &Instance,
+    events: &Events,
+    cancel: &CancellationToken,
+) -> Result<(), StepError> {
+    let attempts = inst.retries + 1;
+    let mut attempt = 1;
+    loop {
+        let limit = Duration::from_secs(inst.timeout_secs.max(1));
+        let r = match tokio::time::timeout(limit, run_action(remote, env, inst, cancel)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failed {
+                transport: false,
+                message: format!("timed out after {} s", inst.timeout_secs),
+            }),
+        };
+        let e = match r {
+            Ok(()) => return Ok(()),
+            Err(e) if e.transport => {
+                return Err(StepError::retryable(format!(
+                    "step {} of blueprint {} on node {}: {}",
+                    inst.step, inst.blueprint, inst.node, e.message
+                )));
+            }
+            Err(e) => e,
+        };
+        if attempt >= attempts || cancel.is_cancelled() {
+            return Err(StepError::fatal(format!(
+                "step {} of blueprint {} failed on node {}{}: {}",
+                inst.step,
+                inst.blueprint,
+                inst.node,
+                if attempts > 1 {
+                    format!(" after {attempts} attempts")
+                } else {
+                    String::new()
+                },
+                e.message
+            )));
+        }
+        let delay = Duration::from_millis(500 * u64::from(attempt));
+        events.emit(Event::StepRetrying {
+            step: inst.id.clone(),
+            node: Some(inst.node.clone()),
+            attempt,
+            delay_ms: delay.as_millis() as u64,
+            error: e.message.lines().next().unwrap_or_default().to_string(),
+        });
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// The nodes of the spec's pools, in spec order (pool, then index), that can be reached.
+pub fn ordered_nodes(spec: &ClusterSpec, nodes: &[NodeInfo]) -> Vec<NodeInfo> {
+    let pool_pos = |p: &str| {
+        spec.pools
+            .iter()
+            .position(|x| x.name == p)
+            .unwrap_or(usize::MAX)
+    };
+    let mut v: Vec<NodeInfo> = nodes
+        .iter()
+        .filter(|n| n.ssh.is_some() && n.state == gantry_provider::NodeState::Running)
+        .cloned()
+        .collect();
+    v.sort_by_key(|n| (pool_pos(&n.pool), n.pool.clone(), n.index));
+    v
+}
+
+pub fn node_view(n: &NodeInfo) -> NodeView {
+    NodeView {
+        name: n.name.clone(),
+        pool: n.pool.clone(),
+        index: n.index,
+        address: n
+            .address
+            .map(|a| a.to_string())
+            .or_else(|| n.ssh.as_ref().map(|s| s.host.clone()))
+            .unwrap_or_default(),
+        created_at: n.created_at.clone(),
+    }
+}
+
+/// The checkpoint "spec hash" of a cluster's blueprint instances.
+pub fn checkpoint_scope(cluster_uid: &str) -> String {
+    format!("blueprints/{cluster_uid}")
+}
+
+/// `bp/B/S@N` keys with a done checkpoint (any hash), and the full done ids.
+pub async fn done(
+    store: &Arc<dyn gantry_state::StateStore>,
+    project: &str,
+    cluster: &str,
+    uid: &str,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), EngineError> {
+    let ids = store
+        .done_steps(project, cluster, &checkpoint_scope(uid))
+        .await?;
+    let keys = ids
+        .iter()
+        .filter_map(|id| expand::split_id(id).map(|(k, _)| k.to_string()))
+        .collect();
+    Ok((keys, ids))
+}
+
+/// What [`apply`] needs from the operation.
+pub struct ApplyCtx<'a> {
+    pub project: &'a str,
+    pub cluster: &'a str,
+    pub cluster_uid: &'a str,
+    pub store: Arc<dyn gantry_state::StateStore>,
+    pub ssh: ClientConfig,
+    pub shares_fs: bool,
+    pub concurrency: usize,
+    pub run_id: &'a str,
+    pub events: &'a Events,
+    pub cancel: &'a CancellationToken,
+}
+
+/// The boot file of one node.
+#[derive(Debug, Serialize, Deserialize)]
+struct BootFile {
+    cluster: String,
+    node: NodeView,
+    instances: Vec<Instance>,
+}
+
+/// Applies the blueprints to the nodes; `Ok` when every instance is done.
+pub async fn apply(
+    cx: &ApplyCtx<'_>,
+    spec: &ClusterSpec,
+    nodes: &[NodeInfo],
+    opts: &Apply,
+) -> Result<(), EngineError> {
+    if opts.blueprints.is_empty() {
+        return Ok(());
+    }
+    let infos = ordered_nodes(spec, nodes);
+    let views: Vec<NodeView> = infos.iter().map(node_view).collect();
+    let transport = Arc::new(SshTransport::new(cx.ssh.clone()));
+    let remotes: BTreeMap<String, Remote> = infos
+        .iter()
+        .filter_map(|n| {
+            crate::ops::connect_spec(n).map(|ssh| {
+                (
+                    n.name.clone(),
+                    Remote {
+                        transport: transport.clone(),
+                        target: NodeTarget {
+                            name: n.name.clone(),
+                            ssh,
+                        },
+                    },
+                )
+            })
+        })
+        .collect();
+    let result = apply_inner(cx, &views, &remotes, opts).await;
+    transport.close_all().await;
+    result
+}
+
+async fn apply_inner(
+    cx: &ApplyCtx<'_>,
+    views: &[NodeView],
+    remotes: &BTreeMap<String, Remote>,
+    opts: &Apply,
+) -> Result<(), EngineError> {
+    // 1. Downloads (once, into the cache).
+    let mut downloads: BTreeMap<String, ArtifactPaths> = BTreeMap::new();
+    for p in &opts.blueprints {
+        let bp = &p.loaded.blueprint;
+        let mut paths = ArtifactPaths::new();
+        for a in &bp.artifacts {
+            if let gantry_core::blueprint::ArtifactSource::Url { url, sha256 } = &a.source {
+                let (cache, bpn, an, url2, sha) = (
+                    opts.cache_dir.clone(),
+                    bp.name.clone(),
+                    a.name.clone(),
+                    url.clone(),
+                    sha256.clone(),
+                );
+                let (path, fresh) = tokio::task::spawn_blocking(move || {
+                    artifacts::fetch(&cache, &bpn, &an, &url2, &sha)
+                })
+                .await
+                .map_err(|e| EngineError::Artifact {
+                    blueprint: bp.name.clone(),
+                    artifact: a.name.clone(),
+                    message: e.to_string(),
+                })??;
+                if fresh {
+                    cx.events.message(
+                        "info",
+                        format!(
+                            "blueprint {}: downloaded artifact {} from {url}",
+                            bp.name, a.name
+                        ),
+                    );
+                }
+                paths.insert(a.name.clone(), path.display().to_string());
+            }
+        }
+        downloads.insert(bp.name.clone(), paths);
+    }
+
+    // 2. Artifacts on the nodes (once when they share this machine's filesystem).
+    let mut per_bp: BTreeMap<String, BTreeMap<String, ArtifactPaths>> = BTreeMap::new();
+    for p in &opts.blueprints {
+        let bp = &p.loaded.blueprint;
+        let dl = downloads.get(&bp.name).cloned().unwrap_or_default();
+        let mut by_node = BTreeMap::new();
+        if bp.artifacts.is_empty() {
+            per_bp.insert(bp.name.clone(), by_node);
+            continue;
+        }
+        if cx.shares_fs {
+            if let Some(first) = views.first().and_then(|v| remotes.get(&v.name)) {
+                let paths =
+                    artifacts::resolve_on_node(first, bp, &dl, true, opts.allow_packages).await?;
+                for v in views {
+                    by_node.insert(v.name.clone(), paths.clone());
+                }
+            }
+        } else {
+            let futs = views.iter().filter_map(|v| remotes.get(&v.name)).map(|r| {
+                let dl = dl.clone();
+                async move {
+                    let paths =
+                        artifacts::resolve_on_node(r, bp, &dl, false, opts.allow_packages).await?;
+                    Ok::<_, EngineError>((r.target.name.clone(), paths))
+                }
+            });
+            for r in futures::future::join_all(futs).await {
+                let (n, paths) = r?;
+                by_node.insert(n, paths);
+            }
+        }
+        per_bp.insert(bp.name.clone(), by_node);
+    }
+
+    // 3. Expand, with members from earlier runs.
+    let (done_keys, done_ids) = done(&cx.store, cx.project, cx.cluster, cx.cluster_uid).await?;
+    let cluster = ClusterView {
+        name: cx.cluster.into(),
+        project: cx.project.into(),
+        uid: cx.cluster_uid.into(),
+    };
+    let (instances, barriers) = expand::expand_all(
+        &opts.blueprints,
+        &|p| {
+            (
+                expand::members(&p.loaded.blueprint, views, &done_keys),
+                per_bp.get(p.name()).cloned().unwrap_or_default(),
+            )
+        },
+        &cluster,
+        views,
+    )?;
+    let todo: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| !done_ids.contains(&i.id))
+        .collect();
+    cx.events.message(
+        "info",
+        format!(
+            "blueprints: {} step instance(s) to run, {} up to date",
+            todo.len(),
+            instances.len() - todo.len()
+        ),
+    );
+
+    // 4. Run.
+    let by_name: BTreeMap<&str, &NodeView> = views.iter().map(|v| (v.name.as_str(), v)).collect();
+    let mut steps = Vec::new();
+    for inst in &todo {
+        let Some(remote) = remotes.get(&inst.node).cloned() else {
+            continue;
+        };
+        let node = by_name[inst.node.as_str()];
+        let env = env_prefix(cx.cluster, node, &inst.blueprint, &inst.step);
+        let (inst2, events, cancel) = (
+            Arc::new((*inst).clone()),
+            cx.events.clone(),
+            cx.cancel.clone(),
+        );
+        steps.push(Step::new(
+            inst.id.clone(),
+            Some(inst.node.clone()),
+            inst.after.clone(),
+            move || {
+                let (remote, env, inst, events, cancel) = (
+                    remote.clone(),
+                    env.clone(),
+                    inst2.clone(),
+                    events.clone(),
+                    cancel.clone(),
+                );
+                async move { run_instance(&remote, &env, &inst, &events, &cancel).await }
+            },
+        ));
+    }
+    if !todo.is_empty() {
+        for (id, after) in barriers {
+            steps.push(Step::new(id, None, after, || async { Ok(()) }));
+        }
+    }
+    let total = steps.len();
+    let out = dag::execute(
+        steps,
+        &dag::Options {
+            concurrency: cx.concurrency,
+            max_attempts: 3,
+            ..Default::default()
+        },
+        cx.events,
+        cx.cancel,
+        Some(Checkpoints {
+            store: cx.store.clone(),
+            run_id: cx.run_id.into(),
+            spec_hash: Some(checkpoint_scope(cx.cluster_uid)),
+        }),
+    )
+    .await;
+
+    // 5. Boot files, for nodes whose boot instances are all done.
+    let not_done: BTreeSet<&String> = out
+        .failed
+        .iter()
+        .map(|(id, _)| id)
+        .chain(&out.skipped)
+        .chain(&out.not_started)
+        .collect();
+    for v in views {
+        let mine: Vec<Instance> = instances
+            .iter()
+            .filter(|i| i.node == v.name && i.boot)
+            .cloned()
+            .collect();
+        if mine.iter().any(|i| not_done.contains(&i.id)) {
+            continue;
+        }
+        let Some(remote) = remotes.get(&v.name) else {
+            continue;
+        };
+        let file = BootFile {
+            cluster: cx.cluster.into(),
+            node: v.clone(),
+            instances: mine,
+        };
+        let json = serde_json::to_vec(&file).expect("boot file serialises");
+        if let Err(e) = write_file(remote, BOOT_FILE, &json, Some(0o600)).await {
+            cx.events.message(
+                "warn",
+                format!(
+                    "could not write the boot steps of {}: {}",
+                    v.name, e.message
+                ),
+            );
+        }
+    }
+
+    if out.interrupted {
+        return Err(EngineError::Interrupted);
+    }
+    if let Some((_, e)) = out.failed.first() {
+        let skipped = if out.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} dependant step(s) skipped)", out.skipped.len())
+        };
+        return Err(EngineError::StepsFailed {
+            failed: out.failed.len(),
+            total,
+            first: format!("{}{skipped}", e.message),
+        });
+    }
+    Ok(())
+}
+
+/// A step that re-runs a node's `boot: true` blueprint steps (after `gantry start`).
+pub fn boot_step(
+    ssh: ClientConfig,
+    target: NodeTarget,
+    after: Vec<String>,
+    events: Events,
+    cancel: CancellationToken,
+) -> Step {
+    let node = target.name.clone();
+    Step::new(format!("boot:{node}"), Some(node), after, move || {
+        let (ssh, target, events, cancel) =
+            (ssh.clone(), target.clone(), events.clone(), cancel.clone());
+        async move {
+            let transport = Arc::new(SshTransport::new(ssh));
+            let remote = Remote {
+                transport: transport.clone(),
+                target,
+            };
+            let r = run_boot(&remote, &events, &cancel).await;
+            transport.close_all().await;
+            r
+        }
+    })
+}
+
+async fn run_boot(
+    remote: &Remote,
+    events: &Events,
+    cancel: &CancellationToken,
+) -> Result<(), StepError> {
+    let (st, out) = remote
+        .sh(&format!("cat {BOOT_FILE} 2>/dev/null || true"), None)
+        .await
+        .map_err(|e| StepError::retryable(e.message))?;
+    if !st.success() || out.trim().is_empty() {
+        return Ok(());
+    }
+    let file: BootFile = serde_json::from_str(&out).map_err(|e| {
+        StepError::fatal(format!(
+            "{BOOT_FILE} on {} is unreadable ({e}); run `gantry up` to rewrite it",
+            remote.target.name
+        ))
+    })?;
+    for inst in &file.instances {
+        let env = env_prefix(&file.cluster, &file.node, &inst.blueprint, &inst.step);
+        run_instance(remote, &env, inst, events, cancel).await?;
+    }
+    Ok(())
+}
