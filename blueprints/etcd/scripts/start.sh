@@ -1,8 +1,17 @@
 #!/bin/sh
 # Starts etcd on {{ node.name }} unless it runs. Idempotent.
 set -eu
+# Whether PIDFILE names a live process of this node: a PID alone may have been reused by an
+# unrelated process since (nodes carry GANTRY_NODE_UID where gantry can mark them).
+ours() {
+  [ -f "$1" ] || return 1
+  pid=$(head -n 1 "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "${GANTRY_NODE_UID:-}" ] || return 0
+  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "GANTRY_NODE_UID=$GANTRY_NODE_UID"
+}
 cd "$HOME/etcd"
-if [ -f etcd.pid ] && kill -0 "$(cat etcd.pid)" 2>/dev/null; then
+if ours etcd.pid; then
   echo "etcd already running (pid $(cat etcd.pid))"
   exit 0
 fi

@@ -1,11 +1,20 @@
 #!/bin/sh
 # Starts PostgreSQL on {{ node.name }} unless it runs. Idempotent.
 {% include "scripts/common.sh" %}
+# Whether PIDFILE names a live process of this node: a PID alone may have been reused by an
+# unrelated process since (nodes carry GANTRY_NODE_UID where gantry can mark them).
+ours() {
+  [ -f "$1" ] || return 1
+  pid=$(head -n 1 "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "${GANTRY_NODE_UID:-}" ] || return 0
+  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "GANTRY_NODE_UID=$GANTRY_NODE_UID"
+}
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
   echo "no data directory yet"
   exit 0
 fi
-if as_pg {{ artifacts.pg_ctl.path }} -D "$PGDATA" status >/dev/null 2>&1; then
+if ours "$PGDATA/postmaster.pid" && as_pg {{ artifacts.pg_ctl.path }} -D "$PGDATA" status >/dev/null 2>&1; then
   echo "postgres already running"
   exit 0
 fi

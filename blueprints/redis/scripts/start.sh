@@ -1,8 +1,17 @@
 #!/bin/sh
 # Starts redis on {{ node.name }}, or restarts it when its config changed since it started.
 set -eu
+# Whether PIDFILE names a live process of this node: a PID alone may have been reused by an
+# unrelated process since (nodes carry GANTRY_NODE_UID where gantry can mark them).
+ours() {
+  [ -f "$1" ] || return 1
+  pid=$(head -n 1 "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  [ -n "${GANTRY_NODE_UID:-}" ] || return 0
+  tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -qx "GANTRY_NODE_UID=$GANTRY_NODE_UID"
+}
 cd "$HOME"
-running() { [ -f redis/redis.pid ] && kill -0 "$(cat redis/redis.pid)" 2>/dev/null; }
+running() { ours redis/redis.pid; }
 want=$(cksum < redis/redis.conf)
 if running; then
   if [ -f redis/started.cksum ] && [ "$(cat redis/started.cksum)" = "$want" ]; then

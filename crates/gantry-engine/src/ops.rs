@@ -128,6 +128,32 @@ impl RunGuard {
         })
     }
 
+    /// Announces `steps` and runs them on the dispatcher, as many at once as the provider
+    /// allows, until done or `cancel` (the user's Ctrl-C or a lost lease). Returns the outcome
+    /// and how many steps there were.
+    async fn run_steps(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        cluster: &str,
+        steps: Vec<Step>,
+        cancel: &CancellationToken,
+    ) -> (dag::Outcome, usize) {
+        let total = steps.len();
+        self.events.emit(Event::RunStarted {
+            run_id: self.record.id.clone(),
+            kind: kind.into(),
+            cluster: cluster.into(),
+            steps: total,
+        });
+        let opts = dag::Options {
+            concurrency: ctx.provider.concurrency(),
+            ..Default::default()
+        };
+        let out = dag::execute(steps, &opts, &self.events, cancel, Some(self.checkpoints())).await;
+        (out, total)
+    }
+
     fn checkpoints(&self) -> Checkpoints {
         Checkpoints {
             store: self.store.clone(),
@@ -430,26 +456,8 @@ async fn up_locked(
     }
 
     let steps = up_steps(ctx, spec, &record, &p);
-    let total = steps.len();
-    run.events.emit(Event::RunStarted {
-        run_id: run.record.id.clone(),
-        kind: "up".into(),
-        cluster: spec.name.clone(),
-        steps: total,
-    });
-    let dag_opts = dag::Options {
-        concurrency: ctx.provider.concurrency(),
-        ..Default::default()
-    };
     let cancel = merged_cancel(ctx, &run.lock);
-    let out = dag::execute(
-        steps,
-        &dag_opts,
-        &run.events,
-        &cancel,
-        Some(run.checkpoints()),
-    )
-    .await;
+    let (out, total) = run.run_steps(ctx, "up", &spec.name, steps, &cancel).await;
     let mut nodes = sync_records(ctx, &spec.name).await?;
     // Software on the machines, once every machine is there and answers.
     let applied = if out.ok() && !run.lock.lost().is_cancelled() {
@@ -703,25 +711,15 @@ async fn destroy_if(
             ctx.store.put_cluster(&c).await?;
         }
         let steps: Vec<Step> = nodes.iter().map(|n| delete_step(ctx, n, vec![])).collect();
-        let total = steps.len();
-        run.events.emit(Event::RunStarted {
-            run_id: run.record.id.clone(),
-            kind: "destroy".into(),
-            cluster: cluster.into(),
-            steps: total,
-        });
-        let dag_opts = dag::Options {
-            concurrency: ctx.provider.concurrency(),
-            ..Default::default()
-        };
-        let out = dag::execute(
-            steps,
-            &dag_opts,
-            &run.events,
-            &merged_cancel(ctx, &run.lock),
-            Some(run.checkpoints()),
-        )
-        .await;
+        let (out, total) = run
+            .run_steps(
+                ctx,
+                "destroy",
+                cluster,
+                steps,
+                &merged_cancel(ctx, &run.lock),
+            )
+            .await;
         outcome_to_result(&out, total)?;
         // Only once every node is gone: supporting resources, then gantry's records.
         ctx.provider
@@ -840,25 +838,9 @@ pub async fn power(
                 ));
             }
         }
-        let total = steps.len();
-        run.events.emit(Event::RunStarted {
-            run_id: run.record.id.clone(),
-            kind: kind.into(),
-            cluster: cluster.into(),
-            steps: total,
-        });
-        let dag_opts = dag::Options {
-            concurrency: ctx.provider.concurrency(),
-            ..Default::default()
-        };
-        let out = dag::execute(
-            steps,
-            &dag_opts,
-            &run.events,
-            &merged_cancel(ctx, &run.lock),
-            Some(run.checkpoints()),
-        )
-        .await;
+        let (out, total) = run
+            .run_steps(ctx, kind, cluster, steps, &merged_cancel(ctx, &run.lock))
+            .await;
         let nodes = sync_records(ctx, cluster).await?;
         if let Some(mut c) = record {
             let all_stopped = nodes.iter().all(|n| n.state == NodeState::Stopped);

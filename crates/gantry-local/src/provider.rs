@@ -18,6 +18,13 @@ use crate::alloc::{FileLock, all_nodes, alloc_lock_path, pick_address, release, 
 use crate::meta::{NodeDir, NodeMeta};
 use crate::process::{UID_ENV, agent_running, kill_node_processes};
 
+/// How long `stop` lets a node's processes shut down gracefully before killing them.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The same for `delete`: the node's data is discarded anyway, and services that hand work to
+/// peers on SIGTERM (an etcd leader transferring leadership) would wait for peers that are
+/// being deleted at the same moment.
+const DELETE_GRACE: Duration = Duration::from_millis(500);
+
 /// How long an agent may take to start listening.
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -317,7 +324,7 @@ impl Provider for LocalProvider {
         let name = node.name.clone();
         tokio::task::spawn_blocking(move || {
             let meta = NodeMeta::read(&dir)?;
-            kill_node_processes(&meta.uid, Duration::from_secs(5));
+            kill_node_processes(&meta.uid, STOP_GRACE);
             let _ = std::fs::remove_file(dir.join("agent.ready"));
             Ok::<_, LocalError>(info(&dir, &meta))
         })
@@ -340,7 +347,7 @@ impl Provider for LocalProvider {
             }
             let meta = match NodeMeta::read(&dir) {
                 Ok(meta) => {
-                    kill_node_processes(&meta.uid, Duration::from_secs(5));
+                    kill_node_processes(&meta.uid, DELETE_GRACE);
                     Some(meta)
                 }
                 Err(_) if !dir.exists() => return Ok(()),

@@ -123,8 +123,16 @@ fn redis_replica_serves_the_primarys_write() {
     g.run(&["up", "-f", spec(&g, c, 3, &["redis"]).to_str().unwrap()])
         .ok();
     let cli = "redis-cli -h $GANTRY_NODE_ADDRESS -p 6379";
-    assert!(on(&g, "redisbp/db-1", &format!("{cli} info replication")).contains("role:master"));
-    assert!(on(&g, "redisbp/db-2", &format!("{cli} info replication")).contains("role:slave"));
+    let primary = on(&g, "redisbp/db-1", &format!("{cli} info replication"));
+    assert!(
+        primary.contains("role:master"),
+        "node 1 is the primary:\n{primary}"
+    );
+    let replica = on(&g, "redisbp/db-2", &format!("{cli} info replication"));
+    assert!(
+        replica.contains("role:slave"),
+        "node 2 is a replica:\n{replica}"
+    );
     assert_eq!(
         on(&g, "redisbp/db-1", &format!("{cli} set answer 42")).trim(),
         "OK"

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use gantry_core::event::Event;
 use gantry_core::tags::{self, Tags};
 use gantry_provider::{ErrorKind, NodeInfo};
 use gantry_state::ClusterRecord;
@@ -13,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::{Context, Report, RunGuard, destroy_if, merged_cancel, outcome_to_result, rfc3339};
 use crate::EngineError;
-use crate::dag::{self, Step, StepError};
+use crate::dag::{Step, StepError};
 use crate::gc;
 
 /// `t` without its sub-second part: expiries are kept and tagged to the second, so the record
@@ -97,25 +96,15 @@ pub async fn extend(
                 )
             })
             .collect();
-        let total = steps.len();
-        run.events.emit(Event::RunStarted {
-            run_id: run.record.id.clone(),
-            kind: "extend".into(),
-            cluster: cluster.into(),
-            steps: total,
-        });
-        let dag_opts = dag::Options {
-            concurrency: ctx.provider.concurrency(),
-            ..Default::default()
-        };
-        let out = dag::execute(
-            steps,
-            &dag_opts,
-            &run.events,
-            &merged_cancel(ctx, &run.lock),
-            Some(run.checkpoints()),
-        )
-        .await;
+        let (out, total) = run
+            .run_steps(
+                ctx,
+                "extend",
+                cluster,
+                steps,
+                &merged_cancel(ctx, &run.lock),
+            )
+            .await;
         outcome_to_result(&out, total)?;
         if let Some(mut r) = record.clone() {
             r.expires_at = expires_at;
@@ -246,25 +235,9 @@ pub async fn gc_orphans(
                 )
             })
             .collect();
-        let total = steps.len();
-        run.events.emit(Event::RunStarted {
-            run_id: run.record.id.clone(),
-            kind: "gc".into(),
-            cluster: cluster.into(),
-            steps: total,
-        });
-        let dag_opts = dag::Options {
-            concurrency: ctx.provider.concurrency(),
-            ..Default::default()
-        };
-        let out = dag::execute(
-            steps,
-            &dag_opts,
-            &run.events,
-            &merged_cancel(ctx, &run.lock),
-            Some(run.checkpoints()),
-        )
-        .await;
+        let (out, total) = run
+            .run_steps(ctx, "gc", cluster, steps, &merged_cancel(ctx, &run.lock))
+            .await;
         outcome_to_result(&out, total)?;
         if record.is_none() && ctx.provider.list(&ctx.filter(cluster)).await?.is_empty() {
             ctx.provider
