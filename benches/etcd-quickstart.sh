@@ -76,7 +76,9 @@ $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ */
 
 Each run is checked: etcd lists 3, then 5, started members. The grow starts 6 s after the
 cluster formed: etcd refuses \`member add\` until its leader has been connected to every member
-for 5 s (a grow sooner still works — the join retries — but then measures that wait).
+for 5 s (a grow sooner still works — the join retries — but then measures that wait). The same
+rule dominates the grow itself: members join one at a time, and the second new member's
+\`member add\` is refused until the leader has been connected to the first new one for 5 s.
 EOT
 )
 echo "$section"
