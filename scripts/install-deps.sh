@@ -50,5 +50,15 @@ if [ "$purpose" = test ] && { ! command -v ansible >/dev/null 2>&1 || ! command 
     echo "install-deps: ansible is missing and there is no pip to install ansible-core" >&2
   fi
 fi
+# moto (the AWS API emulator the AWS tests and benches/aws-terraform.sh run; scripts/services.sh).
+if [ "$purpose" = test ] && ! command -v moto_server >/dev/null 2>&1; then
+  if command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1; then
+    echo "install-deps: installing moto[server] (pip)" >&2
+    "$(command -v pip3 || command -v pip)" install --quiet 'moto[server]' >/dev/null
+    hash -r
+  else
+    echo "install-deps: moto_server is missing and there is no pip to install moto[server]" >&2
+  fi
+fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || mkdir -p /run/sshd 2>/dev/null || true

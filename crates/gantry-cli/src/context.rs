@@ -101,7 +101,40 @@ pub fn provider_for_spec(
 ) -> Result<Arc<dyn Provider>, Failure> {
     match &spec.provider {
         gantry_core::ProviderSpec::Local(opts) => local_provider(home, ssh, opts.ssh_port),
+        gantry_core::ProviderSpec::Aws(opts) => aws_provider(spec, opts),
     }
+}
+
+/// The AWS provider of a spec; its clients are built on first use (no IO here).
+#[cfg(feature = "aws")]
+fn aws_provider(
+    spec: &ClusterSpec,
+    opts: &gantry_core::AwsOptions,
+) -> Result<Arc<dyn Provider>, Failure> {
+    Ok(Arc::new(gantry_aws::AwsProvider::new(
+        gantry_aws::AwsConfig {
+            options: opts.clone(),
+            ssh_user: spec.ssh_user.clone(),
+            pools: spec
+                .pools
+                .iter()
+                .map(|p| (p.size.clone(), p.image.clone()))
+                .collect(),
+            static_credentials: None,
+        },
+    )))
+}
+
+#[cfg(not(feature = "aws"))]
+fn aws_provider(
+    _spec: &ClusterSpec,
+    _opts: &gantry_core::AwsOptions,
+) -> Result<Arc<dyn Provider>, Failure> {
+    Err(Failure::new(
+        exit::USAGE,
+        anyhow::anyhow!("this gantry was built without the aws provider"),
+    )
+    .hint("rebuild with the default features (`cargo build` without --no-default-features)"))
 }
 
 pub fn local_provider(

@@ -18,7 +18,7 @@ pub use parse::{MAX_POOL_COUNT, parse, parse_duration, render_error};
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// Providers a spec may name; an unknown one is an error that lists these.
-pub const KNOWN_PROVIDERS: &[&str] = &["local"];
+pub const KNOWN_PROVIDERS: &[&str] = &["local", "aws"];
 
 /// A validated cluster spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,14 +64,18 @@ impl ClusterSpec {
 /// or the short form `provider: local`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+// One per spec, read once: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ProviderSpec {
     Local(LocalOptions),
+    Aws(AwsOptions),
 }
 
 impl ProviderSpec {
     pub fn name(&self) -> &'static str {
         match self {
             ProviderSpec::Local(_) => "local",
+            ProviderSpec::Aws(_) => "aws",
         }
     }
 }
@@ -84,6 +88,61 @@ pub struct LocalOptions {
     /// Default 2222.
     #[serde(default)]
     pub ssh_port: Option<u16>,
+}
+
+/// Options of the AWS provider (`provider: {aws: {...}}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsOptions {
+    /// e.g. `us-east-1` (required).
+    pub region: String,
+    /// Availability zones the nodes of each pool are spread over, round-robin by index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
+    /// `default` (the region's default VPC), `create` (a tagged VPC per cluster) or a `vpc-…` id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc: Option<String>,
+    /// A `subnet-…` id to launch into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
+    /// Pool size alias → instance type; merged over the defaults (see [`AwsOptions::instance_type`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instance_types: BTreeMap<String, String>,
+    /// An `ami-…` id for pools whose image is `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ami: Option<String>,
+    /// An image alias (`al2023`, `ubuntu-22.04`, …) resolved through SSM public parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spot: bool,
+    /// API endpoint override (an emulator); `AWS_ENDPOINT_URL` works too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The CIDR `from: caller` stands for; `GANTRY_CALLER_CIDR` works too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_cidr: Option<String>,
+}
+
+/// Instance types of the size aliases when the spec maps none.
+pub const AWS_DEFAULT_INSTANCE_TYPES: &[(&str, &str)] = &[
+    ("small", "t3.micro"),
+    ("medium", "t3.large"),
+    ("large", "m5.xlarge"),
+];
+
+impl AwsOptions {
+    /// The instance type of a pool size: the spec's map, then the defaults, else the size itself.
+    pub fn instance_type(&self, size: &str) -> String {
+        if let Some(t) = self.instance_types.get(size) {
+            return t.clone();
+        }
+        AWS_DEFAULT_INSTANCE_TYPES
+            .iter()
+            .find(|(k, _)| *k == size)
+            .map(|(_, v)| (*v).to_string())
+            .unwrap_or_else(|| size.to_string())
+    }
 }
 
 /// One node pool.

@@ -194,7 +194,7 @@ fn table() {
         ),
         (
             "apiVersion: gantry/v1\nname: demo\nprovider: aws\npools: [{name: a, count: 1}]\n",
-            "3:11: unknown provider `aws` // known providers: `local`",
+            "3:11: the aws provider needs options // region: us-east-1",
         ),
         (
             "apiVersion: gantry/v1\nname: demo\nprovider: {}\npools: [{name: a, count: 1}]\n",
@@ -404,4 +404,68 @@ fn render_error_keeps_tabs_aligned_and_survives_eof_positions() {
     let out = render_error(&err, "\tab: c\n");
     assert!(out.contains("1 | \tab: c\n  | \t ^\n"), "{out}");
     assert!(out.contains("t.yaml:9:1: error: far\n  hint: h\n"), "{out}");
+}
+
+#[test]
+fn aws_provider_options() {
+    let ok = "apiVersion: gantry/v1\nname: demo\nprovider:\n  aws:\n    region: us-east-1\n    zones: [us-east-1a, us-east-1b]\n    vpc: create\n    instance_types: {small: t3.nano}\n    ami: ami-0e1e769742d1cfb49\n    spot: true\n    endpoint: http://127.0.0.1:5000\n    caller_cidr: 203.0.113.7/32\nreadiness: api\npools: [{name: a, count: 1, size: huge}]\n";
+    let spec = spec::parse("spec.yaml", ok).unwrap();
+    let ProviderSpec::Aws(o) = &spec.provider else {
+        panic!("not aws: {:?}", spec.provider)
+    };
+    assert_eq!(o.region, "us-east-1");
+    assert_eq!(o.zones, ["us-east-1a", "us-east-1b"]);
+    assert_eq!(o.vpc.as_deref(), Some("create"));
+    assert!(o.spot);
+    assert_eq!(o.instance_type("small"), "t3.nano");
+    assert_eq!(o.instance_type("medium"), "t3.large");
+    assert_eq!(o.instance_type("large"), "m5.xlarge");
+    assert_eq!(o.instance_type("c7g.large"), "c7g.large");
+    assert_eq!(spec.provider_name(), "aws");
+
+    let head = "apiVersion: gantry/v1\nname: demo\nprovider:\n  aws:\n";
+    let pools = "pools: [{name: a, count: 1}]\n";
+    let cases = [
+        (
+            format!("{head}    zones: [us-east-1a]\n{pools}"),
+            "5:5: missing required field `region`",
+        ),
+        (
+            format!("{head}    region: mars\n{pools}"),
+            "5:13: invalid aws region \"mars\" // us-east-1",
+        ),
+        (
+            format!("{head}    region: us-east-1\n    vpc: mine\n{pools}"),
+            "6:10: invalid `vpc` \"mine\" // create",
+        ),
+        (
+            format!("{head}    region: us-east-1\n    ami: ubuntu\n{pools}"),
+            "6:10: invalid `ami` \"ubuntu\" // image",
+        ),
+        (
+            format!("{head}    region: us-east-1\n    spot: yes please\n{pools}"),
+            "6:11: invalid type for `spot`",
+        ),
+        (
+            format!("{head}    region: us-east-1\n    endpoint: localhost:5000\n{pools}"),
+            "6:15: invalid endpoint // AWS_ENDPOINT_URL",
+        ),
+        (
+            format!("{head}    region: us-east-1\n    caller_cidr: 1.2.3.4\n{pools}"),
+            "6:18: is an address, not a cidr",
+        ),
+        (
+            format!("{head}    region: us-east-1\n    regoin: x\n{pools}"),
+            "6:5: unknown field `regoin` // did you mean `region`?",
+        ),
+        (
+            format!(
+                "{head}    region: us-east-1\nreadiness: api\n{pools}blueprints:\n  - name: hello\n"
+            ),
+            "6:12: `readiness: api` cannot be combined with `blueprints` // ssh",
+        ),
+    ];
+    for (input, expect) in &cases {
+        check(input, expect);
+    }
 }

@@ -23,10 +23,26 @@ pub async fn ls(g: &Global) -> CliResult {
         .context("failed to read the state store")?;
     // Observed by tags: includes clusters whose record a crash prevented.
     let local = context::local_provider(&home, &ssh, None)?;
-    let observed = local
+    let mut observed = local
         .list(&TagFilter::project(&g.project))
         .await
         .map_err(gantry_engine::EngineError::from)?;
+    // Clusters on other providers: each asked by its own tags, all at once.
+    let mut remote = tokio::task::JoinSet::new();
+    for r in records.iter().filter(|r| r.provider != "local") {
+        let (provider, _) =
+            context::provider_for_cluster(&home, &store, &ssh, &g.project, &r.name).await?;
+        let filter = TagFilter::cluster(&g.project, &r.name);
+        let name = r.name.clone();
+        remote.spawn(async move { (name, provider.list(&filter).await) });
+    }
+    while let Some(joined) = remote.join_next().await {
+        match joined {
+            Ok((_, Ok(nodes))) => observed.extend(nodes),
+            Ok((name, Err(e))) => eprintln!("warning: cannot list the nodes of {name}: {e}"),
+            Err(e) => eprintln!("warning: listing failed: {e}"),
+        }
+    }
     let mut by_cluster: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for n in observed {
         if let Some(c) = n.tags.get(tags::CLUSTER) {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::yaml::{self, Kind, Node, Pos, Scalar};
 use super::{DEFAULT_LIFETIME, KNOWN_PROVIDERS};
 use crate::{
-    API_VERSION, AllowRule, ClusterSpec, CoreError, LocalOptions, NetworkSpec, PoolSpec,
-    ProviderSpec, Readiness, SpecError, SpecErrorItem, Tags, validate_name,
+    API_VERSION, AllowRule, AwsOptions, ClusterSpec, CoreError, LocalOptions, NetworkSpec,
+    PoolSpec, ProviderSpec, Readiness, SpecError, SpecErrorItem, Tags, validate_name,
 };
 
 /// Most nodes one pool may ask for.
@@ -33,6 +33,18 @@ const TOP_FIELDS: &[&str] = &[
 ];
 const POOL_FIELDS: &[&str] = &["name", "count", "size", "image", "labels"];
 const LOCAL_FIELDS: &[&str] = &["ssh_port"];
+const AWS_FIELDS: &[&str] = &[
+    "region",
+    "zones",
+    "vpc",
+    "subnet",
+    "instance_types",
+    "ami",
+    "image",
+    "spot",
+    "endpoint",
+    "caller_cidr",
+];
 const SSH_FIELDS: &[&str] = &["user"];
 const NETWORK_FIELDS: &[&str] = &["allow"];
 const ALLOW_FIELDS: &[&str] = &["port", "from"];
@@ -261,6 +273,19 @@ impl Cx {
             Some(f) => self.blueprint_refs(f),
         };
 
+        if readiness == Some(Readiness::Api)
+            && blueprints.as_ref().is_some_and(|b| !b.is_empty())
+            && let Some(f) = top.opt("readiness")
+        {
+            self.err(
+                f.pos(),
+                "`readiness: api` cannot be combined with `blueprints`",
+                "blueprints run over ssh, which `readiness: api` never opens; use `readiness: \
+                 ssh` or remove `blueprints`",
+            );
+            return None;
+        }
+
         Some(ClusterSpec {
             name: name?,
             provider: provider?,
@@ -481,6 +506,17 @@ impl Cx {
                 }
                 Some(ProviderSpec::Local(opts))
             }
+            "aws" => {
+                let Some(o) = options.filter(|o| !o.value.is_null()) else {
+                    self.err(
+                        name_pos,
+                        "the aws provider needs options: at least `region`",
+                        "write e.g. `provider: {aws: {region: us-east-1}}`",
+                    );
+                    return None;
+                };
+                self.aws(o)
+            }
             other => {
                 let hint = match closest(other, KNOWN_PROVIDERS) {
                     Some(s) => format!("did you mean `{s}`? {known_hint}"),
@@ -490,6 +526,141 @@ impl Cx {
                 None
             }
         }
+    }
+
+    fn aws(&mut self, o: Field<'_>) -> Option<ProviderSpec> {
+        let fields = self.fields(o.value, "aws", "the aws provider options", AWS_FIELDS)?;
+        let mut opts = AwsOptions::default();
+        let mut ok = true;
+        match fields.req(self, "region") {
+            Some(f) => match self.string(f) {
+                Some(r) if is_region(r) => opts.region = r.to_string(),
+                Some(r) => {
+                    self.err(
+                        f.pos(),
+                        format!("invalid aws region {r:?}"),
+                        "write a region name such as `us-east-1` or `eu-west-2`",
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            None => ok = false,
+        }
+        if let Some(f) = fields.opt("zones") {
+            match &f.value.kind {
+                Kind::Seq(items) => {
+                    for item in items {
+                        match item.text() {
+                            Some(z) if is_region(z.trim_end_matches(char::is_alphabetic)) => {
+                                opts.zones.push(z.to_string())
+                            }
+                            _ => {
+                                self.err(
+                                    item.pos,
+                                    format!("invalid availability zone {}", item.describe()),
+                                    "write zones of the region, e.g. `[us-east-1a, us-east-1b]`",
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    self.type_err(
+                        f.pos(),
+                        "zones",
+                        "a list",
+                        f.value,
+                        "write e.g. `zones: [us-east-1a, us-east-1b]`",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let mut id = |cx: &mut Cx, key: &str, prefix: &str, words: &[&str], hint: &str| {
+            let f = fields.opt(key)?;
+            let v = cx.string(f)?;
+            let good = words.contains(&v)
+                || v.strip_prefix(prefix).is_some_and(|rest| {
+                    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit())
+                });
+            if !good {
+                cx.err(f.pos(), format!("invalid `{key}` {v:?}"), hint);
+                ok = false;
+                return None;
+            }
+            Some(v.to_string())
+        };
+        opts.vpc = id(
+            self,
+            "vpc",
+            "vpc-",
+            &["default", "create"],
+            "use `default` (the region's default vpc), `create` (one per cluster) or a `vpc-…` id",
+        );
+        opts.subnet = id(self, "subnet", "subnet-", &[], "give a `subnet-…` id");
+        opts.ami = id(
+            self,
+            "ami",
+            "ami-",
+            &[],
+            "give an `ami-…` id, or use `image: al2023`",
+        );
+        if let Some(f) = fields.opt("instance_types") {
+            match self.string_map(f, false) {
+                Some(m) => opts.instance_types = m,
+                None => ok = false,
+            }
+        }
+        for (key, slot) in [("image", &mut opts.image), ("endpoint", &mut opts.endpoint)] {
+            if let Some(f) = fields.opt(key) {
+                match self.non_empty(f) {
+                    Some(v) => *slot = Some(v),
+                    None => ok = false,
+                }
+            }
+        }
+        if let Some(f) = &opts.endpoint
+            && !(f.starts_with("http://") || f.starts_with("https://"))
+            && let Some(field) = fields.opt("endpoint")
+        {
+            self.err(
+                field.pos(),
+                format!("invalid endpoint {f:?}"),
+                "give a url such as `http://127.0.0.1:5000`, or leave it out and set \
+                 AWS_ENDPOINT_URL",
+            );
+            ok = false;
+        }
+        if let Some(f) = fields.opt("spot") {
+            match f.value.scalar() {
+                Some(Scalar::Bool(b)) => opts.spot = b,
+                _ => {
+                    self.type_err(f.pos(), "spot", "a boolean", f.value, "write `spot: true`");
+                    ok = false;
+                }
+            }
+        }
+        if let Some(f) = fields.opt("caller_cidr") {
+            match self.string(f) {
+                Some(c) if c != "caller" && c != "cluster" && check_from(c).is_ok() => {
+                    opts.caller_cidr = Some(c.to_string())
+                }
+                Some(c) => {
+                    let (message, hint) = check_from(c).err().unwrap_or_else(|| {
+                        (
+                            format!("invalid caller_cidr {c:?}"),
+                            "give a cidr such as `203.0.113.7/32`".into(),
+                        )
+                    });
+                    self.err(f.pos(), message, hint);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(ProviderSpec::Aws(opts))
     }
 
     fn lifetime(&mut self, f: Field<'_>) -> Option<Duration> {
@@ -718,6 +889,16 @@ impl Cx {
             from: from?,
         })
     }
+}
+
+/// `us-east-1`, `eu-central-2`, `us-gov-west-1`: lowercase words and a number, `-`-separated.
+fn is_region(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].parse::<u8>().is_ok()
 }
 
 /// `caller`, `cluster`, or a canonical IPv4/IPv6 CIDR.

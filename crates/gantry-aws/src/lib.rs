@@ -1,0 +1,1007 @@
+//! The AWS provider: EC2 instances found by gantry's tags, one security group per cluster, the
+//! project's SSH key imported as a key pair, and (with `vpc: create`) a tagged VPC, subnets,
+//! internet gateway and route table per cluster.
+//!
+//! Clients are built lazily on the first call (the standard `aws-config` chain: env, profile,
+//! SSO, IMDS; `endpoint` or `AWS_ENDPOINT_URL` for emulators), so constructing the provider does
+//! no IO. Every mutating call is idempotent: instances by `ClientToken` and a lookup of the node's
+//! tags first, everything else by tags or deterministic names.
+
+mod error;
+mod images;
+mod network;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::Client as Ec2;
+use aws_sdk_ec2::types::{
+    Filter, Instance, InstanceMarketOptionsRequest, InstanceStateName, IpPermission, IpRange,
+    MarketType, Placement, ResourceType, SpotMarketOptions, Tag, TagSpecification, UserIdGroupPair,
+};
+use gantry_core::AwsOptions;
+use gantry_core::tags::{self, TagFilter};
+use gantry_core::{AllowRule, Tags};
+use gantry_provider::{
+    ClusterRequest, ErrorKind, NodeInfo, NodeRequest, NodeState, Provider, ProviderError,
+    SshEndpoint,
+};
+use sha2::Digest;
+use tokio::sync::OnceCell;
+
+pub(crate) use error::{err, sdk};
+
+/// The login user when the spec names none.
+pub const DEFAULT_USER: &str = "ec2-user";
+/// The environment variable `from: caller` falls back to.
+pub const CALLER_CIDR_ENV: &str = "GANTRY_CALLER_CIDR";
+
+/// How long to wait for an instance state (stopped, running, terminated).
+const STATE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long to retry `DependencyViolation` while deleting supporting resources.
+const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Everything the provider needs, from the spec.
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    pub options: AwsOptions,
+    /// Login user for nodes (`ssh.user` of the spec, else [`DEFAULT_USER`]).
+    pub ssh_user: Option<String>,
+    /// `(size, image)` of every pool: checked (AMI exists, instance type exists) before anything
+    /// is created, so bad input creates nothing.
+    pub pools: Vec<(String, String)>,
+    /// Explicit `(access key id, secret)` instead of the standard chain (tests against moto).
+    pub static_credentials: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    pub(crate) ec2: Ec2,
+    pub(crate) ssm: aws_sdk_ssm::Client,
+}
+
+/// What `create_node` needs of a cluster's supporting resources.
+#[derive(Debug, Clone)]
+struct ClusterRes {
+    sg: String,
+    key: String,
+    /// Subnet per zone (or one subnet); empty: let EC2 choose (default VPC).
+    subnets: Vec<String>,
+}
+
+pub struct AwsProvider {
+    pub(crate) cfg: AwsConfig,
+    clients: OnceCell<Clients>,
+    res: Mutex<HashMap<String, ClusterRes>>,
+    images: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for AwsProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsProvider")
+            .field("region", &self.cfg.options.region)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn filter(name: &str, value: impl Into<String>) -> Filter {
+    Filter::builder().name(name).values(value).build()
+}
+
+pub(crate) fn tag_filters(f: &TagFilter) -> Vec<Filter> {
+    f.equals
+        .iter()
+        .map(|(k, v)| filter(&format!("tag:{k}"), v.clone()))
+        .collect()
+}
+
+pub(crate) fn tag_spec(rt: ResourceType, tags: &Tags) -> TagSpecification {
+    let mut b = TagSpecification::builder().resource_type(rt);
+    for (k, v) in tags {
+        b = b.tags(Tag::builder().key(k).value(v).build());
+    }
+    b.build()
+}
+
+pub(crate) fn tags_of(t: &[Tag]) -> Tags {
+    t.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
+}
+
+/// Tags for cluster-wide resources: the request's, without the per-node keys.
+pub(crate) fn cluster_tags(req: &ClusterRequest) -> Tags {
+    let mut t = req.tags.clone();
+    t.remove(tags::POOL);
+    t.remove(tags::INDEX);
+    t.insert(tags::PROJECT.into(), req.project.clone());
+    t.insert(tags::CLUSTER.into(), req.cluster.clone());
+    t
+}
+
+/// The deterministic name of a cluster's key pair (the project's public key, imported once per
+/// cluster so that it carries the cluster's tags and goes with it).
+pub fn key_pair_name(project: &str, cluster: &str) -> String {
+    format!("gantry-{project}-{cluster}")
+}
+
+/// The `ClientToken` of a node's `RunInstances` (≤ 64 characters), from the cluster's uid, the
+/// node's name and a variant (on-demand fallback, replacement of a terminated instance).
+pub fn client_token(cluster_uid: &str, node: &str, variant: &str) -> String {
+    let h = sha2::Sha256::digest(format!("{cluster_uid}/{node}/{variant}"));
+    format!("gantry-{}", &hex::encode(h)[..48])
+}
+
+/// Bounded exponential backoff with jitter: 100 ms doubling to 5 s.
+pub(crate) async fn backoff(attempt: u32) {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    tokio::time::sleep(Duration::from_millis(base / 2 + jitter)).await;
+}
+
+fn state_of(i: &Instance) -> NodeState {
+    match i.state().and_then(|s| s.name()) {
+        Some(InstanceStateName::Pending) => NodeState::Pending,
+        Some(InstanceStateName::Running) => NodeState::Running,
+        Some(InstanceStateName::Stopping) | Some(InstanceStateName::ShuttingDown) => {
+            NodeState::Stopping
+        }
+        Some(InstanceStateName::Stopped) => NodeState::Stopped,
+        Some(InstanceStateName::Terminated) => NodeState::Terminated,
+        _ => NodeState::Unknown,
+    }
+}
+
+fn gone(i: &Instance) -> bool {
+    matches!(
+        i.state().and_then(|s| s.name()),
+        Some(InstanceStateName::Terminated) | Some(InstanceStateName::ShuttingDown)
+    )
+}
+
+impl AwsProvider {
+    pub fn new(cfg: AwsConfig) -> Self {
+        Self {
+            cfg,
+            clients: OnceCell::new(),
+            res: Mutex::new(HashMap::new()),
+            images: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        &self.cfg.options.region
+    }
+
+    fn user(&self) -> String {
+        self.cfg
+            .ssh_user
+            .clone()
+            .unwrap_or_else(|| DEFAULT_USER.into())
+    }
+
+    pub(crate) fn e(
+        &self,
+        op: &str,
+        resource: &str,
+        kind: ErrorKind,
+        m: impl Into<String>,
+    ) -> ProviderError {
+        err(self.region(), op, resource, kind, m)
+    }
+
+    /// The clients, built on first use; checks credentials and the region once.
+    pub(crate) async fn clients(&self) -> gantry_provider::Result<&Clients> {
+        self.clients.get_or_try_init(|| self.build_clients()).await
+    }
+
+    async fn build_clients(&self) -> gantry_provider::Result<Clients> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let region = self.region().to_string();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.clone()));
+        if let Some(ep) = &self.cfg.options.endpoint {
+            loader = loader.endpoint_url(ep);
+        }
+        if let Some((id, secret)) = &self.cfg.static_credentials {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                id,
+                secret,
+                None,
+                None,
+                "gantry-static",
+            ));
+        }
+        let conf = loader.load().await;
+        let missing = || {
+            self.e(
+                "credentials",
+                &region,
+                ErrorKind::InvalidInput,
+                "no AWS credentials found",
+            )
+            .with_hint(
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (with \
+                 ~/.aws/credentials or `aws sso login`), or run on an instance with a role",
+            )
+        };
+        let Some(creds) = conf.credentials_provider() else {
+            return Err(missing());
+        };
+        if let Err(e) = creds.provide_credentials().await {
+            let mut m = missing();
+            m.message = format!("[{region}] no AWS credentials found: {e}");
+            return Err(m);
+        }
+        let clients = Clients {
+            ec2: Ec2::new(&conf),
+            ssm: aws_sdk_ssm::Client::new(&conf),
+        };
+        self.check_region(&conf).await?;
+        Ok(clients)
+    }
+
+    /// An unknown region is an input error, found by asking us-east-1 for the region list
+    /// (a region's own endpoint may not even resolve). Skipped when that call fails.
+    async fn check_region(&self, conf: &aws_config::SdkConfig) -> gantry_provider::Result<()> {
+        let probe = aws_sdk_ec2::config::Builder::from(conf)
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let out = Ec2::from_conf(probe)
+            .describe_regions()
+            .all_regions(true)
+            .send()
+            .await;
+        let Ok(out) = out else {
+            return Ok(());
+        };
+        let names: Vec<&str> = out
+            .regions()
+            .iter()
+            .filter_map(|r| r.region_name())
+            .collect();
+        if names.is_empty() || names.contains(&self.region()) {
+            return Ok(());
+        }
+        Err(self
+            .e(
+                "DescribeRegions",
+                self.region(),
+                ErrorKind::InvalidInput,
+                format!("unknown region `{}`", self.region()),
+            )
+            .with_hint(format!(
+                "set `region` in the spec to one of: {}",
+                names.join(", ")
+            )))
+    }
+
+    /// Every instance matching the filters (paginated), including terminated ones.
+    async fn describe(&self, filters: Vec<Filter>) -> gantry_provider::Result<Vec<Instance>> {
+        let c = self.clients().await?;
+        let mut pages = c
+            .ec2
+            .describe_instances()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk(self.region(), "DescribeInstances", "instances", e))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+
+    async fn describe_id(&self, id: &str) -> gantry_provider::Result<Option<Instance>> {
+        let c = self.clients().await?;
+        match c.ec2.describe_instances().instance_ids(id).send().await {
+            Ok(o) => Ok(o
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .find(|i| i.instance_id() == Some(id))
+                .cloned()),
+            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidInstanceID")) => {
+                Ok(None)
+            }
+            Err(e) => Err(sdk(self.region(), "DescribeInstances", id, e)),
+        }
+    }
+
+    fn info(&self, i: &Instance) -> NodeInfo {
+        let all = tags_of(i.tags());
+        let name = all
+            .get("Name")
+            .cloned()
+            .unwrap_or_else(|| i.instance_id().unwrap_or_default().to_string());
+        let mut t = all;
+        t.remove("Name");
+        // The address is the private IP (kept across stop/start); ssh goes to the public IP when
+        // there is one (it changes on start), else the private one.
+        let parse = |a: Option<&str>| a.and_then(|a| a.parse::<IpAddr>().ok());
+        let private = parse(i.private_ip_address());
+        let reach = parse(i.public_ip_address()).or(private);
+        NodeInfo {
+            name,
+            provider_id: i.instance_id().unwrap_or_default().to_string(),
+            pool: t.get(tags::POOL).cloned().unwrap_or_default(),
+            index: t
+                .get(tags::INDEX)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_default(),
+            address: private.or(reach),
+            ssh: reach.map(|ip| SshEndpoint {
+                host: ip.to_string(),
+                port: 22,
+                user: self.user(),
+            }),
+            state: state_of(i),
+            tags: t,
+            created_at: i
+                .launch_time()
+                .and_then(|d| {
+                    d.fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+                        .ok()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Polls until the instance is in one of `want` (bounded backoff), and returns it.
+    async fn wait_state(
+        &self,
+        op: &str,
+        id: &str,
+        want: &[InstanceStateName],
+    ) -> gantry_provider::Result<Option<Instance>> {
+        let start = Instant::now();
+        let mut attempt = 0;
+        loop {
+            let i = self.describe_id(id).await?;
+            match &i {
+                None => return Ok(None),
+                Some(inst)
+                    if inst
+                        .state()
+                        .and_then(|s| s.name())
+                        .is_some_and(|n| want.contains(n)) =>
+                {
+                    return Ok(i);
+                }
+                Some(_) if start.elapsed() > STATE_TIMEOUT => {
+                    return Err(self.e(
+                        op,
+                        id,
+                        ErrorKind::Retryable,
+                        format!("still not {want:?} after {}s", STATE_TIMEOUT.as_secs()),
+                    ));
+                }
+                Some(_) => {}
+            }
+            backoff(attempt).await;
+            attempt += 1;
+        }
+    }
+
+    /// The image of a pool: `ami-…` as is, `default` → the spec's `ami`/`image` (else
+    /// `al2023`), any other word an alias resolved through SSM public parameters.
+    async fn ami_for(&self, image: &str) -> gantry_provider::Result<String> {
+        let o = &self.cfg.options;
+        let want = if image == "default" {
+            match (&o.ami, &o.image) {
+                (Some(a), _) => a.clone(),
+                (None, Some(i)) => i.clone(),
+                (None, None) => "al2023".into(),
+            }
+        } else {
+            image.to_string()
+        };
+        if want.starts_with("ami-") {
+            return Ok(want);
+        }
+        if let Some(a) = self.images.lock().expect("images lock").get(&want) {
+            return Ok(a.clone());
+        }
+        let ami = images::resolve(self, &want).await?;
+        self.images
+            .lock()
+            .expect("images lock")
+            .insert(want, ami.clone());
+        Ok(ami)
+    }
+
+    /// Bad input creates nothing: every pool's AMI and instance type must exist first.
+    async fn check_pools(&self) -> gantry_provider::Result<()> {
+        let c = self.clients().await?;
+        let mut amis = Vec::new();
+        let mut types = Vec::new();
+        for (size, image) in &self.cfg.pools {
+            let a = self.ami_for(image).await?;
+            if !amis.contains(&a) {
+                amis.push(a);
+            }
+            let t = self.cfg.options.instance_type(size);
+            if !types.contains(&t) {
+                types.push(t);
+            }
+        }
+        if !amis.is_empty() {
+            c.ec2
+                .describe_images()
+                .set_image_ids(Some(amis.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk(self.region(), "DescribeImages", &amis.join(","), e))?;
+        }
+        if !types.is_empty() {
+            c.ec2
+                .describe_instance_types()
+                .set_instance_types(Some(types.iter().map(|t| t.as_str().into()).collect()))
+                .send()
+                .await
+                .map_err(|e| sdk(self.region(), "DescribeInstanceTypes", &types.join(","), e))?;
+        }
+        Ok(())
+    }
+
+    /// The cluster's resources: from memory, else found by tags.
+    async fn cluster_res(
+        &self,
+        project: &str,
+        cluster: &str,
+    ) -> gantry_provider::Result<ClusterRes> {
+        if let Some(r) = self.res.lock().expect("res lock").get(cluster) {
+            return Ok(r.clone());
+        }
+        let c = self.clients().await?;
+        let f = TagFilter::cluster(project, cluster);
+        let sgs = c
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(tag_filters(&f)))
+            .send()
+            .await
+            .map_err(|e| sdk(self.region(), "DescribeSecurityGroups", cluster, e))?;
+        let Some(sg) = sgs.security_groups().first() else {
+            return Err(self
+                .e(
+                    "DescribeSecurityGroups",
+                    cluster,
+                    ErrorKind::NotFound,
+                    "the cluster's security group does not exist",
+                )
+                .with_hint("run `gantry up` again: it creates the cluster's resources first"));
+        };
+        let subnets = network::subnets_for(self, &f, sg.vpc_id()).await?;
+        let r = ClusterRes {
+            sg: sg.group_id().unwrap_or_default().to_string(),
+            key: key_pair_name(project, cluster),
+            subnets,
+        };
+        self.res
+            .lock()
+            .expect("res lock")
+            .insert(cluster.to_string(), r.clone());
+        Ok(r)
+    }
+
+    fn caller_cidr(&self) -> gantry_provider::Result<String> {
+        if let Some(c) = &self.cfg.options.caller_cidr {
+            return Ok(c.clone());
+        }
+        match std::env::var(CALLER_CIDR_ENV) {
+            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+            _ => Err(self
+                .e(
+                    "AuthorizeSecurityGroupIngress",
+                    "caller",
+                    ErrorKind::InvalidInput,
+                    "a rule allows `from: caller` (the default: ssh from the caller) but the \
+                     caller's address is not known",
+                )
+                .with_hint(format!(
+                    "set `caller_cidr: YOUR.PUBLIC.IP/32` under `provider: {{aws: ...}}` or the \
+                     environment variable {CALLER_CIDR_ENV}"
+                ))),
+        }
+    }
+
+    async fn ensure_sg(
+        &self,
+        req: &ClusterRequest,
+        t: &Tags,
+        vpc: Option<&str>,
+    ) -> gantry_provider::Result<String> {
+        let c = self.clients().await?;
+        let f = TagFilter::cluster(&req.project, &req.cluster);
+        let name = format!("gantry-{}-{}", req.project, req.cluster);
+        let found = c
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(tag_filters(&f)))
+            .send()
+            .await
+            .map_err(|e| sdk(self.region(), "DescribeSecurityGroups", &name, e))?;
+        let sg = match found.security_groups().first() {
+            Some(g) => g.clone(),
+            None => {
+                let out = c
+                    .ec2
+                    .create_security_group()
+                    .group_name(&name)
+                    .description(format!("gantry cluster {}/{}", req.project, req.cluster))
+                    .set_vpc_id(vpc.map(str::to_string))
+                    .tag_specifications(tag_spec(ResourceType::SecurityGroup, t))
+                    .send()
+                    .await
+                    .map_err(|e| sdk(self.region(), "CreateSecurityGroup", &name, e))?;
+                let id = out.group_id().unwrap_or_default().to_string();
+                aws_sdk_ec2::types::SecurityGroup::builder()
+                    .group_id(id)
+                    .build()
+            }
+        };
+        let id = sg.group_id().unwrap_or_default().to_string();
+        let rules: Vec<AllowRule> = if req.allow.is_empty() {
+            vec![AllowRule {
+                port: 22,
+                from: "caller".into(),
+            }]
+        } else {
+            req.allow.clone()
+        };
+        let mut perms = Vec::new();
+        for r in &rules {
+            let exists = |p: &IpPermission| {
+                p.from_port() == Some(i32::from(r.port))
+                    && p.to_port() == Some(i32::from(r.port))
+                    && match r.from.as_str() {
+                        "cluster" => p
+                            .user_id_group_pairs()
+                            .iter()
+                            .any(|g| g.group_id() == Some(id.as_str())),
+                        cidr => {
+                            p.ip_ranges().iter().any(|x| x.cidr_ip() == Some(cidr))
+                                || p.ipv6_ranges().iter().any(|x| x.cidr_ipv6() == Some(cidr))
+                        }
+                    }
+            };
+            let b = IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(i32::from(r.port))
+                .to_port(i32::from(r.port));
+            let perm = match r.from.as_str() {
+                "cluster" => b
+                    .user_id_group_pairs(UserIdGroupPair::builder().group_id(&id).build())
+                    .build(),
+                "caller" => {
+                    let cidr = self.caller_cidr()?;
+                    if sg.ip_permissions().iter().any(|p| {
+                        p.from_port() == Some(i32::from(r.port))
+                            && p.ip_ranges()
+                                .iter()
+                                .any(|x| x.cidr_ip() == Some(cidr.as_str()))
+                    }) {
+                        continue;
+                    }
+                    b.ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+                        .build()
+                }
+                cidr if cidr.contains(':') => b
+                    .ipv6_ranges(
+                        aws_sdk_ec2::types::Ipv6Range::builder()
+                            .cidr_ipv6(cidr)
+                            .build(),
+                    )
+                    .build(),
+                cidr => b
+                    .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
+                    .build(),
+            };
+            if sg.ip_permissions().iter().any(exists) {
+                continue;
+            }
+            perms.push(perm);
+        }
+        for p in perms {
+            match c
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(&id)
+                .ip_permissions(p)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if error::code(&e) == Some("InvalidPermission.Duplicate") => {}
+                Err(e) => return Err(sdk(self.region(), "AuthorizeSecurityGroupIngress", &id, e)),
+            }
+        }
+        Ok(id)
+    }
+
+    async fn ensure_key(&self, req: &ClusterRequest, t: &Tags) -> gantry_provider::Result<String> {
+        let c = self.clients().await?;
+        let name = key_pair_name(&req.project, &req.cluster);
+        match c.ec2.describe_key_pairs().key_names(&name).send().await {
+            Ok(o) if !o.key_pairs().is_empty() => return Ok(name),
+            Ok(_) => {}
+            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => {}
+            Err(e) => return Err(sdk(self.region(), "DescribeKeyPairs", &name, e)),
+        }
+        match c
+            .ec2
+            .import_key_pair()
+            .key_name(&name)
+            .public_key_material(aws_sdk_ec2::primitives::Blob::new(
+                req.ssh_public_key.trim().as_bytes().to_vec(),
+            ))
+            .tag_specifications(tag_spec(ResourceType::KeyPair, t))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(name),
+            Err(e) if error::code(&e) == Some("InvalidKeyPair.Duplicate") => Ok(name),
+            Err(e) => Err(sdk(self.region(), "ImportKeyPair", &name, e)),
+        }
+    }
+
+    async fn run_instance(
+        &self,
+        c: &Clients,
+        req: &NodeRequest,
+        res: &ClusterRes,
+        ami: &str,
+        token: &str,
+        spot: bool,
+    ) -> Result<
+        Option<Instance>,
+        aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::run_instances::RunInstancesError>,
+    > {
+        let mut t = req.tags.clone();
+        t.insert("Name".into(), req.name.clone());
+        let zones = &self.cfg.options.zones;
+        let slot = req.index.saturating_sub(1) as usize;
+        let mut b = c
+            .ec2
+            .run_instances()
+            .client_token(token)
+            .image_id(ami)
+            .instance_type(self.cfg.options.instance_type(&req.size).as_str().into())
+            .min_count(1)
+            .max_count(1)
+            .key_name(&res.key)
+            .security_group_ids(&res.sg)
+            .tag_specifications(tag_spec(ResourceType::Instance, &t))
+            .tag_specifications(tag_spec(ResourceType::Volume, &t));
+        if !res.subnets.is_empty() {
+            b = b.subnet_id(&res.subnets[slot % res.subnets.len()]);
+        } else if !zones.is_empty() {
+            b = b.placement(
+                Placement::builder()
+                    .availability_zone(&zones[slot % zones.len()])
+                    .build(),
+            );
+        }
+        if spot {
+            b = b.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(SpotMarketOptions::builder().build())
+                    .build(),
+            );
+        }
+        let out = b.send().await?;
+        Ok(out.instances().first().cloned())
+    }
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &'static str {
+        "aws"
+    }
+
+    async fn list(&self, f: &TagFilter) -> gantry_provider::Result<Vec<NodeInfo>> {
+        let mut filters = tag_filters(f);
+        filters.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        );
+        let mut out: Vec<NodeInfo> = self
+            .describe(filters)
+            .await?
+            .iter()
+            .filter(|i| !gone(i))
+            .filter(|i| f.matches(&tags_of(i.tags())))
+            .map(|i| self.info(i))
+            .collect();
+        out.sort_by(|a, b| (&a.pool, a.index, &a.name).cmp(&(&b.pool, b.index, &b.name)));
+        Ok(out)
+    }
+
+    async fn create_node(&self, req: &NodeRequest) -> gantry_provider::Result<NodeInfo> {
+        let uid = req
+            .tags
+            .get(tags::CLUSTER_UID)
+            .cloned()
+            .unwrap_or_else(|| format!("{}/{}", req.project, req.cluster));
+        // Already there (a re-run after a crash or a retry)?
+        let fs = vec![
+            filter(&format!("tag:{}", tags::CLUSTER_UID), uid.clone()),
+            filter("tag:Name", req.name.clone()),
+            filter(&format!("tag:{}", tags::PROJECT), req.project.clone()),
+        ];
+        let existing = self.describe(fs).await?;
+        if let Some(i) = existing.iter().find(|i| !gone(i)) {
+            return Ok(self.info(i));
+        }
+        let res = self.cluster_res(&req.project, &req.cluster).await?;
+        let ami = self.ami_for(&req.image).await?;
+        let c = self.clients().await?;
+        // A token already used by an instance that is now terminated returns that instance:
+        // derive the next token from it (still deterministic).
+        let mut variant = String::new();
+        let mut spot = self.cfg.options.spot;
+        for _ in 0..4 {
+            let v = if spot {
+                variant.clone()
+            } else {
+                format!("{variant}on-demand")
+            };
+            let token = client_token(&uid, &req.name, &v);
+            match self.run_instance(c, req, &res, &ami, &token, spot).await {
+                Ok(Some(i)) if gone(&i) => {
+                    variant = format!("{}/", i.instance_id().unwrap_or_default());
+                    continue;
+                }
+                Ok(Some(i)) => return Ok(self.info(&i)),
+                Ok(None) => {
+                    return Err(self.e(
+                        "RunInstances",
+                        &req.name,
+                        ErrorKind::Retryable,
+                        "RunInstances returned no instance",
+                    ));
+                }
+                Err(e)
+                    if spot
+                        && error::code(&e).is_some_and(|c| error::CAPACITY_CODES.contains(&c)) =>
+                {
+                    tracing::warn!(node = %req.name, "no spot capacity, falling back to on-demand");
+                    spot = false;
+                }
+                Err(e) => return Err(sdk(self.region(), "RunInstances", &req.name, e)),
+            }
+        }
+        Err(self.e(
+            "RunInstances",
+            &req.name,
+            ErrorKind::Retryable,
+            "could not get a live instance",
+        ))
+    }
+
+    async fn start_node(&self, node: &NodeInfo) -> gantry_provider::Result<NodeInfo> {
+        let c = self.clients().await?;
+        let id = &node.provider_id;
+        if let Err(e) = c.ec2.start_instances().instance_ids(id).send().await {
+            return Err(sdk(self.region(), "StartInstances", &node.name, e));
+        }
+        match self
+            .wait_state("StartInstances", id, &[InstanceStateName::Running])
+            .await?
+        {
+            Some(i) => Ok(self.info(&i)),
+            None => Err(self.e(
+                "StartInstances",
+                &node.name,
+                ErrorKind::NotFound,
+                "instance is gone",
+            )),
+        }
+    }
+
+    async fn stop_node(&self, node: &NodeInfo) -> gantry_provider::Result<NodeInfo> {
+        let c = self.clients().await?;
+        let id = &node.provider_id;
+        if let Err(e) = c.ec2.stop_instances().instance_ids(id).send().await {
+            return Err(sdk(self.region(), "StopInstances", &node.name, e));
+        }
+        match self
+            .wait_state("StopInstances", id, &[InstanceStateName::Stopped])
+            .await?
+        {
+            Some(i) => Ok(self.info(&i)),
+            None => Err(self.e(
+                "StopInstances",
+                &node.name,
+                ErrorKind::NotFound,
+                "instance is gone",
+            )),
+        }
+    }
+
+    async fn delete_node(&self, node: &NodeInfo) -> gantry_provider::Result<()> {
+        let c = self.clients().await?;
+        match c
+            .ec2
+            .terminate_instances()
+            .instance_ids(&node.provider_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidInstanceID")) => Ok(()),
+            Err(e) => Err(sdk(self.region(), "TerminateInstances", &node.name, e)),
+        }
+    }
+
+    async fn ensure_cluster_resources(&self, req: &ClusterRequest) -> gantry_provider::Result<()> {
+        self.check_pools().await?;
+        if req.allow.is_empty() || req.allow.iter().any(|r| r.from == "caller") {
+            self.caller_cidr()?;
+        }
+        let t = cluster_tags(req);
+        let net = network::ensure(self, req, &t).await?;
+        let sg = self.ensure_sg(req, &t, net.vpc.as_deref()).await?;
+        let key = self.ensure_key(req, &t).await?;
+        self.res.lock().expect("res lock").insert(
+            req.cluster.clone(),
+            ClusterRes {
+                sg,
+                key,
+                subnets: net.subnets,
+            },
+        );
+        Ok(())
+    }
+
+    async fn delete_cluster_resources(&self, f: &TagFilter) -> gantry_provider::Result<()> {
+        let c = self.clients().await?;
+        // Instances first: terminate what is left and wait until every one is terminated.
+        let mut fs = tag_filters(f);
+        fs.push(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .values("shutting-down")
+                .build(),
+        );
+        for i in self.describe(fs).await? {
+            let id = i.instance_id().unwrap_or_default().to_string();
+            if !gone(&i) {
+                self.delete_node(&self.info(&i)).await?;
+            }
+            self.wait_state("TerminateInstances", &id, &[InstanceStateName::Terminated])
+                .await?;
+        }
+        // Security groups, retrying while something still depends on them.
+        let sgs = c
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(tag_filters(f)))
+            .send()
+            .await
+            .map_err(|e| {
+                sdk(
+                    self.region(),
+                    "DescribeSecurityGroups",
+                    "security groups",
+                    e,
+                )
+            })?;
+        for g in sgs.security_groups() {
+            let id = g.group_id().unwrap_or_default();
+            self.retry_dependency("DeleteSecurityGroup", id, move || async move {
+                c.ec2.delete_security_group().group_id(id).send().await
+            })
+            .await?;
+        }
+        network::delete(self, f).await?;
+        if let Some(cluster) = f.equals.get(tags::CLUSTER) {
+            self.res.lock().expect("res lock").remove(cluster);
+        }
+        // The cluster's key pair.
+        let keys = c
+            .ec2
+            .describe_key_pairs()
+            .set_filters(Some(tag_filters(f)))
+            .send()
+            .await
+            .map_err(|e| sdk(self.region(), "DescribeKeyPairs", "key pairs", e))?;
+        for k in keys.key_pairs() {
+            let Some(name) = k.key_name() else { continue };
+            match c.ec2.delete_key_pair().key_name(name).send().await {
+                Ok(_) => {}
+                Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => {}
+                Err(e) => return Err(sdk(self.region(), "DeleteKeyPair", name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_tags(&self, node: &NodeInfo, t: &Tags) -> gantry_provider::Result<NodeInfo> {
+        let c = self.clients().await?;
+        let mut b = c.ec2.create_tags().resources(&node.provider_id);
+        for (k, v) in t {
+            b = b.tags(Tag::builder().key(k).value(v).build());
+        }
+        b.send()
+            .await
+            .map_err(|e| sdk(self.region(), "CreateTags", &node.name, e))?;
+        match self.describe_id(&node.provider_id).await? {
+            Some(i) => Ok(self.info(&i)),
+            None => Err(self.e(
+                "CreateTags",
+                &node.name,
+                ErrorKind::NotFound,
+                "instance is gone",
+            )),
+        }
+    }
+
+    fn concurrency(&self) -> usize {
+        16
+    }
+
+    fn shares_host_filesystem(&self) -> bool {
+        false
+    }
+
+    fn boot_timeout(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+impl AwsProvider {
+    /// Runs a delete, retrying `DependencyViolation` with backoff; a resource already gone
+    /// (`*.NotFound`) counts as deleted.
+    pub(crate) async fn retry_dependency<F, Fut, T, E>(
+        &self,
+        op: &str,
+        resource: &str,
+        f: F,
+    ) -> gantry_provider::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    T,
+                    aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+                >,
+            >,
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let start = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(_) => return Ok(()),
+                Err(e) if error::code(&e).is_some_and(|c| c.ends_with("NotFound")) => return Ok(()),
+                Err(e)
+                    if error::code(&e) == Some("DependencyViolation")
+                        && start.elapsed() < DEPENDENCY_TIMEOUT =>
+                {
+                    backoff(attempt).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(sdk(self.region(), op, resource, e)),
+            }
+        }
+    }
+}

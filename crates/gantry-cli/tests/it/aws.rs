@@ -1,0 +1,243 @@
+//! The AWS provider through the binary, against a moto server of the test's own: a 20-node,
+//! 2-pool cluster, grown to 30, stopped, started and destroyed, with every count asked of moto
+//! itself (not gantry's records); and bad input (unknown AMI, instance type, region, no
+//! credentials) failing clearly with nothing created. Every spec uses `readiness: api` and no
+//! blueprint: no connection is ever opened to an instance address.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::moto::Moto;
+use crate::support::{Gantry, Out};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A two-pool spec (written by hand, not `Gantry::spec`, so the guard never runs a `destroy`
+/// without moto's endpoint).
+fn spec(g: &Gantry, cluster: &str, db: u32, web: u32, extra: &str) -> PathBuf {
+    let p = g.work().join(format!("{cluster}-{db}-{web}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: gantry/v1
+name: {cluster}
+provider:
+  aws:
+    region: us-east-1
+    caller_cidr: 203.0.113.7/32
+{extra}lifetime: 1h
+readiness: api
+network:
+  allow:
+    - {{port: 22, from: caller}}
+    - {{port: 8080, from: cluster}}
+    - {{port: 443, from: 10.0.0.0/8}}
+pools:
+  - name: db
+    count: {db}
+  - name: web
+    count: {web}
+    size: medium
+"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn gantry(g: &Gantry, moto: &Moto, args: &[&str]) -> Out {
+    let mut c = g.command(args);
+    moto.env(&mut c);
+    g.spawn_cmd(c, format!("gantry {}", args.join(" ")))
+        .wait(TIMEOUT)
+}
+
+/// A question to moto through boto3 (moto's own Python): prints one line.
+fn boto(moto: &Moto, code: &str) -> String {
+    let script = format!(
+        "import boto3\nec2 = boto3.client('ec2', endpoint_url='{}', region_name='us-east-1', \
+         aws_access_key_id='test', aws_secret_access_key='test')\n{code}\n",
+        moto.endpoint()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Instances with the cluster's tag in `state`, asked of moto.
+fn in_state(moto: &Moto, cluster: &str, state: &str) -> usize {
+    boto(
+        moto,
+        &format!(
+            "r = ec2.describe_instances(Filters=[{{'Name': 'tag:gantry-cluster', 'Values': ['{cluster}']}}, \
+             {{'Name': 'instance-state-name', 'Values': ['{state}']}}])\n\
+             print(sum(len(x['Instances']) for x in r['Reservations']))"
+        ),
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Every resource kind with the tag `key=value`, asked of moto.
+fn counts(moto: &Moto, key: &str, value: &str) -> Vec<usize> {
+    [
+        "instances",
+        "security-groups",
+        "key-pairs",
+        "vpcs",
+        "subnets",
+        "internet-gateways",
+        "route-tables",
+    ]
+    .iter()
+    .map(|r| moto.count(r, key, value))
+    .collect()
+}
+
+#[test]
+fn aws_cluster_up_grow_stop_start_destroy_on_moto() {
+    let Some(moto) = Moto::start() else { return };
+    let g = Gantry::new();
+    let c = "awsit";
+
+    gantry(
+        &g,
+        &moto,
+        &["up", "-f", spec(&g, c, 10, 10, "").to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(moto.count("instances", "gantry-cluster", c), 20);
+    assert_eq!(moto.count("instances", "gantry-pool", "db"), 10);
+    assert_eq!(moto.count("security-groups", "gantry-cluster", c), 1);
+    assert_eq!(moto.count("key-pairs", "gantry-cluster", c), 1);
+    assert_eq!(
+        moto.count("volumes", "gantry-cluster", c),
+        20,
+        "volumes are tagged"
+    );
+    let rules = boto(
+        &moto,
+        &format!(
+            "g = ec2.describe_security_groups(Filters=[{{'Name': 'tag:gantry-cluster', 'Values': ['{c}']}}])['SecurityGroups'][0]\n\
+             rs = []\n\
+             for p in g['IpPermissions']:\n\
+             \x20   rs += ['%s %s' % (p['FromPort'], r['CidrIp']) for r in p.get('IpRanges', [])]\n\
+             \x20   rs += ['%s sg' % p['FromPort'] for r in p.get('UserIdGroupPairs', []) if r['GroupId'] == g['GroupId']]\n\
+             print(','.join(sorted(rs)))"
+        ),
+    );
+    assert_eq!(rules, "22 203.0.113.7/32,443 10.0.0.0/8,8080 sg");
+    let key = boto(
+        &moto,
+        "print(','.join(k['KeyName'] for k in ec2.describe_key_pairs()['KeyPairs']))",
+    );
+    assert!(key.split(',').any(|k| k == "gantry-default-awsit"), "{key}");
+    // Re-running the same spec changes nothing.
+    gantry(
+        &g,
+        &moto,
+        &["up", "-f", spec(&g, c, 10, 10, "").to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(moto.count("instances", "gantry-cluster", c), 20);
+
+    gantry(
+        &g,
+        &moto,
+        &["up", "-f", spec(&g, c, 15, 15, "").to_str().unwrap()],
+    )
+    .ok();
+    assert_eq!(moto.count("instances", "gantry-cluster", c), 30);
+    let show = gantry(&g, &moto, &["show", c, "--output", "json"]).ok();
+    assert!(show.stdout.contains("awsit-web-15"), "{}", show.stdout);
+
+    gantry(&g, &moto, &["stop", c]).ok();
+    assert_eq!(in_state(&moto, c, "stopped"), 30);
+    gantry(&g, &moto, &["start", c]).ok();
+    assert_eq!(in_state(&moto, c, "running"), 30);
+
+    gantry(&g, &moto, &["destroy", c, "--yes"]).ok();
+    assert_eq!(counts(&moto, "gantry-cluster", c), [0; 7]);
+    assert_eq!(counts(&moto, "gantry-project", "default"), [0; 7]);
+    let ls = gantry(&g, &moto, &["ls"]).ok();
+    assert!(!ls.stdout.contains(c), "{}", ls.stdout);
+}
+
+#[test]
+fn aws_bad_input_fails_clearly_and_creates_nothing() {
+    let Some(moto) = Moto::start() else { return };
+    let g = Gantry::new();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "badami",
+            "    ami: ami-12345678\n",
+            &["us-east-1", "DescribeImages", "InvalidAMIID", "hint"],
+        ),
+        (
+            "badtype",
+            "    instance_types: {medium: t3.bogus}\n",
+            &[
+                "us-east-1",
+                "DescribeInstanceTypes",
+                "InvalidInstanceType",
+                "hint",
+                "instance_types",
+            ],
+        ),
+        (
+            "badregion",
+            "",
+            &[
+                "us-nowhere-1",
+                "DescribeRegions",
+                "unknown region",
+                "hint",
+                "us-east-1",
+            ],
+        ),
+    ];
+    for (c, extra, wanted) in cases {
+        let mut path = spec(&g, c, 2, 1, extra);
+        if c == "badregion" {
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("region: us-east-1", "region: us-nowhere-1");
+            path = g.work().join("badregion.yaml");
+            std::fs::write(&path, text).unwrap();
+        }
+        let out = gantry(&g, &moto, &["up", "-f", path.to_str().unwrap()]);
+        assert_ne!(out.code, Some(0), "{c}: {}", out.stderr);
+        for w in wanted {
+            assert!(
+                out.stderr.contains(w),
+                "{c}: wanted {w:?} in\n{}",
+                out.stderr
+            );
+        }
+        assert_eq!(counts(&moto, "gantry-cluster", c), [0; 7], "{c}");
+    }
+    // No credentials anywhere: a clear error saying how to give them.
+    let path = spec(&g, "nocreds", 1, 1, "");
+    let mut cmd = g.command(&["up", "-f", path.to_str().unwrap()]);
+    moto.env(&mut cmd);
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", g.work());
+    let out = g
+        .spawn_cmd(cmd, "gantry up (no credentials)".into())
+        .wait(TIMEOUT);
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    for w in ["us-east-1", "no AWS credentials", "AWS_ACCESS_KEY_ID"] {
+        assert!(out.stderr.contains(w), "wanted {w:?} in\n{}", out.stderr);
+    }
+    assert_eq!(counts(&moto, "gantry-project", "default"), [0; 7]);
+}

@@ -1,0 +1,232 @@
+#!/usr/bin/env bash
+# Starts and stops the real servers gantry's tests and benchmarks talk to, on free loopback
+# ports, with their data under a temporary directory (shared/TESTING.md).
+#
+#   scripts/services.sh start moto       -> prints "PORT PID LOGFILE" on stdout once moto answers
+#   scripts/services.sh stop PID         -> kills that server (and its process group) by PID and
+#                                           removes its temp dir (SERVICES_KEEP=1 keeps it)
+#   scripts/services.sh reset PORT       -> POST /moto-api/reset (forget every resource)
+#   scripts/services.sh count PORT RESOURCE TAG_KEY TAG_VALUE
+#                                        -> prints how many RESOURCE carry TAG_KEY=TAG_VALUE,
+#                                           asked of moto directly (boto3, moto's own Python).
+#                                           RESOURCE: instances (not terminated / shutting-down),
+#                                           security-groups, key-pairs, vpcs, subnets,
+#                                           internet-gateways, route-tables, volumes
+#
+# moto runs as `moto_server -H 127.0.0.1 -p PORT` with AMI, instance type and key pair
+# validation on (real error codes). It is bounded: a watcher kills it when the process that ran
+# `start` exits (SERVICES_WATCH_PID overrides which process is watched, 0 = none) or after
+# SERVICES_MAX_SECONDS (default 7200). Only 127.0.0.1 is ever bound or contacted.
+set -euo pipefail
+
+die() {
+  echo "services.sh: $*" >&2
+  exit 1
+}
+
+# The Python that runs moto_server (so that boto3 is the one installed with it).
+moto_python() {
+  local bin
+  bin=$(command -v moto_server) || return 1
+  if command -v pyenv >/dev/null 2>&1 && [[ $bin == */shims/* ]]; then
+    bin=$(pyenv which moto_server 2>/dev/null) || true
+  fi
+  local shebang
+  shebang=$(head -n1 "$bin" 2>/dev/null || true)
+  if [[ $shebang == '#!'*python* ]]; then
+    echo "${shebang#\#!}"
+  else
+    command -v python3
+  fi
+}
+
+free_port() {
+  python3 - <<'EOF'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+EOF
+}
+
+moto_answers() {
+  curl -s -o /dev/null -m 2 -w '%{http_code}' -X POST "http://127.0.0.1:$1/moto-api/reset" 2>/dev/null | grep -q '^200$'
+}
+
+start_moto() {
+  command -v moto_server >/dev/null 2>&1 ||
+    die "moto_server is not installed: pip install 'moto[server]' (or scripts/install-deps.sh test)"
+  command -v curl >/dev/null 2>&1 || die "curl is needed to check that moto answers"
+  local dir log port pid watch max deadline
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/gantry-moto.XXXXXX")
+  log=$dir/moto.log
+  watch=${SERVICES_WATCH_PID:-$PPID}
+  max=${SERVICES_MAX_SECONDS:-7200}
+  for _attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    # setsid: moto gets its own process group, so `stop` takes its children too.
+    # TMPDIR: whatever moto writes goes under our own directory.
+    MOTO_ENABLE_AMI_VALIDATION=1 MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION=1 \
+      MOTO_ENABLE_KEYPAIR_VALIDATION=1 TMPDIR=$dir \
+      setsid moto_server -H 127.0.0.1 -p "$port" >"$log" 2>&1 </dev/null &
+    pid=$!
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        break
+      fi
+      if moto_answers "$port"; then
+        # The watcher: ends moto when the caller is gone or the time is up. Its output goes to
+        # the log so that nobody waiting for EOF on our stdout waits for it.
+        (
+          trap '' HUP
+          t0=$SECONDS
+          while kill -0 "$pid" 2>/dev/null; do
+            if [[ $watch != 0 ]] && ! kill -0 "$watch" 2>/dev/null; then
+              echo "services.sh: watched process $watch is gone; stopping moto $pid" >>"$log"
+              break
+            fi
+            if ((SECONDS - t0 > max)); then
+              echo "services.sh: $max s are up; stopping moto $pid" >>"$log"
+              break
+            fi
+            sleep 1
+          done
+          kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+          sleep 2
+          kill -KILL -- "-$pid" 2>/dev/null || true
+        ) >>"$log" 2>&1 </dev/null &
+        disown $! 2>/dev/null || true
+        echo "$port $pid $log"
+        return 0
+      fi
+      sleep 0.1
+    done
+    # It died (port taken meanwhile?) or never answered: try another port.
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "services.sh: moto on port $port did not come up; log:" >&2
+    tail -n 20 "$log" >&2 || true
+  done
+  die "moto_server did not start (log: $log)"
+}
+
+stop_pid() {
+  local pid=$1
+  [[ $pid =~ ^[0-9]+$ ]] || die "stop: not a PID: $pid"
+  if ! kill -0 "$pid" 2>/dev/null; then
+    return 0
+  fi
+  # Only a server this script starts (moto_server with our TMPDIR): refuse anything else.
+  local cmd dir
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  [[ $cmd == *moto_server* ]] || die "stop: process $pid is not a moto_server ($cmd)"
+  dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
+  [[ $dir == */gantry-moto.* ]] || die "stop: moto_server $pid was not started by services.sh"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+  # Its data and log go with it (SERVICES_KEEP=1 keeps them for a post-mortem).
+  if [[ ${SERVICES_KEEP:-0} != 1 && -d $dir ]]; then
+    sleep 0.2
+    rm -rf -- "$dir"
+  fi
+  return 0
+}
+
+count() {
+  local port=$1 resource=$2 key=$3 value=$4 py
+  py=$(moto_python) || die "moto_server is not installed: pip install 'moto[server]'"
+  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_SESSION_TOKEN= AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1} \
+    AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    "$py" - "$port" "$resource" "$key" "$value" <<'EOF'
+import sys
+import boto3
+from botocore.config import Config
+
+port, resource, key, value = sys.argv[1:5]
+ec2 = boto3.client(
+    "ec2",
+    endpoint_url=f"http://127.0.0.1:{port}",
+    region_name=__import__("os").environ["AWS_DEFAULT_REGION"],
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+    config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+)
+flt = [{"Name": f"tag:{key}", "Values": [value]}]
+
+
+def pages(op, field, **kw):
+    token = None
+    while True:
+        args = dict(kw)
+        if token:
+            args["NextToken"] = token
+        out = getattr(ec2, op)(**args)
+        yield from out.get(field, [])
+        token = out.get("NextToken")
+        if not token:
+            return
+
+
+def main():
+  if resource == "instances":
+      n = sum(
+          1
+          for r in pages("describe_instances", "Reservations", Filters=flt)
+          for i in r["Instances"]
+          if i["State"]["Name"] not in ("terminated", "shutting-down")
+      )
+  elif resource == "security-groups":
+      n = sum(1 for _ in pages("describe_security_groups", "SecurityGroups", Filters=flt))
+  elif resource == "key-pairs":
+      n = len(ec2.describe_key_pairs(Filters=flt).get("KeyPairs", []))
+  elif resource == "vpcs":
+      n = sum(1 for _ in pages("describe_vpcs", "Vpcs", Filters=flt))
+  elif resource == "subnets":
+      n = sum(1 for _ in pages("describe_subnets", "Subnets", Filters=flt))
+  elif resource == "internet-gateways":
+      n = sum(1 for _ in pages("describe_internet_gateways", "InternetGateways", Filters=flt))
+  elif resource == "route-tables":
+      n = sum(1 for _ in pages("describe_route_tables", "RouteTables", Filters=flt))
+  elif resource == "volumes":
+      n = sum(1 for _ in pages("describe_volumes", "Volumes", Filters=flt))
+  else:
+      sys.exit(f"services.sh count: unknown resource {resource!r}")
+  return n
+
+
+try:
+    print(main())
+except Exception as e:  # one line, not a traceback: the caller shows it
+    sys.exit(f"services.sh count: {type(e).__name__}: {e}")
+EOF
+}
+
+case "${1:-}" in
+start)
+  case "${2:-}" in
+  moto) start_moto ;;
+  *) die "usage: services.sh start moto" ;;
+  esac
+  ;;
+stop)
+  [[ -n ${2:-} ]] || die "usage: services.sh stop PID"
+  stop_pid "$2"
+  ;;
+reset)
+  [[ ${2:-} =~ ^[0-9]+$ ]] || die "usage: services.sh reset PORT"
+  moto_answers "$2" || die "reset: moto on 127.0.0.1:$2 did not answer"
+  ;;
+count)
+  [[ $# -eq 5 && $2 =~ ^[0-9]+$ ]] || die "usage: services.sh count PORT RESOURCE TAG_KEY TAG_VALUE"
+  count "$2" "$3" "$4" "$5"
+  ;;
+*)
+  die "usage: services.sh start moto | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
+  ;;
+esac
