@@ -148,7 +148,29 @@ fn redis_replica_serves_the_primarys_write() {
             "{replica} serves the primary's write"
         );
     }
+    let addrs: Vec<String> = g
+        .nodes(c)
+        .into_iter()
+        .map(|n| format!("{}:6379", n.address))
+        .collect();
     g.run(&["destroy", c, "--yes"]).ok();
+    // Regression: redis used to rewrite its process title over its environment, erasing the
+    // node marker destroy finds processes by, and outlived its cluster.
+    let home = g.home().to_string_lossy().into_owned();
+    let leaked = || {
+        procs()
+            .into_iter()
+            .filter(|p| {
+                p.cmdline
+                    .iter()
+                    .any(|c| c.contains(&home) || addrs.iter().any(|a| c.contains(a.as_str())))
+            })
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || leaked() == 0),
+        "redis outlived its cluster"
+    );
 }
 
 #[test]
