@@ -4,6 +4,7 @@
 //! [`support::Gantry`] guard destroys its clusters and kills leftover node processes.
 
 mod aws;
+mod aws_crash;
 mod blueprints;
 mod builtin_blueprints;
 mod conformance;
