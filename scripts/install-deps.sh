@@ -22,6 +22,12 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 command -v initdb >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 command -v pg_basebackup >/dev/null 2>&1 || need+=(postgresql-client)
+# The Docker provider's tests: a private dockerd (scripts/services.sh start docker) and the test
+# image built from this machine's own packages (scripts/build-test-image.sh: busybox-static;
+# debootstrap for fuller root filesystems).
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+[ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need+=(busybox-static)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then
@@ -35,7 +41,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian starts some of these as system services on install; gantry runs its own per node.
-for svc in etcd redis-server prometheus prometheus-node-exporter; do
+for svc in etcd redis-server prometheus prometheus-node-exporter docker containerd; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" 2>/dev/null || true
   fi

@@ -3,8 +3,11 @@
 # ports, with their data under a temporary directory (shared/TESTING.md).
 #
 #   scripts/services.sh start moto       -> prints "PORT PID LOGFILE" on stdout once moto answers
+#   scripts/services.sh start docker     -> prints "DOCKER_HOST PID DIR" once dockerd answers: its
+#                                           socket, data and exec roots under DIR (a temp dir)
 #   scripts/services.sh stop PID         -> kills that server (and its process group) by PID and
-#                                           removes its temp dir (SERVICES_KEEP=1 keeps it)
+#                                           removes its temp dir (SERVICES_KEEP=1 keeps it); a
+#                                           dockerd's containers and networks are removed first
 #   scripts/services.sh reset PORT       -> POST /moto-api/reset (forget every resource)
 #   scripts/services.sh count PORT RESOURCE TAG_KEY TAG_VALUE
 #                                        -> prints how many RESOURCE carry TAG_KEY=TAG_VALUE,
@@ -17,6 +20,10 @@
 # validation on (real error codes). It is bounded: a watcher kills it when the process that ran
 # `start` exits (SERVICES_WATCH_PID overrides which process is watched, 0 = none) or after
 # SERVICES_MAX_SECONDS (default 7200). Only 127.0.0.1 is ever bound or contacted.
+#
+# dockerd runs as TESTING.md says (--iptables=false --ip6tables=false), with --bridge=none (no
+# default docker0 bridge: gantry makes a network per cluster, and two engines on one machine do
+# not fight over docker0), listening on a unix socket only. It has the same watcher as moto.
 set -euo pipefail
 
 die() {
@@ -112,15 +119,106 @@ start_moto() {
   die "moto_server did not start (log: $log)"
 }
 
+
+# The watcher shared by every server: ends PID's process group when the watched process is gone
+# or the time is up. Output goes to LOG so nobody waiting for EOF on our stdout waits for it.
+watch_server() { # PID LOG NAME [PRE_STOP_COMMAND...]
+  local pid=$1 log=$2 name=$3 watch=${SERVICES_WATCH_PID:-$PPID} max=${SERVICES_MAX_SECONDS:-7200}
+  shift 3
+  (
+    trap '' HUP
+    t0=$SECONDS
+    while kill -0 "$pid" 2>/dev/null; do
+      if [[ $watch != 0 ]] && ! kill -0 "$watch" 2>/dev/null; then
+        echo "services.sh: watched process $watch is gone; stopping $name $pid" >>"$log"
+        break
+      fi
+      if ((SECONDS - t0 > max)); then
+        echo "services.sh: $max s are up; stopping $name $pid" >>"$log"
+        break
+      fi
+      sleep 1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      "$0" stop "$pid" >>"$log" 2>&1 || true
+    fi
+  ) >>"$log" 2>&1 </dev/null &
+  disown $! 2>/dev/null || true
+}
+
+start_docker() {
+  command -v dockerd >/dev/null 2>&1 ||
+    die "dockerd is not installed: apt-get install docker.io (or scripts/install-deps.sh test)"
+  command -v docker >/dev/null 2>&1 || die "the docker client is not installed: apt-get install docker.io"
+  [[ $(id -u) == 0 ]] || die "dockerd needs root here"
+  local dir log pid deadline
+  # Short path: unix socket paths are limited to 108 bytes.
+  dir=$(mktemp -d /tmp/gantry-docker.XXXXXX)
+  log=$dir/dockerd.log
+  mkdir -p "$dir/data" "$dir/exec"
+  setsid dockerd --host "unix://$dir/docker.sock" --data-root "$dir/data" --exec-root "$dir/exec" \
+    --pidfile "$dir/dockerd.pid" --iptables=false --ip6tables=false --bridge=none \
+    >"$log" 2>&1 </dev/null &
+  pid=$!
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || { tail -n 30 "$log" >&2; die "dockerd exited (log: $log)"; }
+    if [[ -S $dir/docker.sock ]] && DOCKER_HOST=unix://$dir/docker.sock docker version >/dev/null 2>&1; then
+      watch_server "$pid" "$log" dockerd
+      echo "unix://$dir/docker.sock $pid $dir"
+      return 0
+    fi
+    sleep 0.1
+  done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  tail -n 30 "$log" >&2
+  die "dockerd did not answer within 60 s (log: $log)"
+}
+
+stop_docker() { # PID DIR
+  local pid=$1 dir=$2 ids
+  export DOCKER_HOST=unix://$dir/docker.sock
+  # Containers first (dockerd would otherwise leave their shims behind), then the networks
+  # (their bridges outlive dockerd).
+  ids=$(timeout 30 docker ps -aq 2>/dev/null || true)
+  [[ -n $ids ]] && timeout 60 docker rm -f -v $ids >/dev/null 2>&1 || true
+  timeout 30 docker network prune -f >/dev/null 2>&1 || true
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+  # Its containerd (same process group) and anything left in it.
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  sleep 0.3
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  grep -o " $dir/[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
+  if [[ ${SERVICES_KEEP:-0} != 1 && -d $dir ]]; then
+    # Lazily unmounted overlays can hold files for a moment.
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      rm -rf -- "$dir" 2>/dev/null && break
+      sleep 0.3
+    done
+  fi
+}
+
 stop_pid() {
   local pid=$1
   [[ $pid =~ ^[0-9]+$ ]] || die "stop: not a PID: $pid"
   if ! kill -0 "$pid" 2>/dev/null; then
     return 0
   fi
-  # Only a server this script starts (moto_server with our TMPDIR): refuse anything else.
+  # Only a server this script starts (moto_server with our TMPDIR, dockerd with our data root):
+  # refuse anything else.
   local cmd dir
   cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  if [[ $cmd == dockerd\ * ]]; then
+    dir=$(sed -n 's/.*--data-root \(\/tmp\/gantry-docker\.[A-Za-z0-9]*\)\/data.*/\1/p' <<<"$cmd")
+    [[ -n $dir ]] || die "stop: dockerd $pid was not started by services.sh ($cmd)"
+    stop_docker "$pid" "$dir"
+    return 0
+  fi
   [[ $cmd == *moto_server* ]] || die "stop: process $pid is not a moto_server ($cmd)"
   dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
   [[ $dir == */gantry-moto.* ]] || die "stop: moto_server $pid was not started by services.sh"
@@ -211,7 +309,8 @@ case "${1:-}" in
 start)
   case "${2:-}" in
   moto) start_moto ;;
-  *) die "usage: services.sh start moto" ;;
+  docker) start_docker ;;
+  *) die "usage: services.sh start moto|docker" ;;
   esac
   ;;
 stop)
@@ -227,6 +326,6 @@ count)
   count "$2" "$3" "$4" "$5"
   ;;
 *)
-  die "usage: services.sh start moto | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
+  die "usage: services.sh start moto|docker | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
   ;;
 esac

@@ -17,6 +17,18 @@ echo "== doc tests" >&2
 cargo test --workspace --locked --doc --quiet
 
 echo "== tests" >&2
+# The Docker tests need an engine: a private dockerd (its data under a temp dir, stopped by PID
+# when this script exits) with the test image, unless GANTRY_TEST_DOCKER_HOST names one already.
+if [ -z "${GANTRY_TEST_DOCKER_HOST:-}" ]; then
+  if docker_info=$(SERVICES_WATCH_PID=$$ scripts/services.sh start docker); then
+    read -r docker_host docker_pid _ <<<"$docker_info"
+    trap 'scripts/services.sh stop "$docker_pid" >/dev/null 2>&1 || true' EXIT
+    DOCKER_HOST=$docker_host scripts/build-test-image.sh >/dev/null
+    export GANTRY_TEST_DOCKER_HOST=$docker_host
+    echo "== dockerd $docker_pid at $docker_host (gantry/node:test built)" >&2
+  else
+    echo "== no dockerd could be started: the Docker tests skip (and fail under CI=true)" >&2
+  fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -101,6 +101,7 @@ pub fn provider_for_spec(
 ) -> Result<Arc<dyn Provider>, Failure> {
     match &spec.provider {
         gantry_core::ProviderSpec::Local(opts) => local_provider(home, ssh, opts.ssh_port),
+        gantry_core::ProviderSpec::Docker(opts) => crate::docker::provider(spec, opts),
         gantry_core::ProviderSpec::Aws(opts) => aws_provider(spec, opts),
     }
 }

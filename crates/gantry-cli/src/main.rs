@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod context;
+mod docker;
 mod env_vars;
 mod exit;
 mod output;

@@ -16,8 +16,8 @@ pub mod target;
 pub use error::{CoreError, SpecError, SpecErrorItem};
 pub use names::{NodeName, node_name, parse_node_name, validate_name};
 pub use spec::{
-    AllowRule, AwsOptions, ClusterSpec, LocalOptions, NetworkSpec, PoolSpec, ProviderSpec,
-    Readiness,
+    AllowRule, AwsOptions, ClusterSpec, DockerOptions, LocalOptions, NetworkSpec, PoolSpec,
+    ProviderSpec, Readiness,
 };
 pub use tags::Tags;
 pub use target::Target;

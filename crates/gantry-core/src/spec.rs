@@ -18,7 +18,7 @@ pub use parse::{MAX_POOL_COUNT, parse, parse_duration, render_error};
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// Providers a spec may name; an unknown one is an error that lists these.
-pub const KNOWN_PROVIDERS: &[&str] = &["local", "aws"];
+pub const KNOWN_PROVIDERS: &[&str] = &["local", "docker", "aws"];
 
 /// A validated cluster spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +68,7 @@ impl ClusterSpec {
 #[allow(clippy::large_enum_variant)]
 pub enum ProviderSpec {
     Local(LocalOptions),
+    Docker(DockerOptions),
     Aws(AwsOptions),
 }
 
@@ -75,6 +76,7 @@ impl ProviderSpec {
     pub fn name(&self) -> &'static str {
         match self {
             ProviderSpec::Local(_) => "local",
+            ProviderSpec::Docker(_) => "docker",
             ProviderSpec::Aws(_) => "aws",
         }
     }
@@ -88,6 +90,42 @@ pub struct LocalOptions {
     /// Default 2222.
     #[serde(default)]
     pub ssh_port: Option<u16>,
+}
+
+/// Options of the Docker provider (`provider: {docker: {image: ...}}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerOptions {
+    /// The engine: `unix:///path/docker.sock`, `tcp://host:2375`, or a socket path. Default:
+    /// `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The image of pools whose image is `default` (required); a pool's own `image` is used as a
+    /// Docker image reference.
+    pub image: String,
+    /// An existing user-defined network to attach nodes to instead of the one gantry creates per
+    /// cluster (gantry never removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Run the containers privileged (default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+}
+
+/// What the pool sizes mean on Docker: (size, CPUs in thousandths, memory in MiB), applied as
+/// the container's CPU and memory limits. Any other size is a spec error.
+pub const DOCKER_SIZES: &[(&str, u32, u64)] = &[
+    ("small", 1000, 1024),
+    ("medium", 2000, 4096),
+    ("large", 4000, 8192),
+];
+
+/// The CPU (thousandths) and memory (MiB) limits of a Docker pool size.
+pub fn docker_size(size: &str) -> Option<(u32, u64)> {
+    DOCKER_SIZES
+        .iter()
+        .find(|(s, _, _)| *s == size)
+        .map(|(_, c, m)| (*c, *m))
 }
 
 /// Options of the AWS provider (`provider: {aws: {...}}`).
@@ -176,7 +214,9 @@ pub enum Readiness {
     /// Wait until every node answers SSH (default).
     #[default]
     Ssh,
-    /// Stop at the provider API's `running` state; never connect to nodes.
+    /// Stop at the provider API's `running` state; never connect to nodes. The Docker provider
+    /// always uses this: its API *is* the transport, and its create and start return only once
+    /// the container answers an exec of `true`.
     Api,
 }
 

@@ -469,3 +469,53 @@ fn aws_provider_options() {
         check(input, expect);
     }
 }
+
+#[test]
+fn docker_provider_options() {
+    let ok = "apiVersion: gantry/v1\nname: demo\nprovider:\n  docker:\n    host: unix:///tmp/d/docker.sock\n    image: gantry/node:test\n    network: lab\n    privileged: true\npools: [{name: a, count: 2, size: medium}]\nblueprints:\n  - name: hello\n";
+    let spec = spec::parse("spec.yaml", ok).unwrap();
+    let ProviderSpec::Docker(o) = &spec.provider else {
+        panic!("not docker: {:?}", spec.provider)
+    };
+    assert_eq!(o.host.as_deref(), Some("unix:///tmp/d/docker.sock"));
+    assert_eq!(o.image, "gantry/node:test");
+    assert_eq!(o.network.as_deref(), Some("lab"));
+    assert!(o.privileged);
+    assert_eq!(spec.provider_name(), "docker");
+    // Docker nodes are ready when they answer exec: the provider's API, so blueprints are fine.
+    assert_eq!(spec.readiness, Readiness::Api);
+    assert_eq!(gantry_core::spec::docker_size("medium"), Some((2000, 4096)));
+
+    let head = "apiVersion: gantry/v1\nname: demo\nprovider:\n  docker:\n";
+    let pools = "pools: [{name: a, count: 1}]\n";
+    let cases = [
+        (
+            format!("{head}    host: unix:///x.sock\n{pools}"),
+            "5:5: missing required field `image` // add `image: ...`",
+        ),
+        (
+            format!("{head}    image: x\n    host: ftp://h\n{pools}"),
+            "6:11: invalid docker host \"ftp://h\" // DOCKER_HOST",
+        ),
+        (
+            format!("{head}    image: x\n    privileged: maybe\n{pools}"),
+            "6:17: invalid type for `privileged`",
+        ),
+        (
+            format!("{head}    image: x\nreadiness: ssh\n{pools}"),
+            "6:12: `readiness: ssh` does not apply to the docker provider // exec",
+        ),
+        (
+            format!("{head}    image: x\npools: [{{name: a, count: 1, size: huge}}]\n"),
+            "6:35: unknown docker size `huge` // `small`, `medium`, `large`",
+        ),
+        (
+            "apiVersion: gantry/v1\nname: demo\nprovider: docker\npools: [{name: a, count: 1}]\n"
+                .to_string(),
+            "3:11: the docker provider needs options // image",
+        ),
+    ];
+    for (input, expect) in &cases {
+        check(input, expect);
+    }
+}

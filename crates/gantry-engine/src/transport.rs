@@ -1,9 +1,13 @@
 //! Running commands and moving files on nodes, over any transport, many nodes at once.
 //!
-//! [`Transport`] is what a node is reached through (SSH today; Docker exec later). [`fan_out`]
-//! runs one operation over many nodes with bounded concurrency and returns results in input
-//! order. Errors are classified: a *transport* error (could not connect, connection dropped)
-//! is retried with backoff; a *command* error (the remote program ran and failed) never is.
+//! [`Transport`] is what a node is reached through: [`SshTransport`] for every machine with an
+//! SSH endpoint (local nodes, VMs), or one a provider supplies (Docker's exec API, implemented
+//! next to the Docker provider and handed in by the caller, so the engine never calls a
+//! provider's API itself). [`fan_out`] runs one operation over many nodes with bounded
+//! concurrency and returns results in input order, whatever the transport. Errors are
+//! classified the same way for all of them: a *transport* error (could not connect, connection
+//! dropped, engine gone, container gone or stopped) is retried with backoff; a *command* error
+//! (the remote program ran and failed) never is.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,14 +16,34 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use gantry_ssh::{ClientConfig, ConnectSpec, ExitStatus, OutputSink, Session, SshError};
+use gantry_provider::NodeInfo;
+use gantry_ssh::{ClientConfig, ConnectSpec, Session, SshError};
+pub use gantry_ssh::{ExitStatus, OutputSink};
 use tokio::sync::Mutex;
 
-/// A node as a transport needs it.
+/// A node as a transport needs it: built by [`Transport::target`].
 #[derive(Debug, Clone)]
 pub struct NodeTarget {
     pub name: String,
+    /// Where the SSH transport connects. Transports that address nodes otherwise keep their own
+    /// address here (Docker: `host` is the container's name, `port` 0) and ignore the rest.
     pub ssh: ConnectSpec,
+}
+
+impl NodeTarget {
+    /// A target for a transport that reaches nodes by a name of its own (`address`), not over
+    /// SSH.
+    pub fn addressed(name: &str, address: &str, user: &str) -> NodeTarget {
+        NodeTarget {
+            name: name.to_string(),
+            ssh: ConnectSpec {
+                alias: name.to_string(),
+                host: address.to_string(),
+                port: 0,
+                user: user.to_string(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,12 +63,26 @@ impl From<SshError> for TransportError {
     }
 }
 
+/// How commands and files reach nodes. One instance serves one command (it may cache
+/// connections); [`Transport::close`] ends them.
 #[async_trait]
 pub trait Transport: Send + Sync {
+    /// The target of a listed node, or None when this transport cannot reach it (e.g. an SSH
+    /// transport and a node without an SSH endpoint).
+    fn target(&self, node: &NodeInfo) -> Option<NodeTarget> {
+        crate::ops::connect_spec(node).map(|ssh| NodeTarget {
+            name: node.name.clone(),
+            ssh,
+        })
+    }
+
+    /// Runs `command` through the node's shell, feeding `stdin` (then end-of-file) when given,
+    /// streaming output to `sink`.
     async fn exec(
         &self,
         node: &NodeTarget,
         command: &str,
+        stdin: Option<&[u8]>,
         sink: &mut dyn OutputSink,
     ) -> Result<ExitStatus, TransportError>;
     async fn upload(
@@ -59,6 +97,9 @@ pub trait Transport: Send + Sync {
         remote: &str,
         local: &Path,
     ) -> Result<u64, TransportError>;
+
+    /// Ends cached connections (the default has none).
+    async fn close(&self) {}
 }
 
 /// SSH transport with one connection per node reused by every operation of one command.
@@ -120,10 +161,11 @@ impl Transport for SshTransport {
         &self,
         node: &NodeTarget,
         command: &str,
+        stdin: Option<&[u8]>,
         sink: &mut dyn OutputSink,
     ) -> Result<ExitStatus, TransportError> {
         let s = self.session(node).await?;
-        let r = s.exec(command, None, sink).await;
+        let r = s.exec(command, stdin, sink).await;
         self.classify(node, r).await
     }
 
@@ -147,6 +189,10 @@ impl Transport for SshTransport {
         let s = self.session(node).await?;
         let r = s.download(remote, local).await;
         self.classify(node, r).await
+    }
+
+    async fn close(&self) {
+        self.close_all().await;
     }
 }
 

@@ -98,6 +98,7 @@ pub fn apply_options(home: &Home, prepared: Vec<Prepared>, allow_packages: bool)
         blueprints: prepared,
         cache_dir: home.root.join("cache").join("artifacts"),
         allow_packages,
+        transport: None,
     }
 }
 

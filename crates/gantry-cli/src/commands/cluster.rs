@@ -145,7 +145,11 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
         &UpOptions {
             allow_delete,
             lifetime: a.lifetime,
-            blueprints: super::blueprint::apply_options(&home, prepared, a.allow_packages),
+            blueprints: gantry_engine::blueprint::Apply {
+                // Docker clusters' blueprints run through Docker exec; others over SSH.
+                transport: crate::docker::transport(&spec, &g.project),
+                ..super::blueprint::apply_options(&home, prepared, a.allow_packages)
+            },
         },
     )
     .await;
@@ -258,14 +262,45 @@ pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, _) =
+    let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
     let chosen = resolve_nodes(&provider, &g.project, &target).await?;
     let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
     let (listener, finish) = progress::listener(g.output);
     let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
-    let select = move |n: &gantry_provider::NodeInfo| names.contains(&n.name);
-    let result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
+    let select = {
+        let names = names.clone();
+        move |n: &gantry_provider::NodeInfo| names.contains(&n.name)
+    };
+    let mut result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
+    // Nodes not reached over SSH (docker) get their blueprints' `boot: true` steps here: the
+    // engine's start brings back only what it can reach over SSH.
+    let spec =
+        record.and_then(|r| serde_json::from_str::<gantry_core::ClusterSpec>(&r.spec_json).ok());
+    if action == Power::Start
+        && let Ok(report) = &result
+        && let Some(spec) = spec.as_ref().filter(|s| !s.blueprints.is_empty())
+        && let Some(transport) = crate::docker::transport(spec, &g.project)
+    {
+        let started: Vec<_> = report
+            .nodes
+            .iter()
+            .filter(|n| names.contains(&n.name))
+            .cloned()
+            .collect();
+        let events = gantry_engine::events::Events::new(ctx.listener.clone());
+        if let Err(e) = gantry_engine::blueprint::exec::boot_nodes(
+            transport,
+            &started,
+            ctx.provider.concurrency(),
+            &events,
+            &ctx.cancel,
+        )
+        .await
+        {
+            result = Err(e);
+        }
+    }
     finish();
     let what = if action == Power::Stop {
         "stop"

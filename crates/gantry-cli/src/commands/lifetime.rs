@@ -2,13 +2,14 @@
 //! `--expired`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use gantry_core::tags::{self, TagFilter};
 use gantry_engine::gc::{self, GcInput, GcPlan, Orphan};
 use gantry_engine::ops::{self, ExtendFrom, Report};
-use gantry_provider::NodeInfo;
+use gantry_provider::{NodeInfo, Provider};
 use gantry_state::ClusterRecord;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -79,10 +80,13 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
     Ok(exit::OK)
 }
 
-/// The project's clusters as gantry knows them: records and nodes found by tags.
+/// The project's clusters as gantry knows them: records and nodes found by tags (on this
+/// machine's local provider and on the default Docker engine).
 struct Known {
     records: Vec<ClusterRecord>,
     nodes: Vec<NodeInfo>,
+    /// Clusters whose nodes the default Docker engine listed, and that engine.
+    docker: BTreeMap<String, Arc<dyn Provider>>,
 }
 
 impl Known {
@@ -94,11 +98,49 @@ impl Known {
             .await
             .context("failed to read the state store")?;
         let local = context::local_provider(home, &ssh, None)?;
-        let nodes = local
+        let mut nodes = local
             .list(&TagFilter::project(&g.project))
             .await
             .map_err(gantry_engine::EngineError::from)?;
-        Ok(Known { records, nodes })
+        let mut docker = BTreeMap::new();
+        if let Some(engine) = crate::docker::default_engine() {
+            // No engine running is the usual case without docker clusters: nothing to find.
+            match engine.list(&TagFilter::project(&g.project)).await {
+                Ok(found) => {
+                    for n in found {
+                        if let Some(c) = n.tags.get(tags::CLUSTER) {
+                            docker.insert(c.clone(), engine.clone());
+                        }
+                        nodes.push(n);
+                    }
+                }
+                Err(e) => tracing::debug!("not looking for docker nodes: {e}"),
+            }
+        }
+        Ok(Known {
+            records,
+            nodes,
+            docker,
+        })
+    }
+
+    /// The provider of a cluster: its record's, else the one whose listing found its nodes.
+    async fn provider(
+        &self,
+        home: &Home,
+        store: &Arc<dyn gantry_state::StateStore>,
+        ssh: &gantry_ssh::ClientConfig,
+        project: &str,
+        cluster: &str,
+    ) -> CliResult<Arc<dyn Provider>> {
+        let (provider, record) =
+            context::provider_for_cluster(home, store, ssh, project, cluster).await?;
+        if record.is_none()
+            && let Some(engine) = self.docker.get(cluster)
+        {
+            return Ok(engine.clone());
+        }
+        Ok(provider)
     }
 
     /// name → (record, nodes), every cluster with a record or a tagged node.
@@ -199,8 +241,9 @@ pub async fn destroy(
     let mut first_failure: Option<Failure> = None;
     for (name, _) in &chosen {
         let outcome: CliResult<Option<Report>> = async {
-            let (provider, _) =
-                context::provider_for_cluster(&home, &store, &ssh, &g.project, name).await?;
+            let provider = known
+                .provider(&home, &store, &ssh, &g.project, name)
+                .await?;
             let (listener, finish) = progress::listener(g.output);
             let ctx =
                 context::engine_context(g, store.clone(), ssh.clone(), provider, Some(listener));
@@ -324,9 +367,9 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
         let ssh = context::ssh_config(&home, &g.project)?;
         for e in &plan.expired {
             let outcome: CliResult<Option<Report>> = async {
-                let (provider, _) =
-                    context::provider_for_cluster(&home, &store, &ssh, &g.project, &e.cluster)
-                        .await?;
+                let provider = known
+                    .provider(&home, &store, &ssh, &g.project, &e.cluster)
+                    .await?;
                 let (listener, finish) = progress::listener(g.output);
                 let ctx = context::engine_context(
                     g,
@@ -366,9 +409,12 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
                 .push(o.node.name.clone());
         }
         for (cluster, names) in by_cluster {
-            // Orphans were found by the local provider's listing, so it deletes them.
+            // Orphans are deleted by the provider whose listing found them.
             let outcome: CliResult<Vec<String>> = async {
-                let provider = context::local_provider(&home, &ssh, None)?;
+                let provider = match known.docker.get(cluster) {
+                    Some(engine) => engine.clone(),
+                    None => context::local_provider(&home, &ssh, None)?,
+                };
                 let (listener, finish) = progress::listener(g.output);
                 let ctx = context::engine_context(
                     g,

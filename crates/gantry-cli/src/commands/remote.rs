@@ -4,12 +4,13 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gantry_engine::ops::connect_spec;
+use gantry_core::ClusterSpec;
 use gantry_engine::transport::{
-    FanOutOptions, NodeTarget, SshTransport, Transport, TransportError, fan_out,
+    ExitStatus, FanOutOptions, NodeTarget, OutputSink, SshTransport, Transport, TransportError,
+    fan_out,
 };
 use gantry_provider::NodeInfo;
-use gantry_ssh::{ExitStatus, OutputSink, Session};
+use gantry_ssh::Session;
 use serde_json::json;
 
 use super::{parse_target, resolve_nodes};
@@ -20,7 +21,10 @@ use crate::output;
 
 struct Resolved {
     nodes: Vec<NodeTarget>,
-    transport: Arc<SshTransport>,
+    transport: Arc<dyn Transport>,
+    /// The SSH transport when the cluster is reached over SSH (`gantry ssh` needs its session).
+    ssh: Option<Arc<SshTransport>>,
+    spec: Option<ClusterSpec>,
 }
 
 async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
@@ -28,32 +32,44 @@ async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, _) =
+    let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
+    let spec = record
+        .as_ref()
+        .and_then(|r| serde_json::from_str::<ClusterSpec>(&r.spec_json).ok());
     let chosen: Vec<NodeInfo> = resolve_nodes(&provider, &g.project, &target).await?;
+    // The cluster's provider decides how its nodes are reached: Docker exec for docker
+    // clusters, SSH for everything with an SSH endpoint.
+    let (transport, ssh_transport): (Arc<dyn Transport>, _) = match spec
+        .as_ref()
+        .and_then(|s| crate::docker::transport(s, &g.project))
+    {
+        Some(t) => (t, None),
+        None => {
+            let t = Arc::new(SshTransport::new(ssh));
+            (t.clone() as Arc<dyn Transport>, Some(t))
+        }
+    };
     let nodes = chosen
         .iter()
         .map(|n| {
-            connect_spec(n)
-                .map(|ssh| NodeTarget {
-                    name: n.name.clone(),
-                    ssh,
-                })
-                .ok_or_else(|| {
-                    Failure::new(
-                        exit::FAILURE,
-                        anyhow::anyhow!(
-                            "node {} has no ssh endpoint (state {})",
-                            n.name,
-                            n.state.as_str()
-                        ),
-                    )
-                })
+            transport.target(n).ok_or_else(|| {
+                Failure::new(
+                    exit::FAILURE,
+                    anyhow::anyhow!(
+                        "node {} has no ssh endpoint (state {})",
+                        n.name,
+                        n.state.as_str()
+                    ),
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Resolved {
         nodes,
-        transport: Arc::new(SshTransport::new(ssh)),
+        transport,
+        ssh: ssh_transport,
+        spec,
     })
 }
 
@@ -184,13 +200,13 @@ pub async fn run(g: &Global, target: &str, concurrency: usize, command: &[String
         let (t, cmd) = (transport.clone(), cmd.clone());
         Box::pin(async move {
             let mut sink = LineSink::new(&node.name, prefix, capture);
-            let status = t.exec(&node, &cmd, &mut sink).await;
+            let status = t.exec(&node, &cmd, None, &mut sink).await;
             sink.finish();
             status.map(|s| (s, sink.out, sink.err))
         })
     }))
     .await?;
-    r.transport.close_all().await;
+    r.transport.close().await;
     let (mut transport_errors, mut other_errors, mut failed) = (0, 0, Vec::new());
     let mut items = Vec::new();
     for (node, res) in r.nodes.iter().zip(&results) {
@@ -301,7 +317,7 @@ pub async fn put(
         })
     }))
     .await?;
-    r.transport.close_all().await;
+    r.transport.close().await;
     Ok(report_transfers(g, "sent", &r.nodes, &results))
 }
 
@@ -355,7 +371,7 @@ pub async fn get(
         })
     }))
     .await?;
-    r.transport.close_all().await;
+    r.transport.close().await;
     Ok(report_transfers(g, "received", &r.nodes, &results))
 }
 
@@ -365,7 +381,19 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
     if r.nodes.len() > 1 {
         eprintln!("{} nodes match; connecting to {}", r.nodes.len(), node.name);
     }
-    let session = r.transport.session(node).await.map_err(|e| {
+    let cmd = (!command.is_empty()).then(|| command.join(" "));
+    if let Some(spec) = &r.spec
+        && let gantry_core::ProviderSpec::Docker(opts) = &spec.provider
+    {
+        return crate::docker::shell(spec, opts, &g.project, &node.name, cmd.as_deref()).await;
+    }
+    let Some(ssh) = &r.ssh else {
+        return Err(Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("{}: no interactive transport", node.name),
+        ));
+    };
+    let session = ssh.session(node).await.map_err(|e| {
         let code = if e.transport {
             exit::TRANSPORT
         } else {
@@ -373,7 +401,6 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
         };
         Failure::new(code, anyhow::anyhow!("{}: {}", node.name, e.message))
     })?;
-    let cmd = (!command.is_empty()).then(|| command.join(" "));
     let status = Session::shell(&session, cmd.as_deref())
         .await
         .map_err(|e| {
@@ -393,6 +420,35 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
         (None, Some(sig)) => signal_number(sig).map_or(exit::COMMAND_FAILED, |n| 128 + n),
         (None, None) => exit::OK,
     })
+}
+
+/// `gantry ssh-config` of a docker cluster: there is no SSH to configure; say so and how to get
+/// a shell. `Ok(None)` for every other cluster.
+pub async fn ssh_config_not_applicable(g: &Global, cluster: &str) -> CliResult<Option<i32>> {
+    if gantry_core::validate_name(cluster).is_err() {
+        return Ok(None);
+    }
+    let home = Home::resolve(g.home.as_deref())?;
+    let store = context::open_store(&home)?;
+    let record = store.get_cluster(&g.project, cluster).await.ok().flatten();
+    let docker = record
+        .and_then(|r| serde_json::from_str::<ClusterSpec>(&r.spec_json).ok())
+        .is_some_and(|s| matches!(s.provider, gantry_core::ProviderSpec::Docker(_)));
+    if !docker {
+        return Ok(None);
+    }
+    Err(Failure::new(
+        exit::USAGE,
+        anyhow::anyhow!(
+            "ssh-config does not apply to cluster {cluster}: its docker nodes run no sshd and are \
+             reached through the Docker exec API"
+        ),
+    )
+    .hint(format!(
+        "use `gantry ssh {cluster}/1` (or `gantry run {cluster} -- CMD`); with the docker CLI: \
+         `docker exec -it gantry.{}.NODE sh` against the cluster's engine",
+        g.project
+    )))
 }
 
 /// `TERM` or `SIGTERM` → 15.

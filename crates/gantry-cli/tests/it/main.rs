@@ -9,6 +9,7 @@ mod blueprints;
 mod builtin_blueprints;
 mod conformance;
 mod crash;
+mod docker;
 mod gc;
 mod interrupt;
 mod inventory;

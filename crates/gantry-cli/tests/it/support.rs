@@ -153,6 +153,8 @@ impl Gantry {
             .env_remove("GANTRY_LOCK_TIMEOUT")
             .env_remove("GANTRY_CONCURRENCY")
             .env_remove("GANTRY_LOG")
+            // gc looks for docker orphans on DOCKER_HOST's engine: never the developer's own.
+            .env_remove("DOCKER_HOST")
             .current_dir(&self.work)
             .stdin(Stdio::null());
         c

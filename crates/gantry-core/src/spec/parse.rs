@@ -12,8 +12,8 @@ use std::time::Duration;
 use super::yaml::{self, Kind, Node, Pos, Scalar};
 use super::{DEFAULT_LIFETIME, KNOWN_PROVIDERS};
 use crate::{
-    API_VERSION, AllowRule, AwsOptions, ClusterSpec, CoreError, LocalOptions, NetworkSpec,
-    PoolSpec, ProviderSpec, Readiness, SpecError, SpecErrorItem, Tags, validate_name,
+    API_VERSION, AllowRule, AwsOptions, ClusterSpec, CoreError, DockerOptions, LocalOptions,
+    NetworkSpec, PoolSpec, ProviderSpec, Readiness, SpecError, SpecErrorItem, Tags, validate_name,
 };
 
 /// Most nodes one pool may ask for.
@@ -45,6 +45,7 @@ const AWS_FIELDS: &[&str] = &[
     "endpoint",
     "caller_cidr",
 ];
+const DOCKER_FIELDS: &[&str] = &["host", "image", "network", "privileged"];
 const SSH_FIELDS: &[&str] = &["user"];
 const NETWORK_FIELDS: &[&str] = &["allow"];
 const ALLOW_FIELDS: &[&str] = &["port", "from"];
@@ -273,7 +274,34 @@ impl Cx {
             Some(f) => self.blueprint_refs(f),
         };
 
-        if readiness == Some(Readiness::Api)
+        let docker = matches!(provider, Some(ProviderSpec::Docker(_)));
+        // Docker nodes are reached through the Docker API (exec), which is also how their
+        // readiness is told: the provider's create and start wait for an exec of `true`.
+        let readiness = if docker {
+            match (readiness, top.opt("readiness")) {
+                (Some(Readiness::Ssh), Some(f)) => {
+                    self.err(
+                        f.pos(),
+                        "`readiness: ssh` does not apply to the docker provider",
+                        "docker nodes have no sshd: gantry reaches them through the Docker exec \
+                         API and waits until each answers an exec of `true`; leave `readiness` out",
+                    );
+                    None
+                }
+                (Some(_), _) => Some(Readiness::Api),
+                (None, _) => None,
+            }
+        } else {
+            readiness
+        };
+        if docker
+            && let Some(f) = top.opt("pools")
+            && let Kind::Seq(items) = &f.value.kind
+        {
+            self.docker_sizes(items);
+        }
+        if !docker
+            && readiness == Some(Readiness::Api)
             && blueprints.as_ref().is_some_and(|b| !b.is_empty())
             && let Some(f) = top.opt("readiness")
         {
@@ -506,6 +534,18 @@ impl Cx {
                 }
                 Some(ProviderSpec::Local(opts))
             }
+            "docker" => {
+                let Some(o) = options.filter(|o| !o.value.is_null()) else {
+                    self.err(
+                        name_pos,
+                        "the docker provider needs options: at least `image`",
+                        "write e.g. `provider: {docker: {image: gantry/node:test}}` \
+                         (scripts/build-test-image.sh builds that image)",
+                    );
+                    return None;
+                };
+                self.docker(o)
+            }
             "aws" => {
                 let Some(o) = options.filter(|o| !o.value.is_null()) else {
                     self.err(
@@ -524,6 +564,95 @@ impl Cx {
                 };
                 self.err(name_pos, format!("unknown provider `{other}`"), hint);
                 None
+            }
+        }
+    }
+
+    fn docker(&mut self, o: Field<'_>) -> Option<ProviderSpec> {
+        let fields = self.fields(
+            o.value,
+            "docker",
+            "the docker provider options",
+            DOCKER_FIELDS,
+        )?;
+        let mut opts = DockerOptions::default();
+        let mut ok = true;
+        match fields.req(self, "image").map(|f| self.non_empty(f)) {
+            Some(Some(i)) => opts.image = i,
+            _ => ok = false,
+        }
+        if let Some(f) = fields.opt("host") {
+            match self.non_empty(f) {
+                Some(h)
+                    if h.starts_with("unix://")
+                        || h.starts_with("tcp://")
+                        || h.starts_with("http://")
+                        || h.starts_with('/') =>
+                {
+                    opts.host = Some(h)
+                }
+                Some(h) => {
+                    self.err(
+                        f.pos(),
+                        format!("invalid docker host {h:?}"),
+                        "give `unix:///path/to/docker.sock`, `tcp://HOST:PORT` or a socket path, \
+                         or leave it out to use DOCKER_HOST",
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(f) = fields.opt("network") {
+            match self.non_empty(f) {
+                Some(n) => opts.network = Some(n),
+                None => ok = false,
+            }
+        }
+        if let Some(f) = fields.opt("privileged") {
+            match f.value.scalar() {
+                Some(Scalar::Bool(b)) => opts.privileged = b,
+                _ => {
+                    self.type_err(
+                        f.pos(),
+                        "privileged",
+                        "a boolean",
+                        f.value,
+                        "write `privileged: true`",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(ProviderSpec::Docker(opts))
+    }
+
+    /// Every pool size of a docker spec must be one of [`crate::spec::DOCKER_SIZES`].
+    fn docker_sizes(&mut self, pools: &[Node]) {
+        for pool in pools {
+            let Kind::Map(pairs) = &pool.kind else {
+                continue;
+            };
+            for (k, v) in pairs {
+                if k.text() != Some("size") {
+                    continue;
+                }
+                if let Some(size) = v.text()
+                    && crate::spec::docker_size(size).is_none()
+                {
+                    let sizes: Vec<&str> = crate::spec::DOCKER_SIZES
+                        .iter()
+                        .map(|(s, _, _)| *s)
+                        .collect();
+                    self.err(
+                        v.pos,
+                        format!("unknown docker size `{size}`"),
+                        format!(
+                            "docker sizes are {} (CPU and memory limits; see README)",
+                            list(&sizes)
+                        ),
+                    );
+                }
             }
         }
     }

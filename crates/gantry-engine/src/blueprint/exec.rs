@@ -1,9 +1,10 @@
-//! Running blueprints: step instances become DAG steps executed over SSH.
+//! Running blueprints: step instances become DAG steps executed over the cluster's transport.
 //!
-//! [`apply`] is called by `up` once every node answers SSH. It fetches artifacts, resolves them
+//! [`apply`] is called by `up` once every node is ready. It fetches artifacts, resolves them
 //! on the nodes, expands the blueprints, drops the instances whose input hash is already
-//! recorded done for this cluster, and runs the rest on the dispatcher with one SSH session per
-//! node. Checkpoints use the step id `bp/B/S@NODE#HASH12` and the constant spec hash
+//! recorded done for this cluster, and runs the rest on the dispatcher through the transport
+//! the caller chose ([`Apply::transport`]: Docker exec for docker clusters; SSH with one session
+//! per node otherwise). Checkpoints use the step id `bp/B/S@NODE#HASH12` and the constant spec hash
 //! `blueprints/<cluster uid>`, so the store's `done_steps` answers "which instances are
 //! current". A failure names the node, the step, the exit code and the last 20 lines of output;
 //! dependants are skipped by the dispatcher.
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
 use gantry_provider::NodeInfo;
-use gantry_ssh::{ClientConfig, ExitStatus, OutputSink};
+use gantry_ssh::ClientConfig;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +31,9 @@ use super::{Apply, artifacts};
 use crate::EngineError;
 use crate::dag::{self, Checkpoints, Step, StepError};
 use crate::events::Events;
-use crate::transport::{NodeTarget, SshTransport, Transport, TransportError};
+use crate::transport::{
+    ExitStatus, NodeTarget, OutputSink, SshTransport, Transport, TransportError,
+};
 
 /// Lines of output a failure shows.
 const TAIL_LINES: usize = 20;
@@ -77,10 +80,10 @@ impl OutputSink for TailSink {
     }
 }
 
-/// One node reached over the shared SSH transport.
+/// One node reached over the shared transport.
 #[derive(Clone)]
 pub struct Remote {
-    pub transport: Arc<SshTransport>,
+    pub transport: Arc<dyn Transport>,
     pub target: NodeTarget,
 }
 
@@ -92,19 +95,13 @@ impl Remote {
         command: &str,
         stdin: Option<&[u8]>,
     ) -> Result<(ExitStatus, String), TransportError> {
-        let session = self.transport.session(&self.target).await?;
         let mut sink = TailSink::default();
         let cmd = format!("cd \"$HOME\" && {command}");
-        match session.exec(&cmd, stdin, &mut sink).await {
-            Ok(st) => Ok((st, String::from_utf8_lossy(&sink.0).into_owned())),
-            Err(e) => {
-                let e = TransportError::from(e);
-                if e.transport {
-                    self.transport.forget(&self.target).await;
-                }
-                Err(e)
-            }
-        }
+        let st = self
+            .transport
+            .exec(&self.target, &cmd, stdin, &mut sink)
+            .await?;
+        Ok((st, String::from_utf8_lossy(&sink.0).into_owned()))
     }
 
     pub async fn upload(&self, local: &Path, remote: &str) -> Result<u64, TransportError> {
@@ -383,7 +380,8 @@ async fn run_instance(
     }
 }
 
-/// The nodes of the spec's pools, in spec order (pool, then index), that can be reached.
+/// The running nodes of the spec's pools, in spec order (pool, then index), that have an
+/// address to reach them by (an SSH endpoint, or an address on the cluster's network).
 pub fn ordered_nodes(spec: &ClusterSpec, nodes: &[NodeInfo]) -> Vec<NodeInfo> {
     let pool_pos = |p: &str| {
         spec.pools
@@ -393,7 +391,10 @@ pub fn ordered_nodes(spec: &ClusterSpec, nodes: &[NodeInfo]) -> Vec<NodeInfo> {
     };
     let mut v: Vec<NodeInfo> = nodes
         .iter()
-        .filter(|n| n.ssh.is_some() && n.state == gantry_provider::NodeState::Running)
+        .filter(|n| {
+            (n.ssh.is_some() || n.address.is_some())
+                && n.state == gantry_provider::NodeState::Running
+        })
         .cloned()
         .collect();
     v.sort_by_key(|n| (pool_pos(&n.pool), n.pool.clone(), n.index));
@@ -468,28 +469,31 @@ pub async fn apply(
     if opts.blueprints.is_empty() {
         return Ok(());
     }
-    let infos = ordered_nodes(spec, nodes);
+    let transport: Arc<dyn Transport> = match &opts.transport {
+        Some(t) => t.clone(),
+        None => Arc::new(SshTransport::new(cx.ssh.clone())),
+    };
+    let infos: Vec<NodeInfo> = ordered_nodes(spec, nodes)
+        .into_iter()
+        .filter(|n| transport.target(n).is_some())
+        .collect();
     let views: Vec<NodeView> = infos.iter().map(node_view).collect();
-    let transport = Arc::new(SshTransport::new(cx.ssh.clone()));
     let remotes: BTreeMap<String, Remote> = infos
         .iter()
         .filter_map(|n| {
-            crate::ops::connect_spec(n).map(|ssh| {
+            transport.target(n).map(|target| {
                 (
                     n.name.clone(),
                     Remote {
                         transport: transport.clone(),
-                        target: NodeTarget {
-                            name: n.name.clone(),
-                            ssh,
-                        },
+                        target,
                     },
                 )
             })
         })
         .collect();
     let result = apply_inner(cx, &views, &remotes, opts).await;
-    transport.close_all().await;
+    transport.close().await;
     result
 }
 
@@ -711,7 +715,7 @@ async fn apply_inner(
     Ok(())
 }
 
-/// A step that re-runs a node's `boot: true` blueprint steps (after `gantry start`).
+/// A step that re-runs a node's `boot: true` blueprint steps (after `gantry start`) over SSH.
 pub fn boot_step(
     ssh: ClientConfig,
     target: NodeTarget,
@@ -734,6 +738,59 @@ pub fn boot_step(
             r
         }
     })
+}
+
+/// Re-runs the `boot: true` blueprint steps of `nodes` (those the transport reaches) after a
+/// start, through any transport, as many nodes at once as `concurrency`: what `gantry start`
+/// does for clusters whose nodes are not reached over SSH (Docker).
+pub async fn boot_nodes(
+    transport: Arc<dyn Transport>,
+    nodes: &[NodeInfo],
+    concurrency: usize,
+    events: &Events,
+    cancel: &CancellationToken,
+) -> Result<(), EngineError> {
+    let steps: Vec<Step> = nodes
+        .iter()
+        .filter(|n| n.state == gantry_provider::NodeState::Running)
+        .filter_map(|n| transport.target(n))
+        .map(|target| {
+            let node = target.name.clone();
+            let (transport, events, cancel) = (transport.clone(), events.clone(), cancel.clone());
+            Step::new(format!("boot:{node}"), Some(node), vec![], move || {
+                let remote = Remote {
+                    transport: transport.clone(),
+                    target: target.clone(),
+                };
+                let (events, cancel) = (events.clone(), cancel.clone());
+                async move { run_boot(&remote, &events, &cancel).await }
+            })
+        })
+        .collect();
+    let total = steps.len();
+    let out = dag::execute(
+        steps,
+        &dag::Options {
+            concurrency: concurrency.max(1),
+            ..Default::default()
+        },
+        events,
+        cancel,
+        None,
+    )
+    .await;
+    transport.close().await;
+    if out.interrupted {
+        return Err(EngineError::Interrupted);
+    }
+    if let Some((_, e)) = out.failed.first() {
+        return Err(EngineError::StepsFailed {
+            failed: out.failed.len(),
+            total,
+            first: e.message.clone(),
+        });
+    }
+    Ok(())
 }
 
 async fn run_boot(

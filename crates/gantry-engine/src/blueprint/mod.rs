@@ -10,7 +10,8 @@
 //! - [`render`]: the template context and strict minijinja rendering.
 //! - [`expand`]: steps × nodes → ordered step instances with input hashes (pure).
 //! - [`artifacts`]: URL downloads into the cache (verified), commands and paths on nodes.
-//! - [`exec`]: instances → DAG steps over SSH; checkpoints; `boot` steps after a start.
+//! - [`exec`]: instances → DAG steps over the cluster's transport (SSH, Docker exec);
+//!   checkpoints; `boot` steps after a start.
 //!
 //! [`prepare`] is the whole validation: it loads, checks params and targets, and dry-renders
 //! every template and script for every node the spec asks for, so a typo in a template or an
@@ -74,13 +75,27 @@ impl Prepared {
 }
 
 /// What `up` applies after the nodes are ready.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Apply {
     pub blueprints: Vec<Prepared>,
     /// `$GANTRY_HOME/cache/artifacts`.
     pub cache_dir: PathBuf,
     /// May install missing packages with apt-get (`--allow-packages`).
     pub allow_packages: bool,
+    /// How the nodes are reached; None: SSH with the operation's client config. The caller
+    /// picks it from the cluster's provider (Docker exec for docker clusters).
+    pub transport: Option<Arc<dyn crate::transport::Transport>>,
+}
+
+impl std::fmt::Debug for Apply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Apply")
+            .field("blueprints", &self.blueprints)
+            .field("cache_dir", &self.cache_dir)
+            .field("allow_packages", &self.allow_packages)
+            .field("transport", &self.transport.as_ref().map(|_| "custom"))
+            .finish()
+    }
 }
 
 /// One located problem.
