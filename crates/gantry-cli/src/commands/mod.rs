@@ -62,10 +62,12 @@ pub async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Ls => info::ls(g).await,
         Command::Show { cluster } => info::show(g, &cluster).await,
-        Command::SshConfig { cluster } => match remote::ssh_config_not_applicable(g, &cluster).await {
-            Ok(None) => info::ssh_config(g, &cluster).await,
-            other => other.map(|c| c.unwrap_or(exit::OK)),
-        },
+        Command::SshConfig { cluster } => {
+            match remote::ssh_config_not_applicable(g, &cluster).await {
+                Ok(None) => info::ssh_config(g, &cluster).await,
+                other => other.map(|c| c.unwrap_or(exit::OK)),
+            }
+        }
         Command::Runs { cluster, limit } => info::runs(g, cluster.as_deref(), limit).await,
         Command::Logs { run } => info::logs(g, &run).await,
         Command::Run {
