@@ -133,7 +133,7 @@ for r in $(seq 1 "$RUNS"); do
   p_par+=("$(timed bash -c peer_exec_par)")
   log "run $r: up gantry ${g_up[-1]} s / loop ${p_up[-1]} s; exec gantry ${g_run[-1]} s / loop ${p_seq[-1]} s / parallel loop ${p_par[-1]} s"
 done
-"$GANTRY" destroy "$CLUSTER" --yes >/dev/null
+"$GANTRY" destroy "$CLUSTER" --yes >/dev/null 2>&1
 peer_down
 left=$(docker ps -aq --filter "label=gantry-cluster=$CLUSTER" | wc -l)
 [[ $left == 0 ]] || die "$left containers left after destroy"
@@ -165,8 +165,9 @@ Every gantry run is checked ($NODES running containers after \`up\`, "$NODES/$NO
 and the loop's containers are counted too. The docker CLI loops are plain shell loops, sequential
 as written in most scripts; the parallel exec loop is there to show what concurrency alone buys.
 The loop's containers get the same image, network, \`--init\`, CPU and memory limits as gantry's
-(size \`small\`). Each \`docker\` invocation is a separate client process (about 20–40 ms of CPU
-each here); gantry makes all calls from one process over one API client, \`$NODES\` at a time.
+(size \`small\`). Each \`docker\` invocation is a separate client process that connects and
+negotiates anew; gantry makes all its calls from one process over one API client, up to 16 node
+creations and 64 execs at a time.
 EOT
 )
 echo "$section"
