@@ -371,9 +371,11 @@ impl DockerProvider {
         let d = self.docker().await?;
         if let Some(n) = &self.cfg.network {
             return match d.inspect_network(n, None).await {
-                Ok(net) => Ok(NetInfo {
+                // The engine lists a subnet for every network, chosen or not, and only a chosen
+                // one takes fixed addresses: on the user's network, the engine assigns them.
+                Ok(_) => Ok(NetInfo {
                     name: n.clone(),
-                    subnet: user_subnet(net.ipam.as_ref()),
+                    subnet: None,
                 }),
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
@@ -923,8 +925,8 @@ impl DockerProvider {
     }
 }
 
-/// The subnet of a network whose IPAM config was given explicitly (only then may a container be
-/// given a fixed address in it).
+/// The subnet of gantry's own cluster network, which gantry creates with an explicit subnet
+/// (only then may a container be given a fixed address in it).
 fn user_subnet(ipam: Option<&Ipam>) -> Option<(Ipv4Addr, u8, Option<Ipv4Addr>)> {
     let cfg = ipam?.config.as_ref()?.iter().find_map(|c| {
         let (net, prefix) = c.subnet.as_deref()?.split_once('/')?;

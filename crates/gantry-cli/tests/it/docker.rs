@@ -486,3 +486,36 @@ fn docker_gc_finds_orphans_by_labels_on_the_default_engine() {
     run(&owner, &["destroy", c, "--yes"]).ok();
     e.assert_clean(c);
 }
+
+#[test]
+fn docker_spec_network_is_used_and_never_removed() {
+    let Some(e) = Engine::get() else { return };
+    let g = Gantry::new();
+    let c = "dk-usernet";
+    let net = "gantry-test-usernet";
+    let (code, _, err) = e.docker(&["network", "create", net]);
+    assert_eq!(code, 0, "{err}");
+    let spec = g.spec(
+        "usernet.yaml",
+        c,
+        &format!(
+            "apiVersion: gantry/v1\nname: {c}\nprovider:\n  docker:\n    host: {}\n    image: {IMAGE}\n    network: {net}\npools:\n  - name: node\n    count: 2\n",
+            e.host
+        ),
+    );
+    g.run(&["up", "-f", spec.to_str().unwrap()]).ok();
+    let (_, on_net, _) = e.docker(&["ps", "-q", "--filter", &format!("network={net}")]);
+    assert_eq!(
+        on_net.lines().count(),
+        2,
+        "both nodes on the spec's network"
+    );
+    g.run(&["stop", c]).ok();
+    g.run(&["start", c]).ok();
+    g.run(&["run", c, "--", "true"]).ok();
+    g.run(&["destroy", c, "--yes"]).ok();
+    e.assert_clean(c);
+    let (_, nets, _) = e.docker(&["network", "ls", "-q", "--filter", &format!("name={net}")]);
+    assert_eq!(nets.lines().count(), 1, "the user's network must stay");
+    e.docker(&["network", "rm", net]);
+}
