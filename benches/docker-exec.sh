@@ -118,6 +118,7 @@ timed() { # command... -> seconds
 }
 count_running() { docker ps -q --filter "label=$1" | wc -l; }
 
+load=$(cut -d' ' -f1-3 /proc/loadavg)
 g_up=() p_up=() g_run=() p_seq=() p_par=()
 for r in $(seq 1 "$RUNS"); do
   "$GANTRY" destroy "$CLUSTER" --yes >/dev/null 2>&1 || true
@@ -150,7 +151,8 @@ section=$(cat <<EOT
 
 \`benches/docker-exec.sh\` — $(date -u +%Y-%m-%d), commit $(git -C "$REPO" rev-parse --short HEAD), gantry $profile build,
 $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), dockerd $(docker version -f '{{.Server.Version}}') (API $(docker version -f '{{.Server.APIVersion}}')),
-image \`$IMAGE\`, $RUNS runs each, gantry and the docker CLI loops against the same engine in the same run.
+image \`$IMAGE\`, $RUNS runs each, gantry and the docker CLI loops against the same engine in the same run;
+load average before measuring: $load.
 Ratio = loop median / gantry median (higher means gantry is faster).
 
 | what | median (s) | min | max | ratio vs gantry |
