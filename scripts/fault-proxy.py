@@ -10,9 +10,15 @@ For a share of the requests it answers the way EC2 does when it throttles (HTTP 
 error `RequestLimitExceeded`) or fails inside (HTTP 500, `InternalError`), without passing the
 request on; with --error5xx-after it passes the request on and then throws moto's answer away and
 answers 500 (the call took effect but the client cannot know: what a retry with the same
-ClientToken must survive); --fail-first N throttles the first N requests of every Action, or of every ClientToken for calls
-that carry one (enough to outlast an SDK's own retries, deterministically). Every other request is forwarded verbatim (method, path, headers,
-body) and moto's response relayed.
+ClientToken must survive); --fail-first N throttles the first N requests of every Action, or,
+for RunInstances, of every node it launches (enough to outlast an SDK's own retries,
+deterministically). A node is named, for a gantry batch (one call for several nodes), by
+`gantry-cluster`, `gantry-pool` and each index in `gantry-batch-indices`, else by the launch's
+`Name` tag; a call that names no node counts per ClientToken. A launch goes through once every node in it
+has been refused N times, however the launches are grouped and regrouped across retries (a new
+batch has a new ClientToken: counting per token would refuse every regrouping N times again).
+Every other request is forwarded verbatim (method, path, headers, body) and moto's response
+relayed.
 
 moto stores RunInstances' ClientToken but does not honour it; EC2 does (a repeated call with the
 same token returns the first call's reservation instead of launching again). Unless
@@ -26,7 +32,9 @@ EC2QueryParser and the Rust SDK's ec2_query error parser read:
 botocore's _retry.json retries ec2 `RequestLimitExceeded` with status 503; the Rust SDK classifies
 `RequestLimitExceeded` as a throttling error and 500/503 as transient.
 
-Requests under /moto-api/ are never faulted. GET /__fault-proxy/stats answers JSON counters.
+Requests under /moto-api/ are never faulted. GET /__fault-proxy/stats answers JSON counters,
+with `fail_first_seen`: requests seen per --fail-first key (`Action`, `RunInstances:NODE` or
+`RunInstances:TOKEN`).
 It prints its port on stdout once listening, one line per injected fault on stderr (or --log),
 and exits when the process that started it exits or after --max-seconds. It listens on
 127.0.0.1 only and forwards only to a loopback upstream.
@@ -93,7 +101,7 @@ class State:
         }
         self.by_action = {}
         self.tokens = {}  # ClientToken -> (status, reason, headers, body)
-        self.seen = {}  # Action or Action:ClientToken -> requests so far (for --fail-first)
+        self.seen = {}  # Action, or RunInstances:NODE / RunInstances:TOKEN -> requests so far
         self.only = {a for a in (args.only_actions or "").split(",") if a}
         self.first_only = {a for a in (args.fail_first_actions or "").split(",") if a}
         self.log = open(args.log, "a", buffering=1) if args.log else sys.stderr
@@ -105,17 +113,18 @@ class State:
                 per = self.by_action.setdefault(action, {})
                 per[key] = per.get(key, 0) + 1
 
-    def decide(self, action, token=""):
-        """None, 'throttle', '5xx' or '5xx-after'."""
+    def decide(self, action, members=()):
+        """None, 'throttle', '5xx' or '5xx-after'. `members`: what --fail-first counts for this
+        call (the nodes a RunInstances launches, or its ClientToken); else the Action."""
         if self.only and action not in self.only:
             return None
         a = self.args
-        # --fail-first counts per ClientToken when the call has one (each node's launch is
-        # throttled N times, however the launches interleave), else per Action.
-        key = f"{action}:{token}" if token else action
+        keys = [f"{action}:{m}" for m in members] or [action]
         with self.lock:
-            seen = self.seen.get(key, 0)
-            self.seen[key] = seen + 1
+            # Refused until every node in the call has been refused N times.
+            seen = min(self.seen.get(k, 0) for k in keys)
+            for k in keys:
+                self.seen[k] = self.seen.get(k, 0) + 1
             if seen < a.fail_first and (not self.first_only or action in self.first_only):
                 return "throttle"
             r = self.rng.random()
@@ -137,6 +146,30 @@ class State:
             file=self.log,
             flush=True,
         )
+
+
+def launched_nodes(form, token):
+    """What --fail-first counts for a RunInstances: the nodes of a gantry batch
+    (`gantry-cluster`-`gantry-pool`-INDEX for each index in `gantry-batch-indices`), else the
+    node its instance `Name` tag names, else its ClientToken."""
+    tags = {}
+    i = 1
+    while f"TagSpecification.{i}.ResourceType" in form:
+        if form[f"TagSpecification.{i}.ResourceType"][0] == "instance":
+            j = 1
+            while f"TagSpecification.{i}.Tag.{j}.Key" in form:
+                key = form[f"TagSpecification.{i}.Tag.{j}.Key"][0]
+                tags[key] = (form.get(f"TagSpecification.{i}.Tag.{j}.Value") or [""])[0]
+                j += 1
+        i += 1
+    # A batch first: its `Name` may be a placeholder until each instance is named.
+    cluster, pool = tags.get("gantry-cluster"), tags.get("gantry-pool")
+    indices = [x.strip() for x in tags.get("gantry-batch-indices", "").split(",") if x.strip()]
+    if cluster and pool and indices:
+        return [f"{cluster}-{pool}-{x}" for x in indices]
+    if tags.get("Name"):
+        return [tags["Name"]]
+    return [token] if token else []
 
 
 def make_handler(state, upstream_host, upstream_port):
@@ -204,7 +237,9 @@ def make_handler(state, upstream_host, upstream_port):
             body = self.read_body()
             if self.path.startswith("/__fault-proxy/stats"):
                 with state.lock:
-                    out = json.dumps({**state.counts, "by_action": state.by_action}).encode()
+                    out = json.dumps(
+                        {**state.counts, "by_action": state.by_action, "fail_first_seen": state.seen}
+                    ).encode()
                 self.send(200, "OK", [("Content-Type", "application/json")], out)
                 return
             form = {}
@@ -219,7 +254,8 @@ def make_handler(state, upstream_host, upstream_port):
             action = (form.get("Action") or [""])[0]
             token = (form.get("ClientToken") or [""])[0] if action == "RunInstances" else ""
             state.bump("requests", action)
-            kind = None if self.path.startswith("/moto-api") else state.decide(action, token)
+            members = launched_nodes(form, token) if action == "RunInstances" else []
+            kind = None if self.path.startswith("/moto-api") else state.decide(action, members)
             if kind in ("throttle", "5xx"):
                 state.bump("throttled" if kind == "throttle" else "errors5xx", action)
                 state.note("injected " + ("RequestLimitExceeded/503" if kind == "throttle" else "InternalError/500"), action)
@@ -284,8 +320,8 @@ def main():
         "--fail-first",
         type=int,
         default=0,
-        help="throttle the first N requests of every (faultable) Action, or of every ClientToken "
-        "for calls that carry one, then go random",
+        help="throttle the first N requests of every (faultable) Action, or, for RunInstances, "
+        "of every node it launches (Name tag or gantry batch tags; else ClientToken), then go random",
     )
     p.add_argument(
         "--fail-first-actions",

@@ -20,6 +20,14 @@ const RETRYABLE_CODES: &[&str] = &[
     "IncorrectState",
 ];
 
+/// Codes a create answers when an earlier attempt of the same call took effect but its answer
+/// was lost (a 5xx or a timeout after the fact) and the SDK sent the call again. Retryable: the
+/// step's retry looks the resource up by the cluster's tags first and finds it. Only codes of
+/// creates that are looked up by tags before they are made belong here: `InvalidGroup.Duplicate`
+/// (the cluster's security group, `ensure_sg`). A group of that name that is not the cluster's
+/// (no gantry tags) fails the same way on every attempt, and then with the hint below.
+const LOST_ANSWER_CODES: &[&str] = &["InvalidGroup.Duplicate"];
+
 /// Capacity errors after which a spot request falls back to on-demand.
 pub(crate) const CAPACITY_CODES: &[&str] = &[
     "InsufficientInstanceCapacity",
@@ -69,7 +77,9 @@ where
         .map(str::to_string);
     let (kind, message) = match (&e, &code) {
         (_, Some(c)) => {
-            let kind = if RETRYABLE_CODES.contains(&c.as_str()) || status.is_some_and(|s| s >= 500)
+            let kind = if RETRYABLE_CODES.contains(&c.as_str())
+                || LOST_ANSWER_CODES.contains(&c.as_str())
+                || status.is_some_and(|s| s >= 500)
             {
                 ErrorKind::Retryable
             } else if c.ends_with("NotFound") {
@@ -145,6 +155,11 @@ fn hint(region: &str, op: &str, code: Option<&str>, message: &str) -> Option<Str
         "RequestLimitExceeded" | "Throttling" => {
             "the EC2 API throttled gantry; re-run, it converges".into()
         }
+        "InvalidGroup.Duplicate" => format!(
+            "a security group of this name already exists in the VPC in {region}: if it is the \
+             cluster's (a create whose answer was lost), re-run and it is found by its tags; if it \
+             is not (no gantry-cluster tag), delete or rename it"
+        ),
         "DependencyViolation" => {
             "something still uses this resource; re-run `gantry destroy` once instances are gone"
                 .into()
@@ -154,4 +169,63 @@ fn hint(region: &str, op: &str, code: Option<&str>, message: &str) -> Option<Str
         }
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::error::ErrorMetadata;
+    use aws_sdk_ec2::operation::create_security_group::CreateSecurityGroupError;
+
+    fn service_error(status: u16, code: &str) -> SdkError<CreateSecurityGroupError, HttpResponse> {
+        let e = CreateSecurityGroupError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("test message")
+                .build(),
+        );
+        let raw = HttpResponse::new(status.try_into().expect("status"), "".into());
+        SdkError::service_error(e, raw)
+    }
+
+    fn kind(status: u16, code: &str) -> ErrorKind {
+        sdk(
+            "us-east-1",
+            "CreateSecurityGroup",
+            "sg",
+            service_error(status, code),
+        )
+        .kind
+    }
+
+    #[test]
+    fn throttling_and_5xx_are_retryable_bad_input_is_not() {
+        assert_eq!(kind(503, "RequestLimitExceeded"), ErrorKind::Retryable);
+        assert_eq!(kind(500, "InternalError"), ErrorKind::Retryable);
+        assert_eq!(kind(502, "SomethingNew"), ErrorKind::Retryable);
+        assert_eq!(kind(400, "InvalidParameterValue"), ErrorKind::InvalidInput);
+        assert_eq!(kind(400, "InvalidGroup.NotFound"), ErrorKind::NotFound);
+        assert_eq!(kind(400, "InstanceLimitExceeded"), ErrorKind::Unavailable);
+    }
+
+    /// The first CreateSecurityGroup took effect but its answer was lost; the SDK's own retry
+    /// gets `InvalidGroup.Duplicate`. The step's retry finds the group by its tags, so this must
+    /// not be fatal (it was `InvalidInput` and failed `up`).
+    #[test]
+    fn a_duplicate_group_after_a_lost_answer_is_retryable_with_a_hint() {
+        let e = sdk(
+            "us-east-1",
+            "CreateSecurityGroup",
+            "gantry-default-c",
+            service_error(400, "InvalidGroup.Duplicate"),
+        );
+        assert_eq!(e.kind, ErrorKind::Retryable);
+        assert!(
+            e.hint.as_deref().is_some_and(|h| h.contains("tags")),
+            "{e:?}"
+        );
+        // Not a blanket rule: a retry after a lost CreateSubnet would find the subnet by its tags
+        // and skip its route table association (network.rs), so that conflict stays fatal.
+        assert_eq!(kind(400, "InvalidSubnet.Conflict"), ErrorKind::InvalidInput);
+    }
 }

@@ -5,6 +5,7 @@
 
 mod aws;
 mod aws_crash;
+mod aws_faults;
 mod blueprints;
 mod builtin_blueprints;
 mod conformance;
@@ -16,7 +17,7 @@ mod inventory;
 mod lifecycle;
 mod lifetime;
 mod lock;
-// Shared with aws_faults and aws_crash; until those are listed here, parts of it are unused.
+// Shared by aws, aws_crash and aws_faults (`port`, `log`, `reset`: for debugging).
 #[allow(dead_code)]
 mod moto;
 mod openssh;
