@@ -100,9 +100,9 @@ pub enum Command {
         #[command(subcommand)]
         command: BlueprintCommand,
     },
-    /// List clusters.
+    /// List clusters: records, and nodes found by the project's tags (local and AWS regions).
     #[command(alias = "list")]
-    Ls,
+    Ls(LsArgs),
     /// Show a cluster's nodes.
     Show { cluster: String },
     /// Run a command on nodes: CLUSTER, CLUSTER/N, CLUSTER/NODE or CLUSTER:POOL.
@@ -176,6 +176,21 @@ pub struct SpecArgs {
     /// (up) Let blueprints install the packages their artifacts name (apt-get) when missing.
     #[arg(long, env = env::GANTRY_ALLOW_PACKAGES, value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_packages: bool,
+}
+
+/// `gantry ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Also list this AWS region (repeatable, or comma-separated); added to the regions of the
+    /// tracked AWS clusters and to GANTRY_AWS_REGIONS.
+    #[arg(long = "region", value_name = "REGION", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Re-list every region now instead of using cached listings.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Serve a region's cached listing while it is younger than this (`0s`: never).
+    #[arg(long, env = env::GANTRY_LS_MAX_AGE, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub max_age: std::time::Duration,
 }
 
 /// A duration (`4h`, `90m`, `2d`) greater than zero.

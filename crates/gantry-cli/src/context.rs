@@ -126,6 +126,40 @@ fn aws_provider(
     )))
 }
 
+/// An AWS provider that only lists: one region, the standard credential chain, the spec's
+/// endpoint override if any (else the SDK's own `AWS_ENDPOINT_URL`). For `gantry ls`, which
+/// lists whole regions by the project's tags rather than one cluster.
+#[cfg(feature = "aws")]
+pub fn aws_region_provider(
+    region: &str,
+    endpoint: Option<&str>,
+) -> Result<Arc<dyn Provider>, Failure> {
+    Ok(Arc::new(gantry_aws::AwsProvider::new(
+        gantry_aws::AwsConfig {
+            options: gantry_core::AwsOptions {
+                region: region.into(),
+                endpoint: endpoint.map(str::to_owned),
+                ..Default::default()
+            },
+            ssh_user: None,
+            pools: vec![],
+            static_credentials: None,
+        },
+    )))
+}
+
+#[cfg(not(feature = "aws"))]
+pub fn aws_region_provider(
+    _region: &str,
+    _endpoint: Option<&str>,
+) -> Result<Arc<dyn Provider>, Failure> {
+    Err(Failure::new(
+        exit::USAGE,
+        anyhow::anyhow!("this gantry was built without the aws provider"),
+    )
+    .hint("rebuild with the default features (`cargo build` without --no-default-features)"))
+}
+
 #[cfg(not(feature = "aws"))]
 fn aws_provider(
     _spec: &ClusterSpec,

@@ -5,6 +5,10 @@
 //! never only from the state store, so an operation re-run after a crash (even `kill -9`
 //! between "created" and "recorded") converges: existing nodes are found by their tags and
 //! `create_node` is idempotent by name.
+//!
+//! Every run goes through `RunGuard`, the one place that also invalidates the project's
+//! inventory cache (when the run starts and when it ends), so `gantry ls` never serves a listing
+//! from before a change gantry made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,6 +104,12 @@ impl RunGuard {
             let _ = lock.release().await;
             return Err(e);
         }
+        // Before anything changes: a run that dies half-way must not leave a cached listing
+        // that hides what it created.
+        if let Err(e) = invalidate_inventory(ctx.store.as_ref(), &ctx.project).await {
+            let _ = lock.release().await;
+            return Err(e);
+        }
         let record = RunRecord {
             id: uuid::Uuid::now_v7().to_string(),
             project: ctx.project.clone(),
@@ -182,14 +192,27 @@ impl RunGuard {
         self.record.finished_at = Some(OffsetDateTime::now_utc());
         self.record.error = result.as_ref().err().map(|e| e.to_string());
         let update = self.store.update_run(&self.record).await;
+        // After the changes, whatever the outcome: a listing cached during the run is stale.
+        let invalidate = invalidate_inventory(self.store.as_ref(), &self.record.project).await;
         drop(self.events);
         self.recorder.flush().await;
         let release = self.lock.release().await;
         let value = result?;
         update?;
+        invalidate?;
         release?;
         Ok(value)
     }
+}
+
+/// Drops the project's cached provider listings (what `gantry ls` serves without asking the
+/// provider). Every run that changes resources goes through [`RunGuard`], which calls this
+/// when it starts and when it finishes, so no command has to remember to.
+async fn invalidate_inventory(store: &dyn StateStore, project: &str) -> Result<(), EngineError> {
+    store
+        .invalidate_inventory(project, OffsetDateTime::now_utc())
+        .await?;
+    Ok(())
 }
 
 /// Runs change a cluster only under its lock, so once we hold it, any run of the cluster still

@@ -8,6 +8,9 @@
 //! Timestamps used here have whole microseconds, the finest precision every backend is required
 //! to keep. The lock checks sleep once for 1.5 s to let a 1 s lease expire (etcd leases have
 //! whole-second TTLs).
+//!
+//! The inventory checks pass their own timestamps to `invalidate_inventory`, so they do not
+//! depend on the store's clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -15,7 +18,9 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::error::StateError;
-use crate::model::{Acquire, ClusterRecord, EventRecord, Lease, NodeRecord, RunRecord, StepRecord};
+use crate::model::{
+    Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
+};
 use crate::store::StateStore;
 
 /// Runs every check against `store`, panicking at the first broken rule.
@@ -29,6 +34,7 @@ pub async fn run_all(store: &dyn StateStore) {
     check_steps(store, &ns("steps")).await;
     check_events(store, &ns("events")).await;
     check_locks(store, &ns("locks")).await;
+    check_inventory(store, &ns("inventory")).await;
 }
 
 /// Unwraps a result the rule says must succeed.
@@ -702,6 +708,126 @@ async fn check_locks(store: &dyn StateStore, prefix: &str) {
     )
     .await;
     ok("release_lock", store.release_lock(&third).await);
+}
+
+fn inventory(project: &str, scope: &str, fetched: i64, payload: &str) -> InventoryRecord {
+    InventoryRecord {
+        project: project.into(),
+        scope: scope.into(),
+        fetched_at: at(fetched),
+        payload: payload.into(),
+    }
+}
+
+async fn check_inventory(store: &dyn StateStore, project: &str) {
+    let other = format!("{project}-other");
+    let (east, west) = ("aws:us-east-1", "aws:eu-west-1");
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(project, east).await),
+        None,
+        "get_inventory of a scope never stored must be None"
+    );
+
+    let first = inventory(project, east, 100, r#"{"nodes":[]}"#);
+    assert!(
+        ok("put_inventory", store.put_inventory(&first).await),
+        "put_inventory of a new scope must store it and answer true"
+    );
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(project, east).await).as_ref(),
+        Some(&first),
+        "put_inventory then get_inventory must round-trip every field"
+    );
+
+    let newer = inventory(project, east, 200, r#"{"nodes":["a"]}"#);
+    assert!(
+        ok("put_inventory", store.put_inventory(&newer).await),
+        "put_inventory of a newer listing must replace the stored one"
+    );
+    let older = inventory(project, east, 150, r#"{"nodes":["stale"]}"#);
+    assert!(
+        !ok("put_inventory", store.put_inventory(&older).await),
+        "put_inventory of a listing older than the stored one must answer false"
+    );
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(project, east).await).as_ref(),
+        Some(&newer),
+        "an older listing must not replace a newer one"
+    );
+
+    let w = inventory(project, west, 100, "{}");
+    let o = inventory(&other, east, 100, "{}");
+    ok("put_inventory", store.put_inventory(&w).await);
+    ok("put_inventory", store.put_inventory(&o).await);
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(project, east).await).as_ref(),
+        Some(&newer),
+        "scopes and projects must be independent"
+    );
+
+    ok(
+        "invalidate_inventory",
+        store.invalidate_inventory(project, at(300)).await,
+    );
+    for scope in [east, west] {
+        assert_eq!(
+            ok("get_inventory", store.get_inventory(project, scope).await),
+            None,
+            "invalidate_inventory must drop every scope of the project ({scope})"
+        );
+    }
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(&other, east).await).as_ref(),
+        Some(&o),
+        "invalidate_inventory must not touch other projects"
+    );
+    for fetched in [250, 300] {
+        assert!(
+            !ok(
+                "put_inventory",
+                store
+                    .put_inventory(&inventory(project, east, fetched, "{}"))
+                    .await
+            ),
+            "put_inventory of a listing that started at or before the last invalidation must \
+             answer false"
+        );
+    }
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(project, east).await),
+        None,
+        "a listing that predates the last invalidation must never be served"
+    );
+    // An invalidation with an earlier time must not move the watermark back.
+    ok(
+        "invalidate_inventory",
+        store.invalidate_inventory(project, at(10)).await,
+    );
+    assert!(
+        !ok(
+            "put_inventory",
+            store
+                .put_inventory(&inventory(project, east, 250, "{}"))
+                .await
+        ),
+        "invalidate_inventory with an earlier time must not undo a later invalidation"
+    );
+    let after = inventory(project, east, 301, r#"{"nodes":["b"]}"#);
+    assert!(
+        ok("put_inventory", store.put_inventory(&after).await),
+        "put_inventory of a listing that started after the last invalidation must store it"
+    );
+    assert_eq!(
+        ok("get_inventory", store.get_inventory(project, east).await).as_ref(),
+        Some(&after),
+        "a listing newer than the last invalidation must be served"
+    );
+    ok(
+        "invalidate_inventory of a project without entries must not be an error",
+        store
+            .invalidate_inventory(&format!("{project}-empty"), at(1))
+            .await,
+    );
 }
 
 async fn acquired(

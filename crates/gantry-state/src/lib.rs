@@ -1,4 +1,5 @@
-//! gantry's durable state: clusters, nodes, runs, checkpoints, events and locks.
+//! gantry's durable state: clusters, nodes, runs, checkpoints, events, locks and the inventory
+//! cache.
 //!
 //! Everything above this crate talks to an `Arc<dyn` [`StateStore`]`>`; which database sits
 //! behind it (SQLite by default, PostgreSQL or etcd when a team shares state) is chosen once at
@@ -12,7 +13,9 @@ mod sqlite;
 mod store;
 
 pub use error::{BoxError, StateError};
-pub use model::{Acquire, ClusterRecord, EventRecord, Lease, NodeRecord, RunRecord, StepRecord};
+pub use model::{
+    Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
+};
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 pub use store::StateStore;
 pub use time::OffsetDateTime;

@@ -133,3 +133,17 @@ pub enum Acquire {
         expires_at: OffsetDateTime,
     },
 }
+
+/// A cached provider listing of one scope of a project (`aws:us-east-1`): what `gantry ls` shows
+/// without asking the provider again. Never the source of truth for a change: operations always
+/// list live. `payload` is opaque to the store (the CLI's JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryRecord {
+    pub project: String,
+    /// What was listed, e.g. `aws:us-east-1`; free text to the store.
+    pub scope: String,
+    /// When the listing *started*: anything that changed after it may be missing from it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub fetched_at: OffsetDateTime,
+    pub payload: String,
+}

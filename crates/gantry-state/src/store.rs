@@ -4,7 +4,8 @@
 //! them; the engine, CLI and server only ever hold an `Arc<dyn StateStore>`. The rules a backend
 //! must follow are written on each method and checked by [`crate::conformance::run_all`], which
 //! every backend runs in its tests. The methods are deliberately small key-value-ish operations
-//! (upsert, get, list, delete, one atomic counter, one lease) so that a store without SQL can
+//! (upsert, get, list, delete, one atomic counter, one lease, one
+//! put guarded by a timestamp) so that a store without SQL can
 //! implement them with single transactions.
 
 use std::collections::BTreeSet;
@@ -14,9 +15,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::error::StateError;
-use crate::model::{Acquire, ClusterRecord, EventRecord, Lease, NodeRecord, RunRecord, StepRecord};
+use crate::model::{
+    Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
+};
 
-/// Durable storage for clusters, nodes, runs, checkpoints, events and locks.
+/// Durable storage for clusters, nodes, runs, checkpoints, events, locks and the inventory cache.
 ///
 /// Several processes may use the same store at once (two `gantry up` in parallel, or replicas of
 /// `gantry serve`): every method is one short atomic operation, and read-modify-write ones
@@ -136,4 +139,32 @@ pub trait StateStore: Send + Sync {
 
     /// The live lease on `key`; `None` when it is free or expired.
     async fn get_lock(&self, key: &str) -> Result<Option<Lease>, StateError>;
+
+    /// The cached listing of `(project, scope)`; `None` when there is none, or when the one
+    /// stored is not newer than the project's last
+    /// [`invalidate_inventory`](Self::invalidate_inventory).
+    ///
+    /// The inventory cache only saves `gantry ls` a provider round trip; nothing that changes
+    /// resources may decide from it.
+    async fn get_inventory(
+        &self,
+        project: &str,
+        scope: &str,
+    ) -> Result<Option<InventoryRecord>, StateError>;
+
+    /// Stores `r` as the listing of `(r.project, r.scope)`, replacing an older one, and answers
+    /// `true`. Answers `false` and stores nothing when `r.fetched_at` is not newer than the
+    /// project's last invalidation (the listing may predate a change) or than the entry already
+    /// stored (a slower, older listing must not replace a newer one).
+    async fn put_inventory(&self, r: &InventoryRecord) -> Result<bool, StateError>;
+
+    /// Drops every cached listing of `project` and remembers `at` (if later than the time it
+    /// remembers) so that a listing that started at or before `at` is never stored afterwards.
+    /// Other projects' entries are untouched. Invalidating a project without entries is not an
+    /// error.
+    async fn invalidate_inventory(
+        &self,
+        project: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StateError>;
 }

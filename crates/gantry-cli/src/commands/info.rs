@@ -1,10 +1,8 @@
-//! Read-only commands: `ls`, `show`, `ssh-config`, `runs`, `logs`.
-
-use std::collections::BTreeMap;
+//! Read-only commands about one cluster or the run history: `show`, `ssh-config`, `runs`,
+//! `logs` (`ls` has its own module: it spans providers and regions and has a cache).
 
 use anyhow::Context as _;
-use gantry_core::tags::{self, TagFilter};
-use gantry_provider::NodeState;
+use gantry_core::tags::TagFilter;
 use serde_json::json;
 
 use super::NodeJson;
@@ -12,116 +10,6 @@ use crate::cli::{Global, OutputFormat};
 use crate::context::{self, Home};
 use crate::exit::{self, CliResult, Failure};
 use crate::output;
-
-pub async fn ls(g: &Global) -> CliResult {
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let records = store
-        .list_clusters(&g.project)
-        .await
-        .context("failed to read the state store")?;
-    // Observed by tags: includes clusters whose record a crash prevented.
-    let local = context::local_provider(&home, &ssh, None)?;
-    let mut observed = local
-        .list(&TagFilter::project(&g.project))
-        .await
-        .map_err(gantry_engine::EngineError::from)?;
-    // Clusters on other providers: each asked by its own tags, all at once.
-    let mut remote = tokio::task::JoinSet::new();
-    for r in records.iter().filter(|r| r.provider != "local") {
-        let (provider, _) =
-            context::provider_for_cluster(&home, &store, &ssh, &g.project, &r.name).await?;
-        let filter = TagFilter::cluster(&g.project, &r.name);
-        let name = r.name.clone();
-        remote.spawn(async move { (name, provider.list(&filter).await) });
-    }
-    while let Some(joined) = remote.join_next().await {
-        match joined {
-            Ok((_, Ok(nodes))) => observed.extend(nodes),
-            Ok((name, Err(e))) => eprintln!("warning: cannot list the nodes of {name}: {e}"),
-            Err(e) => eprintln!("warning: listing failed: {e}"),
-        }
-    }
-    let mut by_cluster: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for n in observed {
-        if let Some(c) = n.tags.get(tags::CLUSTER) {
-            by_cluster.entry(c.clone()).or_default().push(n);
-        }
-    }
-    let mut rows = Vec::new();
-    let mut items = Vec::new();
-    // Clusters with less than an hour left, and expired ones: named in a warning on stderr.
-    let mut soon: Vec<String> = Vec::new();
-    let mut expired: Vec<String> = Vec::new();
-    for r in &records {
-        let nodes = by_cluster.remove(&r.name).unwrap_or_default();
-        let up = nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Running)
-            .count();
-        let left = (r.expires_at - time::OffsetDateTime::now_utc()).whole_seconds();
-        rows.push(vec![
-            r.name.clone(),
-            r.provider.clone(),
-            r.status.clone(),
-            format!("{up}/{}", nodes.len()),
-            output::time_left(r.expires_at)
-                + if (0..3600).contains(&left) {
-                    " (expires soon)"
-                } else {
-                    ""
-                },
-        ]);
-        if (0..3600).contains(&left) {
-            soon.push(format!("{} ({})", r.name, output::time_left(r.expires_at)));
-        } else if left < 0 {
-            expired.push(r.name.clone());
-        }
-        items.push(json!({
-            "name": r.name, "provider": r.provider, "status": r.status, "nodes_up": up, "nodes_total": nodes.len(),
-            "expires_at": output::rfc3339(r.expires_at), "expires_in_secs": left, "generation": r.generation,
-            "created_at": output::rfc3339(r.created_at), "tracked": true,
-        }));
-    }
-    for (name, nodes) in by_cluster {
-        let up = nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Running)
-            .count();
-        rows.push(vec![
-            name.clone(),
-            "local".into(),
-            "untracked".into(),
-            format!("{up}/{}", nodes.len()),
-            "-".into(),
-        ]);
-        items.push(json!({"name": name, "provider": "local", "status": "untracked", "nodes_up": up, "nodes_total": nodes.len(), "tracked": false}));
-    }
-    match g.output {
-        OutputFormat::Json => output::print_json(&items),
-        OutputFormat::Text if rows.is_empty() => eprintln!("no clusters in project {}", g.project),
-        OutputFormat::Text => {
-            println!(
-                "{}",
-                output::table(&["name", "provider", "status", "nodes", "expires in"], rows)
-            );
-            if !soon.is_empty() {
-                eprintln!(
-                    "warning: expiring within 1h: {}; `gantry extend CLUSTER 4h` keeps one longer",
-                    soon.join(", ")
-                );
-            }
-            if !expired.is_empty() {
-                eprintln!(
-                    "warning: expired: {}; `gantry gc` destroys expired clusters",
-                    expired.join(", ")
-                );
-            }
-        }
-    }
-    Ok(exit::OK)
-}
 
 pub async fn show(g: &Global, cluster: &str) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;

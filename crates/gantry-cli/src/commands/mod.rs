@@ -6,6 +6,7 @@ mod cluster;
 mod info;
 mod inventory;
 mod lifetime;
+mod ls;
 mod remote;
 
 use std::io::Read;
@@ -60,7 +61,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Start { target } => {
             cluster::power(g, &target, gantry_engine::ops::Power::Start).await
         }
-        Command::Ls => info::ls(g).await,
+        Command::Ls(a) => ls::ls(g, &a).await,
         Command::Show { cluster } => info::show(g, &cluster).await,
         Command::SshConfig { cluster } => {
             match remote::ssh_config_not_applicable(g, &cluster).await {

@@ -6,6 +6,7 @@
 mod aws;
 mod aws_crash;
 mod aws_faults;
+mod aws_ls;
 mod blueprints;
 mod builtin_blueprints;
 mod conformance;

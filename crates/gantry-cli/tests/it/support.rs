@@ -155,6 +155,8 @@ impl Gantry {
             .env_remove("GANTRY_LOG")
             // gc looks for docker orphans on DOCKER_HOST's engine: never the developer's own.
             .env_remove("DOCKER_HOST")
+            .env_remove("GANTRY_AWS_REGIONS")
+            .env_remove("GANTRY_LS_MAX_AGE")
             .current_dir(&self.work)
             .stdin(Stdio::null());
         c

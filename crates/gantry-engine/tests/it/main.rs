@@ -15,6 +15,7 @@ use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
 use gantry_state::{SqliteStore, StateStore};
 use tokio_util::sync::CancellationToken;
 
+mod inventory;
 mod lifetime;
 
 struct World {

@@ -24,7 +24,9 @@ use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use crate::error::StateError;
-use crate::model::{Acquire, ClusterRecord, EventRecord, Lease, NodeRecord, RunRecord, StepRecord};
+use crate::model::{
+    Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
+};
 use crate::store::StateStore;
 
 /// How long a call waits for another process's write to finish before failing with
@@ -395,6 +397,17 @@ fn require_run(tx: &Connection, run_id: &str) -> Result<(), StateError> {
             key: run_id.to_owned(),
         })
     }
+}
+
+/// When `project`'s inventory was last invalidated (text, comparable as the timestamps are).
+fn inventory_invalidated(conn: &Connection, project: &str) -> Result<Option<String>, StateError> {
+    query_one(
+        conn,
+        "read inventory invalidation",
+        "SELECT at FROM inventory_invalidated WHERE project = ?1",
+        [project],
+        |row| read::<String>(row, 0, "inventory invalidation"),
+    )
 }
 
 #[async_trait]
@@ -960,6 +973,93 @@ impl StateStore for SqliteStore {
                     token: l.token,
                     expires_at: l.expires_at,
                 }))
+        })
+        .await
+    }
+
+    async fn get_inventory(
+        &self,
+        project: &str,
+        scope: &str,
+    ) -> Result<Option<InventoryRecord>, StateError> {
+        let (project, scope) = (project.to_owned(), scope.to_owned());
+        self.call(move |conn| {
+            // One read transaction: the entry and the invalidation time are seen together.
+            let tx = conn
+                .transaction()
+                .map_err(|e| StateError::sqlite("read inventory", e))?;
+            let invalidated = inventory_invalidated(&tx, &project)?;
+            let row = query_one(
+                &tx,
+                "read inventory",
+                "SELECT fetched_at, payload FROM inventory WHERE project = ?1 AND scope = ?2",
+                [&project, &scope],
+                |row| {
+                    Ok((
+                        read::<String>(row, 0, "inventory")?,
+                        read::<String>(row, 1, "inventory")?,
+                    ))
+                },
+            )?;
+            let Some((fetched_at, payload)) = row else {
+                return Ok(None);
+            };
+            // Fixed-width UTC text compares as the instants do.
+            if invalidated.is_some_and(|at| fetched_at <= at) {
+                return Ok(None);
+            }
+            Ok(Some(InventoryRecord {
+                fetched_at: codec::parse_ts("inventory fetched_at", &fetched_at)?,
+                project,
+                scope,
+                payload,
+            }))
+        })
+        .await
+    }
+
+    async fn put_inventory(&self, r: &InventoryRecord) -> Result<bool, StateError> {
+        let r = r.clone();
+        let fetched_at = codec::ts(r.fetched_at)?;
+        self.write("write inventory", move |tx| {
+            if inventory_invalidated(tx, &r.project)?.is_some_and(|at| fetched_at <= at) {
+                return Ok(false);
+            }
+            let changed = tx
+                .execute(
+                    "INSERT INTO inventory (project, scope, fetched_at, payload)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (project, scope) DO UPDATE SET
+                         fetched_at = excluded.fetched_at, payload = excluded.payload
+                     WHERE excluded.fetched_at > inventory.fetched_at",
+                    params![r.project, r.scope, fetched_at, r.payload],
+                )
+                .map_err(|e| StateError::sqlite("write inventory", e))?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn invalidate_inventory(
+        &self,
+        project: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StateError> {
+        let project = project.to_owned();
+        let at = codec::ts(at)?;
+        self.write("invalidate inventory", move |tx| {
+            tx.execute("DELETE FROM inventory WHERE project = ?1", [&project])
+                .map_err(|e| StateError::sqlite("invalidate inventory", e))?;
+            // The remembered time only moves forward: an invalidation with a late clock is
+            // never undone by one with an early clock.
+            tx.execute(
+                "INSERT INTO inventory_invalidated (project, at) VALUES (?1, ?2)
+                 ON CONFLICT (project) DO UPDATE SET at = excluded.at
+                 WHERE excluded.at > inventory_invalidated.at",
+                [&project, &at],
+            )
+            .map_err(|e| StateError::sqlite("invalidate inventory", e))?;
+            Ok(())
         })
         .await
     }

@@ -16,7 +16,7 @@ use super::codec;
 use crate::error::StateError;
 
 /// Migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The newest schema version this binary knows.
 pub(crate) const SUPPORTED_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -110,6 +110,24 @@ CREATE TABLE locks (
 ) STRICT;
 ";
 
+/// The inventory cache (`gantry ls` without a provider round trip). `inventory_invalidated`
+/// keeps, per project, the time of the last invalidation: a listing that started before it is
+/// refused, so a slow `ls` racing a mutating run cannot store what it saw before the change.
+const V2: &str = "
+CREATE TABLE inventory (
+    project    TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    fetched_at TEXT NOT NULL,
+    payload    TEXT NOT NULL,
+    PRIMARY KEY (project, scope)
+) STRICT;
+
+CREATE TABLE inventory_invalidated (
+    project TEXT PRIMARY KEY,
+    at      TEXT NOT NULL
+) STRICT;
+";
+
 /// The version recorded in the database (0 for a database gantry has never migrated).
 pub(crate) fn current_version(conn: &Connection) -> Result<u32, StateError> {
     let exists: bool = conn
@@ -175,4 +193,47 @@ fn check_not_newer(found: u32) -> Result<(), StateError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database left at version 1 by an older gantry gets the inventory tables and keeps its
+    /// data.
+    #[test]
+    fn version_1_database_migrates_and_keeps_its_data() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(VERSION_TABLE).unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (1, 'then')",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO locks (key, holder, token, expires_at) VALUES ('k', 'h', 7, 'x')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(current_version(&conn).unwrap(), 1);
+
+        assert_eq!(migrate(&mut conn).unwrap(), SUPPORTED_VERSION);
+        assert_eq!(current_version(&conn).unwrap(), SUPPORTED_VERSION);
+        let token: i64 = conn
+            .query_row("SELECT token FROM locks WHERE key = 'k'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(token, 7, "migrating must keep existing rows");
+        let tables: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'
+                 AND name IN ('inventory', 'inventory_invalidated')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 2);
+        // Migrating again is a no-op.
+        assert_eq!(migrate(&mut conn).unwrap(), SUPPORTED_VERSION);
+    }
 }
