@@ -51,7 +51,56 @@ impl Context {
     pub fn filter(&self, cluster: &str) -> TagFilter {
         TagFilter::cluster(&self.project, cluster)
     }
+
+    /// The provider's nodes of `cluster`. Listing is idempotent, and it happens outside the
+    /// step dispatcher (which retries its own steps), so a throttled or failing API is retried
+    /// here: up to [`OUTSIDE_STEP_ATTEMPTS`] attempts with jittered backoff, stopping at once
+    /// on cancellation or on an error that is not retryable.
+    pub async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>, EngineError> {
+        let f = self.filter(cluster);
+        self.retry_outside_steps(|| self.provider.list(&f)).await
+    }
+
+    /// Deletes `cluster`'s supporting resources (idempotent by design), retried like
+    /// [`Context::list_nodes`].
+    pub async fn delete_cluster_resources(&self, cluster: &str) -> Result<(), EngineError> {
+        let f = self.filter(cluster);
+        self.retry_outside_steps(|| self.provider.delete_cluster_resources(&f))
+            .await
+    }
+
+    async fn retry_outside_steps<T, F, Fut>(&self, mut call: F) -> Result<T, EngineError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = gantry_provider::Result<T>>,
+    {
+        let opts = dag::Options::default();
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e)
+                    if e.is_retryable()
+                        && attempt < OUTSIDE_STEP_ATTEMPTS
+                        && !self.cancel.is_cancelled() =>
+                {
+                    let wait = dag::backoff(&opts, attempt);
+                    tracing::warn!(error = %e, attempt, ?wait, "provider call failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancel.cancelled() => return Err(e.into()),
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 }
+
+/// Attempts of an idempotent provider call made outside the step dispatcher (listings, the
+/// deletion of supporting resources), on top of any retries of the provider's own client.
+pub const OUTSIDE_STEP_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -329,7 +378,7 @@ fn node_record(project: &str, cluster: &str, n: &NodeInfo) -> NodeRecord {
 
 /// Makes the node records of `cluster` match what the provider lists now.
 async fn sync_records(ctx: &Context, cluster: &str) -> Result<Vec<NodeInfo>, EngineError> {
-    let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
+    let nodes = ctx.list_nodes(cluster).await?;
     if ctx
         .store
         .get_cluster(&ctx.project, cluster)
@@ -358,7 +407,7 @@ async fn sync_records(ctx: &Context, cluster: &str) -> Result<Vec<NodeInfo>, Eng
 
 /// What `up` would do, without doing it.
 pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
-    let observed = ctx.provider.list(&ctx.filter(&spec.name)).await?;
+    let observed = ctx.list_nodes(&spec.name).await?;
     let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
     let expires = existing
@@ -452,7 +501,7 @@ async fn up_locked(
     // Recorded before anything is created: a crash from here on leaves a cluster gantry knows.
     ctx.store.put_cluster(&record).await?;
 
-    let observed = ctx.provider.list(&ctx.filter(&spec.name)).await?;
+    let observed = ctx.list_nodes(&spec.name).await?;
     let observed = lifetime::adopt(ctx, observed, &record).await?;
     let expires = rfc3339(record.expires_at);
     let p = plan(
@@ -725,7 +774,7 @@ async fn destroy_if(
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
+        let nodes = ctx.list_nodes(cluster).await?;
         if !still(record.as_ref(), &nodes) {
             return Ok(None);
         }
@@ -745,10 +794,8 @@ async fn destroy_if(
             .await;
         outcome_to_result(&out, total)?;
         // Only once every node is gone: supporting resources, then gantry's records.
-        ctx.provider
-            .delete_cluster_resources(&ctx.filter(cluster))
-            .await?;
-        let left = ctx.provider.list(&ctx.filter(cluster)).await?;
+        ctx.delete_cluster_resources(cluster).await?;
+        let left = ctx.list_nodes(cluster).await?;
         if !left.is_empty() {
             return Err(EngineError::StepsFailed {
                 failed: left.len(),
@@ -792,7 +839,7 @@ pub async fn power(
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let nodes: Vec<NodeInfo> = ctx.provider.list(&ctx.filter(cluster)).await?;
+        let nodes: Vec<NodeInfo> = ctx.list_nodes(cluster).await?;
         if nodes.is_empty() && record.is_none() {
             return Err(EngineError::ClusterNotFound {
                 project: ctx.project.clone(),

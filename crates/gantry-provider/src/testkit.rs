@@ -15,6 +15,8 @@ pub struct MemoryProvider {
     nodes: Mutex<BTreeMap<String, NodeInfo>>,
     /// Fail this many upcoming mutating calls with a retryable error.
     pub fail_next: AtomicU32,
+    /// Fail this many upcoming `list` calls with a retryable error (a throttled Describe).
+    pub fail_lists: AtomicU32,
     calls: Mutex<Vec<String>>,
     seq: AtomicU32,
 }
@@ -68,6 +70,17 @@ impl Provider for MemoryProvider {
     }
 
     async fn list(&self, filter: &TagFilter) -> Result<Vec<NodeInfo>> {
+        let left = self.fail_lists.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_lists.store(left - 1, Ordering::SeqCst);
+            return Err(ProviderError::new(
+                "memory",
+                "list",
+                "",
+                ErrorKind::Retryable,
+                "injected fault",
+            ));
+        }
         Ok(self
             .nodes
             .lock()

@@ -59,7 +59,7 @@ pub async fn extend(
     let run = RunGuard::begin(ctx, cluster, "extend", None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let nodes = ctx.provider.list(&ctx.filter(cluster)).await?;
+        let nodes = ctx.list_nodes(cluster).await?;
         if record.is_none() && nodes.is_empty() {
             return Err(EngineError::ClusterNotFound {
                 project: ctx.project.clone(),
@@ -191,7 +191,7 @@ pub async fn gc_orphans(
     let run = RunGuard::begin(ctx, cluster, "gc", None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let listed = ctx.provider.list(&ctx.filter(cluster)).await?;
+        let listed = ctx.list_nodes(cluster).await?;
         let now = OffsetDateTime::now_utc();
         let chosen: Vec<NodeInfo> = listed
             .iter()
@@ -239,10 +239,8 @@ pub async fn gc_orphans(
             .run_steps(ctx, "gc", cluster, steps, &merged_cancel(ctx, &run.lock))
             .await;
         outcome_to_result(&out, total)?;
-        if record.is_none() && ctx.provider.list(&ctx.filter(cluster)).await?.is_empty() {
-            ctx.provider
-                .delete_cluster_resources(&ctx.filter(cluster))
-                .await?;
+        if record.is_none() && ctx.list_nodes(cluster).await?.is_empty() {
+            ctx.delete_cluster_resources(cluster).await?;
         }
         Ok(chosen.iter().map(|n| n.name.clone()).collect())
     }

@@ -147,6 +147,32 @@ async fn retryable_faults_are_retried_and_visible_in_events() {
 }
 
 #[tokio::test]
+async fn listings_outside_steps_are_retried_then_give_up() {
+    let w = world();
+    // A throttled listing before any step runs (and when records are synced): retried.
+    w.provider.fail_lists.store(3, Ordering::SeqCst);
+    let (s, t) = spec(2);
+    let r = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.created.len(), 2);
+    assert_eq!(w.provider.fail_lists.load(Ordering::SeqCst), 0);
+    // destroy's listings too.
+    w.provider.fail_lists.store(2, Ordering::SeqCst);
+    ops::destroy(&w.ctx, &s.name).await.unwrap();
+    assert!(names(&w).await.is_empty());
+    // A provider that keeps failing: a bounded number of attempts, then its error.
+    w.provider
+        .fail_lists
+        .store(ops::OUTSIDE_STEP_ATTEMPTS, Ordering::SeqCst);
+    let e = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("injected fault"), "{e}");
+    assert_eq!(w.provider.fail_lists.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn shrinking_needs_confirmation_and_grow_continues_numbering() {
     let w = world();
     let (s3, t3) = spec(3);
