@@ -29,6 +29,10 @@ if [ -z "${GANTRY_TEST_DOCKER_HOST:-}" ]; then
   else
     echo "== no dockerd could be started: the Docker tests skip (and fail under CI=true)" >&2
   fi
+fi
+# A failing assertion's message, not a backtrace, is what the kept tail of a CI log should show
+# (.config/nextest.toml repeats failing output after the summary). GANTRY_TEST_BACKTRACE=1 keeps them.
+export RUST_BACKTRACE=${GANTRY_TEST_BACKTRACE:-0}
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
