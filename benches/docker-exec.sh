@@ -17,8 +17,8 @@
 #
 # Engine: BENCH_DOCKER_HOST if set, else a private dockerd from `scripts/services.sh start docker`
 # (stopped at exit) with `gantry/node:test` built by scripts/build-test-image.sh.
-# Binary: target/release/gantry when it exists (BENCH_GANTRY=PATH overrides; say which in the
-# results). Writes/replaces the section "## Docker provider: up and exec on N nodes" in
+# Binary: builds the release one (`cargo build --release -p gantry-cli`; BENCH_SKIP_BUILD=1 uses
+# the existing one) unless BENCH_GANTRY=PATH names a binary; the results say which profile. Writes/replaces the section "## Docker provider: up and exec on N nodes" in
 # BENCHMARKS.md (BENCH_OUT=- for none).
 set -euo pipefail
 
@@ -37,10 +37,13 @@ unset GANTRY_PROJECT GANTRY_OUTPUT GANTRY_CONCURRENCY GANTRY_LOG GANTRY_LOCK_TIM
 
 if [[ -n ${BENCH_GANTRY:-} ]]; then
   GANTRY=$BENCH_GANTRY
-elif [[ -x $REPO/target/release/gantry ]]; then
-  GANTRY=$REPO/target/release/gantry
 else
-  GANTRY=$REPO/target/debug/gantry
+  # A stale release binary would measure old code (or have no docker provider at all).
+  if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+    log "building gantry in release"
+    (cd "$REPO" && cargo build --release -p gantry-cli >&2)
+  fi
+  GANTRY=${CARGO_TARGET_DIR:-$REPO/target}/release/gantry
 fi
 [[ -x $GANTRY ]] || die "no gantry binary at $GANTRY (cargo build --release -p gantry-cli)"
 case $GANTRY in
