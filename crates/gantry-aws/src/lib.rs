@@ -6,12 +6,17 @@
 //! SSO, IMDS; `endpoint` or `AWS_ENDPOINT_URL` for emulators), so constructing the provider does
 //! no IO. Every mutating call is idempotent: instances by `ClientToken` and a lookup of the node's
 //! tags first, everything else by tags or deterministic names.
+//!
+//! Concurrent `create_node` calls with the same launch parameters share one `RunInstances`
+//! (see `batch`).
 
+mod batch;
 mod error;
 mod images;
+mod listing;
 mod network;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,8 +24,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceMarketOptionsRequest, InstanceStateName, IpPermission, IpRange,
-    MarketType, Placement, ResourceType, SpotMarketOptions, Tag, TagSpecification, UserIdGroupPair,
+    Filter, Instance, InstanceStateName, IpPermission, IpRange, ResourceType, Tag,
+    TagSpecification, UserIdGroupPair,
 };
 use gantry_core::AwsOptions;
 use gantry_core::tags::{self, TagFilter};
@@ -32,7 +37,11 @@ use gantry_provider::{
 use sha2::Digest;
 use tokio::sync::OnceCell;
 
+pub use batch::{
+    BATCH_INDICES_TAG, BATCH_TAG, MAX_BATCH, MAX_WAIT, PENDING_NAME, TestHooks, WINDOW,
+};
 pub(crate) use error::{err, sdk};
+pub use listing::{LIST_MAX_WAIT, LIST_WINDOW};
 
 /// The login user when the spec names none.
 pub const DEFAULT_USER: &str = "ec2-user";
@@ -77,6 +86,13 @@ pub struct AwsProvider {
     clients: OnceCell<Clients>,
     res: Mutex<HashMap<String, ClusterRes>>,
     images: Mutex<HashMap<String, String>>,
+    /// `RunInstances` batches being gathered.
+    batches: batch::Coalescer,
+    /// Instances this process is tagging now (so that concurrent adoptions do not repeat it).
+    tagging: Mutex<HashSet<String>>,
+    /// `list` calls being gathered into one `DescribeInstances`.
+    lists: listing::Lists,
+    hooks: TestHooks,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -128,8 +144,9 @@ pub fn key_pair_name(project: &str, cluster: &str) -> String {
     format!("gantry-{project}-{cluster}")
 }
 
-/// The `ClientToken` of a node's `RunInstances` (≤ 64 characters), from the cluster's uid, the
-/// node's name and a variant (on-demand fallback, replacement of a terminated instance).
+/// The `ClientToken` of a `RunInstances` (≤ 64 characters), from the cluster's uid, the node's
+/// name (a batch: its nodes' names, sorted by index, joined with `,`) and a variant (on-demand
+/// fallback, a partial batch, replacement of a terminated instance).
 pub fn client_token(cluster_uid: &str, node: &str, variant: &str) -> String {
     let h = sha2::Sha256::digest(format!("{cluster_uid}/{node}/{variant}"));
     format!("gantry-{}", &hex::encode(h)[..48])
@@ -169,7 +186,17 @@ impl AwsProvider {
             clients: OnceCell::new(),
             res: Mutex::new(HashMap::new()),
             images: Mutex::new(HashMap::new()),
+            batches: batch::Coalescer::default(),
+            tagging: Mutex::new(HashSet::new()),
+            lists: listing::Lists::default(),
+            hooks: TestHooks::default(),
         }
+    }
+
+    #[doc(hidden)]
+    pub fn with_test_hooks(mut self, hooks: TestHooks) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     pub fn region(&self) -> &str {
@@ -315,7 +342,7 @@ impl AwsProvider {
     }
 
     fn info(&self, i: &Instance) -> NodeInfo {
-        let all = tags_of(i.tags());
+        let (all, _) = batch::effective_tags(i);
         let name = all
             .get("Name")
             .cloned()
@@ -651,55 +678,6 @@ impl AwsProvider {
             Err(e) => Err(sdk(self.region(), "ImportKeyPair", &name, e)),
         }
     }
-
-    async fn run_instance(
-        &self,
-        c: &Clients,
-        req: &NodeRequest,
-        res: &ClusterRes,
-        ami: &str,
-        token: &str,
-        spot: bool,
-    ) -> Result<
-        Option<Instance>,
-        aws_sdk_ec2::error::SdkError<aws_sdk_ec2::operation::run_instances::RunInstancesError>,
-    > {
-        let mut t = req.tags.clone();
-        t.insert("Name".into(), req.name.clone());
-        let zones = &self.cfg.options.zones;
-        let slot = req.index.saturating_sub(1) as usize;
-        let mut b = c
-            .ec2
-            .run_instances()
-            .client_token(token)
-            .image_id(ami)
-            .instance_type(self.cfg.options.instance_type(&req.size).as_str().into())
-            .min_count(1)
-            .max_count(1)
-            .key_name(&res.key)
-            .security_group_ids(&res.sg)
-            .tag_specifications(tag_spec(ResourceType::Instance, &t))
-            .tag_specifications(tag_spec(ResourceType::Volume, &t));
-        if !res.subnets.is_empty() {
-            b = b.subnet_id(&res.subnets[slot % res.subnets.len()]);
-        } else if !zones.is_empty() {
-            b = b.placement(
-                Placement::builder()
-                    .availability_zone(&zones[slot % zones.len()])
-                    .build(),
-            );
-        }
-        if spot {
-            b = b.instance_market_options(
-                InstanceMarketOptionsRequest::builder()
-                    .market_type(MarketType::Spot)
-                    .spot_options(SpotMarketOptions::builder().build())
-                    .build(),
-            );
-        }
-        let out = b.send().await?;
-        Ok(out.instances().first().cloned())
-    }
 }
 
 #[async_trait]
@@ -709,7 +687,12 @@ impl Provider for AwsProvider {
     }
 
     async fn list(&self, f: &TagFilter) -> gantry_provider::Result<Vec<NodeInfo>> {
-        let mut filters = tag_filters(f);
+        // `Name` and `gantry-index` may not be written yet on an instance of a batch (see
+        // `batch`): those two are matched here, on the tags the batch says it has.
+        let mut server = f.clone();
+        server.equals.remove("Name");
+        server.equals.remove(tags::INDEX);
+        let mut filters = tag_filters(&server);
         filters.push(
             Filter::builder()
                 .name("instance-state-name")
@@ -719,14 +702,58 @@ impl Provider for AwsProvider {
                 .values("stopped")
                 .build(),
         );
-        let mut out: Vec<NodeInfo> = self
-            .describe(filters)
+        let key = format!("{:?}", server.equals);
+        let mut out = Vec::new();
+        let mut adopt = Vec::new();
+        for i in self
+            .describe_shared(key, filters)
             .await?
             .iter()
             .filter(|i| !gone(i))
-            .filter(|i| f.matches(&tags_of(i.tags())))
-            .map(|i| self.info(i))
-            .collect();
+        {
+            let (t, derived) = batch::effective_tags(i);
+            if !f.matches(&t) {
+                continue;
+            }
+            let n = self.info(i);
+            // Claimed here, so that one caller tags it, not every concurrent one (nor a batch
+            // of this process tagging it now).
+            if derived
+                && let Some(id) = i.instance_id()
+                && self
+                    .tagging
+                    .lock()
+                    .expect("tagging lock")
+                    .insert(id.to_string())
+            {
+                adopt.push((i.clone(), n.name.clone(), n.index));
+            }
+            out.push(n);
+        }
+        // Adoption: write the tags a crash left unwritten (best effort; the names above hold
+        // either way).
+        if !adopt.is_empty() {
+            let c = self.clients().await?;
+            let done = futures::future::join_all(adopt.iter().map(|(i, name, index)| async move {
+                (name, self.tag_instance(c, i, name, *index).await)
+            }))
+            .await;
+            let mut claimed = self.tagging.lock().expect("tagging lock");
+            for (i, _, _) in &adopt {
+                claimed.remove(i.instance_id().unwrap_or_default());
+            }
+            drop(claimed);
+            for (name, r) in done {
+                match r {
+                    Ok(()) => {
+                        tracing::info!(node = %name, "adopted an instance launched before a crash")
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %name, "could not tag an adopted instance: {e}")
+                    }
+                }
+            }
+        }
         out.sort_by(|a, b| (&a.pool, a.index, &a.name).cmp(&(&b.pool, b.index, &b.name)));
         Ok(out)
     }
@@ -737,60 +764,40 @@ impl Provider for AwsProvider {
             .get(tags::CLUSTER_UID)
             .cloned()
             .unwrap_or_else(|| format!("{}/{}", req.project, req.cluster));
-        // Already there (a re-run after a crash or a retry)?
-        let fs = vec![
-            filter(&format!("tag:{}", tags::CLUSTER_UID), uid.clone()),
-            filter("tag:Name", req.name.clone()),
-            filter(&format!("tag:{}", tags::PROJECT), req.project.clone()),
-        ];
-        let existing = self.describe(fs).await?;
-        if let Some(i) = existing.iter().find(|i| !gone(i)) {
-            return Ok(self.info(i));
-        }
         let res = self.cluster_res(&req.project, &req.cluster).await?;
         let ami = self.ami_for(&req.image).await?;
-        let c = self.clients().await?;
-        // A token already used by an instance that is now terminated returns that instance:
-        // derive the next token from it (still deterministic).
-        let mut variant = String::new();
-        let mut spot = self.cfg.options.spot;
-        for _ in 0..4 {
-            let v = if spot {
-                variant.clone()
-            } else {
-                format!("{variant}on-demand")
-            };
-            let token = client_token(&uid, &req.name, &v);
-            match self.run_instance(c, req, &res, &ami, &token, spot).await {
-                Ok(Some(i)) if gone(&i) => {
-                    variant = format!("{}/", i.instance_id().unwrap_or_default());
-                    continue;
-                }
-                Ok(Some(i)) => return Ok(self.info(&i)),
-                Ok(None) => {
-                    return Err(self.e(
-                        "RunInstances",
-                        &req.name,
-                        ErrorKind::Retryable,
-                        "RunInstances returned no instance",
-                    ));
-                }
-                Err(e)
-                    if spot
-                        && error::code(&e).is_some_and(|c| error::CAPACITY_CODES.contains(&c)) =>
-                {
-                    tracing::warn!(node = %req.name, "no spot capacity, falling back to on-demand");
-                    spot = false;
-                }
-                Err(e) => return Err(sdk(self.region(), "RunInstances", &req.name, e)),
-            }
+        let o = &self.cfg.options;
+        let slot = req.index.saturating_sub(1) as usize;
+        let subnet =
+            (!res.subnets.is_empty()).then(|| res.subnets[slot % res.subnets.len()].clone());
+        let zone = (subnet.is_none() && !o.zones.is_empty())
+            .then(|| o.zones[slot % o.zones.len()].clone());
+        let mut common = req.tags.clone();
+        common.remove(tags::INDEX);
+        let launch = batch::Launch {
+            uid,
+            project: req.project.clone(),
+            cluster: req.cluster.clone(),
+            pool: req.pool.clone(),
+            instance_type: o.instance_type(&req.size),
+            ami,
+            subnet,
+            zone,
+            spot: o.spot,
+            key: res.key.clone(),
+            sg: res.sg.clone(),
+            tags: common,
+        };
+        if batch::Launch::batchable(req) {
+            return self.create_batched(launch, req).await;
         }
-        Err(self.e(
-            "RunInstances",
-            &req.name,
-            ErrorKind::Retryable,
-            "could not get a live instance",
-        ))
+        // A node whose name or tags do not say which it is launches alone, named at once.
+        self.launch_nodes(&launch, std::slice::from_ref(req))
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(self.e("RunInstances", &req.name, ErrorKind::Retryable, "no answer"))
+            })
     }
 
     async fn start_node(&self, node: &NodeInfo) -> gantry_provider::Result<NodeInfo> {
@@ -955,8 +962,10 @@ impl Provider for AwsProvider {
         }
     }
 
+    /// As many nodes at once as fit in one `RunInstances` batch: a wave of creates becomes one
+    /// call per zone (with 16, a 100-node up took 7 waves, each listing the growing cluster).
     fn concurrency(&self) -> usize {
-        16
+        MAX_BATCH
     }
 
     fn shares_host_filesystem(&self) -> bool {

@@ -1,10 +1,13 @@
 //! The AWS provider against a real moto server started by this test (`scripts/services.sh start
 //! moto`: AMI, instance type and key pair validation on). The shared conformance suite, a
-//! created VPC spread over zones, and bad input; what is left is counted through the raw EC2 API
-//! by tags. No instance address is ever contacted.
+//! created VPC spread over zones, bad input, `RunInstances` batching (concurrent creates share
+//! reservations; a crash between launch and tagging is adopted; partial batches); what is left
+//! is counted through the raw EC2 API by tags. No instance address is ever contacted.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use aws_sdk_ec2::types::Filter;
 use gantry_aws::{AwsConfig, AwsProvider};
@@ -394,4 +397,283 @@ fn client_tokens_are_deterministic_and_short() {
     assert_ne!(a, gantry_aws::client_token("uid-2", "demo-db-1", ""));
     assert_ne!(a, gantry_aws::client_token("uid-1", "demo-db-2", ""));
     assert!(a.len() <= 64);
+    // A batch's token: from all its names, in order.
+    let b = gantry_aws::client_token("uid-1", "demo-db-1,demo-db-2", "on-demand");
+    assert_ne!(
+        b,
+        gantry_aws::client_token("uid-1", "demo-db-1", "on-demand")
+    );
+    assert_ne!(
+        b,
+        gantry_aws::client_token("uid-1", "demo-db-1,demo-db-3", "on-demand")
+    );
+    assert!(b.len() <= 64);
+}
+
+/// The live instances carrying `gantry-cluster=cluster`, at moto: (reservation id, instance).
+async fn instances(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+) -> Vec<(String, aws_sdk_ec2::types::Instance)> {
+    let out = ec2
+        .describe_instances()
+        .filters(tag(tags::CLUSTER, cluster))
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| {
+            let id = r.reservation_id().unwrap_or_default().to_string();
+            r.instances().iter().map(move |i| (id.clone(), i.clone()))
+        })
+        .collect()
+}
+
+fn tag_of(i: &aws_sdk_ec2::types::Instance, k: &str) -> Option<String> {
+    i.tags()
+        .iter()
+        .find(|t| t.key() == Some(k))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
+/// Creates the nodes `indices` of `cluster` at once through `p`: one answer per index.
+async fn create_all(
+    p: &Arc<AwsProvider>,
+    project: &str,
+    cluster: &str,
+    indices: impl IntoIterator<Item = u32>,
+) -> BTreeMap<u32, gantry_provider::Result<gantry_provider::NodeInfo>> {
+    let mut set = tokio::task::JoinSet::new();
+    for i in indices {
+        let (p, req) = (p.clone(), nreq(project, cluster, i));
+        set.spawn(async move { (i, p.create_node(&req).await) });
+    }
+    let mut out = BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        let (i, r) = r.unwrap();
+        out.insert(i, r);
+    }
+    out
+}
+
+/// Every instance is its node exactly once, with its Name and index tags.
+fn assert_named(found: &[(String, aws_sdk_ec2::types::Instance)], cluster: &str, n: u32) {
+    let mut names = BTreeSet::new();
+    for (_, i) in found {
+        let name = tag_of(i, "Name").unwrap_or_else(|| panic!("no Name on {:?}", i.instance_id()));
+        let index = tag_of(i, tags::INDEX).expect("gantry-index");
+        assert_eq!(
+            name,
+            gantry_core::node_name(cluster, "db", index.parse().unwrap())
+        );
+        assert_eq!(tag_of(i, tags::POOL).as_deref(), Some("db"));
+        assert!(names.insert(name.clone()), "{name} twice");
+    }
+    let want: BTreeSet<String> = (1..=n)
+        .map(|i| gantry_core::node_name(cluster, "db", i))
+        .collect();
+    assert_eq!(names, want);
+}
+
+/// Concurrent creates become one `RunInstances` per zone; every caller gets its own instance,
+/// named and tagged, in its zone; creating again changes nothing; nothing is left after delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_share_run_instances() {
+    let Some(moto) = Moto::start() else { return };
+    let ec2 = raw(&moto).await;
+    let (project, cluster) = ("batchp", "batch");
+    let mut o = options(&moto);
+    o.zones = vec!["us-east-1a".into(), "us-east-1b".into()];
+    let p = Arc::new(provider(o));
+    p.ensure_cluster_resources(&creq(project, cluster, vec![]))
+        .await
+        .unwrap();
+
+    let got = create_all(&p, project, cluster, 1..=12).await;
+    let mut ids = BTreeSet::new();
+    for (i, r) in &got {
+        let n = r.as_ref().unwrap_or_else(|e| panic!("node {i}: {e}"));
+        assert_eq!(n.name, gantry_core::node_name(cluster, "db", *i));
+        assert_eq!(n.index, *i);
+        assert!(ids.insert(n.provider_id.clone()), "{} twice", n.provider_id);
+    }
+    let found = instances(&ec2, cluster).await;
+    assert_eq!(found.len(), 12, "exactly one instance per node");
+    assert_named(&found, cluster, 12);
+    let reservations: BTreeSet<&str> = found.iter().map(|(r, _)| r.as_str()).collect();
+    eprintln!("12 nodes in {} reservations", reservations.len());
+    assert!(
+        reservations.len() < 12,
+        "concurrent creates must share RunInstances: {} reservations",
+        reservations.len()
+    );
+    for (_, i) in &found {
+        let index: usize = tag_of(i, tags::INDEX).unwrap().parse().unwrap();
+        assert_eq!(
+            i.placement().and_then(|p| p.availability_zone()),
+            Some(["us-east-1a", "us-east-1b"][(index - 1) % 2]),
+            "nodes spread over the zones by index"
+        );
+        assert!(tag_of(i, gantry_aws::BATCH_TAG).is_some(), "batch tag");
+    }
+    // The volumes carry the cluster's tags and their node's name.
+    let vols = ec2
+        .describe_volumes()
+        .filters(tag(tags::CLUSTER, cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vols.volumes().len(), 12);
+    for v in vols.volumes() {
+        assert!(
+            v.tags().iter().any(|t| t.key() == Some("Name")),
+            "{v:?} has no Name"
+        );
+    }
+
+    // Again (a retry, a re-run): the same instances.
+    let again = create_all(&p, project, cluster, 1..=12).await;
+    for (i, r) in &again {
+        assert_eq!(
+            r.as_ref().unwrap().provider_id,
+            got[i].as_ref().unwrap().provider_id
+        );
+    }
+    assert_eq!(instances(&ec2, cluster).await.len(), 12);
+    let listed = p.list(&TagFilter::cluster(project, cluster)).await.unwrap();
+    assert_eq!(listed.len(), 12);
+
+    for n in listed {
+        p.delete_node(&n).await.unwrap();
+    }
+    p.delete_cluster_resources(&TagFilter::cluster(project, cluster))
+        .await
+        .unwrap();
+    assert_eq!(tagged(&ec2, tags::PROJECT, project).await, [0; 7]);
+}
+
+/// A crash between `RunInstances` and the per-instance tags leaves instances with the batch's
+/// tags but no Name: the next run adopts them (through `create_node` and through `list`)
+/// instead of launching more. A partial batch (fewer instances than asked) answers retryable
+/// errors to the callers left out, and their retries complete the cluster without duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashed_batches_are_adopted_and_partial_batches_complete() {
+    let Some(moto) = Moto::start() else { return };
+    let ec2 = raw(&moto).await;
+    let (project, cluster) = ("adoptp", "adopt");
+    let hooks = gantry_aws::TestHooks {
+        stop_after_launch: true,
+        ..Default::default()
+    };
+    let crashing = Arc::new(provider(options(&moto)).with_test_hooks(hooks));
+    crashing
+        .ensure_cluster_resources(&creq(project, cluster, vec![]))
+        .await
+        .unwrap();
+
+    // The "crash": launched, never tagged one by one.
+    let got = create_all(&crashing, project, cluster, 1..=5).await;
+    assert!(got.values().all(Result::is_err));
+    let found = instances(&ec2, cluster).await;
+    assert_eq!(found.len(), 5);
+    let launched: BTreeSet<String> = found
+        .iter()
+        .map(|(_, i)| i.instance_id().unwrap().to_string())
+        .collect();
+    for (_, i) in &found {
+        assert_eq!(
+            tag_of(i, "Name").as_deref(),
+            Some(gantry_aws::PENDING_NAME),
+            "not named yet"
+        );
+        assert_eq!(
+            tag_of(i, gantry_aws::BATCH_INDICES_TAG).as_deref(),
+            Some("1,2,3,4,5")
+        );
+        assert_eq!(tag_of(i, tags::CLUSTER_UID).as_deref(), Some("adopt-uid"));
+    }
+
+    // The next run (another process): create_node adopts them; nothing new is launched.
+    let next = Arc::new(provider(options(&moto)));
+    let got = create_all(&next, project, cluster, 1..=5).await;
+    let adopted: BTreeSet<String> = got
+        .values()
+        .map(|r| r.as_ref().unwrap().provider_id.clone())
+        .collect();
+    assert_eq!(
+        adopted, launched,
+        "the crashed batch's instances, no others"
+    );
+    let found = instances(&ec2, cluster).await;
+    assert_eq!(found.len(), 5);
+    assert_named(&found, cluster, 5);
+
+    // Another crash, then only a listing (what `up` plans from): the nodes show under their
+    // names, and their tags get written.
+    let got = create_all(&crashing, project, cluster, 6..=8).await;
+    assert!(got.values().all(Result::is_err));
+    let listed = next
+        .list(&TagFilter::cluster(project, cluster))
+        .await
+        .unwrap();
+    let names: Vec<String> = listed.iter().map(|n| n.name.clone()).collect();
+    let want: Vec<String> = (1..=8)
+        .map(|i| gantry_core::node_name(cluster, "db", i))
+        .collect();
+    assert_eq!(names, want);
+    assert!(listed.iter().all(|n| n.pool == "db" && n.index >= 1));
+    let found = instances(&ec2, cluster).await;
+    assert_eq!(found.len(), 8);
+    assert_named(&found, cluster, 8);
+
+    // Partial batches: moto launches MinCount (1) of them; the others are retried.
+    let partial = Arc::new(
+        provider(options(&moto)).with_test_hooks(gantry_aws::TestHooks {
+            partial_first: true,
+            ..Default::default()
+        }),
+    );
+    let mut left: Vec<u32> = (9..=12).collect();
+    let mut rounds = 0;
+    while !left.is_empty() {
+        rounds += 1;
+        assert!(rounds <= 6, "partial batches never completed: {left:?}");
+        let got = create_all(&partial, project, cluster, left.clone()).await;
+        left.clear();
+        for (i, r) in got {
+            match r {
+                Ok(n) => assert_eq!(n.index, i),
+                Err(e) => {
+                    assert_eq!(e.kind, ErrorKind::Retryable, "{e}");
+                    assert!(format!("{e}").contains("RunInstances"), "{e}");
+                    left.push(i);
+                }
+            }
+        }
+    }
+    assert!(rounds > 1, "the first batch was partial");
+    let found = instances(&ec2, cluster).await;
+    assert_eq!(found.len(), 12);
+    assert_named(&found, cluster, 12);
+
+    for n in next
+        .list(&TagFilter::cluster(project, cluster))
+        .await
+        .unwrap()
+    {
+        next.delete_node(&n).await.unwrap();
+    }
+    next.delete_cluster_resources(&TagFilter::cluster(project, cluster))
+        .await
+        .unwrap();
+    assert_eq!(tagged(&ec2, tags::PROJECT, project).await, [0; 7]);
 }
