@@ -8,9 +8,11 @@
 //! tags first, everything else by tags or deterministic names.
 //!
 //! Concurrent `create_node` calls with the same launch parameters share one `RunInstances`
-//! (see `batch`).
+//! (see [`batch`](crate::batch)); the caller's address for `from: caller` rules is given or
+//! detected (see `caller`).
 
 mod batch;
+mod caller;
 mod error;
 mod images;
 mod listing;
@@ -40,6 +42,7 @@ use tokio::sync::OnceCell;
 pub use batch::{
     BATCH_INDICES_TAG, BATCH_TAG, MAX_BATCH, MAX_WAIT, PENDING_NAME, TestHooks, WINDOW,
 };
+pub use caller::{CALLER_IP_URL_ENV, DEFAULT_CALLER_IP_URL, DETECT_TIMEOUT, cidr_of_answer};
 pub(crate) use error::{err, sdk};
 pub use listing::{LIST_MAX_WAIT, LIST_WINDOW};
 
@@ -93,6 +96,10 @@ pub struct AwsProvider {
     /// `list` calls being gathered into one `DescribeInstances`.
     lists: listing::Lists,
     hooks: TestHooks,
+    /// The caller's CIDR once known (given or detected).
+    caller: OnceCell<String>,
+    /// Where to detect the caller's address (else `GANTRY_CALLER_IP_URL`, else the default).
+    caller_ip_url: Option<String>,
 }
 
 impl std::fmt::Debug for AwsProvider {
@@ -190,7 +197,16 @@ impl AwsProvider {
             tagging: Mutex::new(HashSet::new()),
             lists: listing::Lists::default(),
             hooks: TestHooks::default(),
+            caller: OnceCell::new(),
+            caller_ip_url: None,
         }
+    }
+
+    /// Detects the caller's address at `url` instead of `GANTRY_CALLER_IP_URL` or
+    /// [`DEFAULT_CALLER_IP_URL`] (when neither `caller_cidr` nor `GANTRY_CALLER_CIDR` gives it).
+    pub fn with_caller_ip_url(mut self, url: impl Into<String>) -> Self {
+        self.caller_ip_url = Some(url.into());
+        self
     }
 
     #[doc(hidden)]
@@ -518,25 +534,47 @@ impl AwsProvider {
         Ok(r)
     }
 
-    fn caller_cidr(&self) -> gantry_provider::Result<String> {
-        if let Some(c) = &self.cfg.options.caller_cidr {
-            return Ok(c.clone());
-        }
-        match std::env::var(CALLER_CIDR_ENV) {
-            Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
-            _ => Err(self
-                .e(
-                    "AuthorizeSecurityGroupIngress",
-                    "caller",
-                    ErrorKind::InvalidInput,
-                    "a rule allows `from: caller` (the default: ssh from the caller) but the \
-                     caller's address is not known",
-                )
-                .with_hint(format!(
-                    "set `caller_cidr: YOUR.PUBLIC.IP/32` under `provider: {{aws: ...}}` or the \
-                     environment variable {CALLER_CIDR_ENV}"
-                ))),
-        }
+    /// The CIDR `from: caller` stands for: `caller_cidr` of the spec, else
+    /// `GANTRY_CALLER_CIDR`, else the address a "what is my IP" service sees (/32 or /128),
+    /// asked once per provider.
+    async fn caller_cidr(&self) -> gantry_provider::Result<String> {
+        self.caller
+            .get_or_try_init(|| async {
+                if let Some(c) = &self.cfg.options.caller_cidr {
+                    return Ok(c.clone());
+                }
+                if let Ok(v) = std::env::var(CALLER_CIDR_ENV)
+                    && !v.trim().is_empty()
+                {
+                    return Ok(v.trim().to_string());
+                }
+                let url = caller::url(self.caller_ip_url.as_deref());
+                match caller::detect(&url).await {
+                    Ok(cidr) => {
+                        tracing::info!(%cidr, %url, "detected the caller's address");
+                        Ok(cidr)
+                    }
+                    Err(why) => Err(self
+                        .e(
+                            "AuthorizeSecurityGroupIngress",
+                            "caller",
+                            ErrorKind::InvalidInput,
+                            format!(
+                                "a rule allows `from: caller` (the default: ssh from the caller) \
+                                 but the caller's address is not known: neither `caller_cidr` \
+                                 nor {CALLER_CIDR_ENV} is set, and detecting it with GET {url} \
+                                 failed: {why}"
+                            ),
+                        )
+                        .with_hint(format!(
+                            "set `caller_cidr: YOUR.PUBLIC.IP/32` under `provider: {{aws: ...}}` \
+                             or the environment variable {CALLER_CIDR_ENV}, or point \
+                             {CALLER_IP_URL_ENV} at a service that answers your address"
+                        ))),
+                }
+            })
+            .await
+            .cloned()
     }
 
     async fn ensure_sg(
@@ -608,7 +646,7 @@ impl AwsProvider {
                     .user_id_group_pairs(UserIdGroupPair::builder().group_id(&id).build())
                     .build(),
                 "caller" => {
-                    let cidr = self.caller_cidr()?;
+                    let cidr = self.caller_cidr().await?;
                     if sg.ip_permissions().iter().any(|p| {
                         p.from_port() == Some(i32::from(r.port))
                             && p.ip_ranges()
@@ -858,7 +896,7 @@ impl Provider for AwsProvider {
     async fn ensure_cluster_resources(&self, req: &ClusterRequest) -> gantry_provider::Result<()> {
         self.check_pools().await?;
         if req.allow.is_empty() || req.allow.iter().any(|r| r.from == "caller") {
-            self.caller_cidr()?;
+            self.caller_cidr().await?;
         }
         let t = cluster_tags(req);
         let net = network::ensure(self, req, &t).await?;

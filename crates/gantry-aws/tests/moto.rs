@@ -1,13 +1,18 @@
 //! The AWS provider against a real moto server started by this test (`scripts/services.sh start
 //! moto`: AMI, instance type and key pair validation on). The shared conformance suite, a
 //! created VPC spread over zones, bad input, `RunInstances` batching (concurrent creates share
-//! reservations; a crash between launch and tagging is adopted; partial batches); what is left
-//! is counted through the raw EC2 API by tags. No instance address is ever contacted.
+//! reservations; a crash between launch and tagging is adopted; partial batches), and the
+//! caller's address detected from a local "what is my IP" server; what is left is counted
+//! through the raw EC2 API by tags. No instance address is ever contacted, and no test sends
+//! anything outside 127.0.0.0/8.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_ec2::types::Filter;
 use gantry_aws::{AwsConfig, AwsProvider};
@@ -371,15 +376,26 @@ async fn aws_provider_on_moto() {
         format!("{e}").contains("unknown region `us-nowhere-1`"),
         "{e}"
     );
+    // No caller address given and its detection fails (a closed loopback port: tests never
+    // ask the internet): a clear error, with what was tried and a hint.
     let mut o = options(&moto);
     o.caller_cidr = None;
     if std::env::var_os(gantry_aws::CALLER_CIDR_ENV).is_none() {
+        let url = closed_loopback_url();
         let e = provider(o)
+            .with_caller_ip_url(url.clone())
             .ensure_cluster_resources(&creq("badp", "bad", vec![]))
             .await
             .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidInput, "{e}");
+        let text = format!("{e}");
         assert!(
-            e.hint.as_deref().unwrap_or("").contains("caller_cidr"),
+            text.contains("caller's address is not known") && text.contains(&format!("GET {url}")),
+            "{text}"
+        );
+        let hint = e.hint.as_deref().unwrap_or("");
+        assert!(
+            hint.contains("caller_cidr") && hint.contains(gantry_aws::CALLER_IP_URL_ENV),
             "{e:?}"
         );
     }
@@ -408,6 +424,14 @@ fn client_tokens_are_deterministic_and_short() {
         gantry_aws::client_token("uid-1", "demo-db-1,demo-db-3", "on-demand")
     );
     assert!(b.len() <= 64);
+}
+
+/// `http://127.0.0.1:PORT/` with nothing listening on PORT.
+fn closed_loopback_url() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/")
 }
 
 /// The live instances carrying `gantry-cluster=cluster`, at moto: (reservation id, instance).
@@ -676,4 +700,111 @@ async fn crashed_batches_are_adopted_and_partial_batches_complete() {
         .await
         .unwrap();
     assert_eq!(tagged(&ec2, tags::PROJECT, project).await, [0; 7]);
+}
+
+/// A "what is my IP" server on 127.0.0.1 answering `answer`; counts the requests.
+fn ip_server(answer: &'static str) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            h.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    (url, hits)
+}
+
+/// No `caller_cidr` and no GANTRY_CALLER_CIDR: the caller's address is asked of the URL in
+/// GANTRY_CALLER_IP_URL (here a server on 127.0.0.1), and SSH is allowed from it as a /32. Run in
+/// a child process of this test binary, so that the variable is set for it alone.
+#[test]
+fn caller_address_is_detected_through_gantry_caller_ip_url() {
+    let (url, hits) = ip_server("198.51.100.23\n");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "caller_detection_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(gantry_aws::CALLER_IP_URL_ENV, &url)
+        .env_remove(gantry_aws::CALLER_CIDR_ENV)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    if text.contains("skipped:") {
+        eprintln!("{text}");
+        return;
+    }
+    assert!(text.contains("1 passed"), "the child did not run:\n{text}");
+    assert!(hits.load(Ordering::SeqCst) >= 1, "the server was not asked");
+}
+
+#[test]
+#[ignore = "run by caller_address_is_detected_through_gantry_caller_ip_url, with its environment"]
+fn caller_detection_child() {
+    // Only ever against a loopback server: never ask the internet from a test.
+    let Ok(url) = std::env::var(gantry_aws::CALLER_IP_URL_ENV) else {
+        return;
+    };
+    if !url.starts_with("http://127.0.0.1:")
+        || std::env::var_os(gantry_aws::CALLER_CIDR_ENV).is_some()
+    {
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let Some(moto) = Moto::start() else { return };
+            let ec2 = raw(&moto).await;
+            let mut o = options(&moto);
+            o.caller_cidr = None;
+            let p = provider(o);
+            let (project, cluster) = ("callerp", "caller");
+            // The default rule: SSH from the caller.
+            p.ensure_cluster_resources(&creq(project, cluster, vec![]))
+                .await
+                .unwrap();
+            let sgs = ec2
+                .describe_security_groups()
+                .filters(tag(tags::CLUSTER, cluster))
+                .send()
+                .await
+                .unwrap();
+            let rules: Vec<String> = sgs.security_groups()[0]
+                .ip_permissions()
+                .iter()
+                .flat_map(|p| {
+                    let port = p.from_port().unwrap_or_default();
+                    p.ip_ranges()
+                        .iter()
+                        .map(move |r| format!("{port} {}", r.cidr_ip().unwrap_or_default()))
+                })
+                .collect();
+            assert_eq!(rules, ["22 198.51.100.23/32"]);
+            p.delete_cluster_resources(&TagFilter::cluster(project, cluster))
+                .await
+                .unwrap();
+            assert_eq!(tagged(&ec2, tags::PROJECT, project).await, [0; 7]);
+        });
 }
