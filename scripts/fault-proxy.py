@@ -4,7 +4,7 @@
     scripts/fault-proxy.py --upstream http://127.0.0.1:MOTO_PORT [--listen-port 0]
         [--throttle 0.2] [--error5xx 0.1] [--error5xx-after 0.0] [--fail-first N [--fail-first-actions A,B]] [--seed N]
         [--only-actions RunInstances,DescribeInstances] [--max-seconds 3600] [--log FILE]
-        [--no-idempotency]
+        [--lose-first N --lose-first-actions A,B] [--no-idempotency]
 
 For a share of the requests it answers the way EC2 does when it throttles (HTTP 503, EC2 XML
 error `RequestLimitExceeded`) or fails inside (HTTP 500, `InternalError`), without passing the
@@ -12,7 +12,9 @@ request on; with --error5xx-after it passes the request on and then throws moto'
 answers 500 (the call took effect but the client cannot know: what a retry with the same
 ClientToken must survive); --fail-first N throttles the first N requests of every Action, or,
 for RunInstances, of every node it launches (enough to outlast an SDK's own retries,
-deterministically). A node is named, for a gantry batch (one call for several nodes), by
+deterministically); --lose-first N passes the first N requests of each of
+--lose-first-actions on and answers 500 (each of those calls took effect once and lost its
+answer, deterministically: what a create without a ClientToken must survive). A node is named, for a gantry batch (one call for several nodes), by
 `gantry-cluster`, `gantry-pool` and each index in `gantry-batch-indices`, else by the launch's
 `Name` tag; a call that names no node counts per ClientToken. A launch goes through once every node in it
 has been refused N times, however the launches are grouped and regrouped across retries (a new
@@ -104,6 +106,8 @@ class State:
         self.seen = {}  # Action, or RunInstances:NODE / RunInstances:TOKEN -> requests so far
         self.only = {a for a in (args.only_actions or "").split(",") if a}
         self.first_only = {a for a in (args.fail_first_actions or "").split(",") if a}
+        self.lose_only = {a for a in (args.lose_first_actions or "").split(",") if a}
+        self.lost = {}  # Action -> answers lost so far (--lose-first)
         self.log = open(args.log, "a", buffering=1) if args.log else sys.stderr
 
     def bump(self, key, action):
@@ -127,6 +131,9 @@ class State:
                 self.seen[k] = self.seen.get(k, 0) + 1
             if seen < a.fail_first and (not self.first_only or action in self.first_only):
                 return "throttle"
+            if action in self.lose_only and self.lost.get(action, 0) < a.lose_first:
+                self.lost[action] = self.lost.get(action, 0) + 1
+                return "5xx-after"
             r = self.rng.random()
         if r < a.throttle:
             return "throttle"
@@ -328,6 +335,13 @@ def main():
         default="",
         help="comma-separated Actions --fail-first applies to (default: all)",
     )
+    p.add_argument(
+        "--lose-first",
+        type=int,
+        default=0,
+        help="forward the first N requests of each --lose-first-actions Action, then answer 500",
+    )
+    p.add_argument("--lose-first-actions", default="", help="comma-separated Actions for --lose-first")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--only-actions", default="", help="comma-separated Actions to fault (default: all)")
     p.add_argument("--no-idempotency", action="store_true", help="do not emulate RunInstances ClientToken")

@@ -224,8 +224,8 @@ mod tests {
             e.hint.as_deref().is_some_and(|h| h.contains("tags")),
             "{e:?}"
         );
-        // Not a blanket rule: a retry after a lost CreateSubnet would find the subnet by its tags
-        // and skip its route table association (network.rs), so that conflict stays fatal.
+        // Not a blanket rule: a subnet conflict is, in general, the user's CIDR choice. Only in
+        // the VPC gantry created (network.rs) is it read as an earlier try's lost answer.
         assert_eq!(kind(400, "InvalidSubnet.Conflict"), ErrorKind::InvalidInput);
     }
 }

@@ -586,16 +586,24 @@ impl AwsProvider {
         let c = self.clients().await?;
         let f = TagFilter::cluster(&req.project, &req.cluster);
         let name = format!("gantry-{}-{}", req.project, req.cluster);
-        let found = c
-            .ec2
-            .describe_security_groups()
-            .set_filters(Some(tag_filters(&f)))
-            .send()
-            .await
-            .map_err(|e| sdk(self.region(), "DescribeSecurityGroups", &name, e))?;
-        let sg = match found.security_groups().first() {
-            Some(g) => g.clone(),
-            None => {
+        let r = self.region();
+        let id = network::find_or_create(
+            || async {
+                let found = c
+                    .ec2
+                    .describe_security_groups()
+                    .set_filters(Some(tag_filters(&f)))
+                    .send()
+                    .await
+                    .map_err(|e| sdk(r, "DescribeSecurityGroups", &name, e))?;
+                Ok(found
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| g.group_id())
+                    .min()
+                    .map(str::to_string))
+            },
+            || async {
                 let out = c
                     .ec2
                     .create_security_group()
@@ -603,15 +611,30 @@ impl AwsProvider {
                     .description(format!("gantry cluster {}/{}", req.project, req.cluster))
                     .set_vpc_id(vpc.map(str::to_string))
                     .tag_specifications(tag_spec(ResourceType::SecurityGroup, t))
+                    .customize()
+                    .config_override(network::once())
                     .send()
                     .await
-                    .map_err(|e| sdk(self.region(), "CreateSecurityGroup", &name, e))?;
-                let id = out.group_id().unwrap_or_default().to_string();
+                    .map_err(|e| sdk(r, "CreateSecurityGroup", &name, e))?;
+                network::id_of(r, "CreateSecurityGroup", &name, out.group_id())
+            },
+        )
+        .await?;
+        let sg = c
+            .ec2
+            .describe_security_groups()
+            .group_ids(&id)
+            .send()
+            .await
+            .map_err(|e| sdk(r, "DescribeSecurityGroups", &id, e))?
+            .security_groups()
+            .first()
+            .cloned()
+            .unwrap_or_else(|| {
                 aws_sdk_ec2::types::SecurityGroup::builder()
-                    .group_id(id)
+                    .group_id(&id)
                     .build()
-            }
-        };
+            });
         let id = sg.group_id().unwrap_or_default().to_string();
         let rules: Vec<AllowRule> = if req.allow.is_empty() {
             vec![AllowRule {
@@ -1017,7 +1040,7 @@ impl Provider for AwsProvider {
 
 impl AwsProvider {
     /// Runs a delete, retrying `DependencyViolation` with backoff; a resource already gone
-    /// (`*.NotFound`) counts as deleted.
+    /// (`*.NotFound`, or `Gateway.NotAttached` for a detach) counts as deleted.
     pub(crate) async fn retry_dependency<F, Fut, T, E>(
         &self,
         op: &str,
@@ -1039,7 +1062,13 @@ impl AwsProvider {
         loop {
             match f().await {
                 Ok(_) => return Ok(()),
-                Err(e) if error::code(&e).is_some_and(|c| c.ends_with("NotFound")) => return Ok(()),
+                // Gone, or (a detach whose answer was lost, resent) already detached.
+                Err(e)
+                    if error::code(&e)
+                        .is_some_and(|c| c.ends_with("NotFound") || c == "Gateway.NotAttached") =>
+                {
+                    return Ok(());
+                }
                 Err(e)
                     if error::code(&e) == Some("DependencyViolation")
                         && start.elapsed() < DEPENDENCY_TIMEOUT =>

@@ -406,6 +406,211 @@ async fn aws_provider_on_moto() {
     );
 }
 
+/// `scripts/fault-proxy.py` in front of moto, killed when dropped.
+struct Proxy {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Proxy {
+    fn start(moto: &Moto, args: &[&str]) -> Proxy {
+        use std::io::BufRead as _;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fault-proxy.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--upstream", &moto.endpoint(), "--max-seconds", "600"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start scripts/fault-proxy.py");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the proxy's port");
+        let port = line.trim().parse().expect("the proxy prints its port");
+        Proxy { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `by_action` of the proxy's counters.
+    fn by_action(&self) -> serde_json::Value {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            s,
+            "GET /__fault-proxy/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        serde_json::from_str::<serde_json::Value>(body).unwrap()["by_action"].clone()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every call that makes or changes a supporting resource (`vpc: create` over two zones, the
+/// security group, the key pair), and every call that deletes one, takes effect once and loses
+/// its answer (`--lose-first 1`: EC2 did it, gantry got a 500). The SDK alone would resend the
+/// creates that have no ClientToken and make a second VPC, gateway or route table, or fail on
+/// `InvalidSubnet.Conflict`. One `ensure_cluster_resources` must still end with exactly one of
+/// each (a subnet per zone, public, associated; one default route), a second one must change
+/// nothing, and the delete must leave nothing tagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_network_converges_through_lost_answers() {
+    let Some(moto) = Moto::start() else { return };
+    let creates = [
+        "CreateVpc",
+        "CreateInternetGateway",
+        "AttachInternetGateway",
+        "CreateRouteTable",
+        "CreateRoute",
+        "CreateSubnet",
+        "ModifySubnetAttribute",
+        "AssociateRouteTable",
+        "CreateSecurityGroup",
+        "AuthorizeSecurityGroupIngress",
+        "ImportKeyPair",
+    ];
+    let deletes = [
+        "DeleteSubnet",
+        "DisassociateRouteTable",
+        "DeleteRouteTable",
+        "DetachInternetGateway",
+        "DeleteInternetGateway",
+        "DeleteVpc",
+        "DeleteSecurityGroup",
+        "DeleteKeyPair",
+    ];
+    let all = [&creates[..], &deletes[..]].concat().join(",");
+    let proxy = Proxy::start(&moto, &["--lose-first", "1", "--lose-first-actions", &all]);
+    let (project, cluster) = ("lossp", "lossy");
+    let mut o = options(&moto);
+    o.endpoint = Some(proxy.endpoint());
+    o.vpc = Some("create".into());
+    o.zones = vec!["us-east-1a".into(), "us-east-1b".into()];
+    let p = provider(o);
+    let req = creq(
+        project,
+        cluster,
+        vec![
+            AllowRule {
+                port: 22,
+                from: "caller".into(),
+            },
+            AllowRule {
+                port: 8080,
+                from: "cluster".into(),
+            },
+        ],
+    );
+    p.ensure_cluster_resources(&req).await.unwrap();
+
+    let lost = proxy.by_action();
+    for a in creates {
+        assert_eq!(lost[a]["errors5xx_after"], 1, "{a} lost one answer: {lost}");
+    }
+    let ec2 = raw(&moto).await;
+    assert_eq!(
+        tagged(&ec2, tags::CLUSTER, cluster).await[1..],
+        [1, 1, 1, 2, 1, 1],
+        "one sg, key pair, vpc, igw, route table; a subnet per zone"
+    );
+    let subs = ec2
+        .describe_subnets()
+        .filters(tag(tags::CLUSTER, cluster))
+        .send()
+        .await
+        .unwrap();
+    let mut zones: Vec<_> = subs
+        .subnets()
+        .iter()
+        .map(|s| s.availability_zone().unwrap_or_default().to_string())
+        .collect();
+    zones.sort();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
+    assert!(
+        subs.subnets()
+            .iter()
+            .all(|s| s.map_public_ip_on_launch() == Some(true)),
+        "{subs:?}"
+    );
+    let rts = ec2
+        .describe_route_tables()
+        .filters(tag(tags::CLUSTER, cluster))
+        .send()
+        .await
+        .unwrap();
+    let rt = &rts.route_tables()[0];
+    let mut associated: Vec<_> = rt
+        .associations()
+        .iter()
+        .filter_map(|a| a.subnet_id())
+        .collect();
+    associated.sort();
+    let mut ids: Vec<_> = subs
+        .subnets()
+        .iter()
+        .filter_map(|s| s.subnet_id())
+        .collect();
+    ids.sort();
+    assert_eq!(associated, ids, "every subnet associated once");
+    let defaults = rt
+        .routes()
+        .iter()
+        .filter(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+        .count();
+    assert_eq!(defaults, 1, "{rt:?}");
+    let igws = ec2
+        .describe_internet_gateways()
+        .filters(tag(tags::CLUSTER, cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        igws.internet_gateways()[0].attachments().len(),
+        1,
+        "{igws:?}"
+    );
+    let sg = ec2
+        .describe_security_groups()
+        .filters(tag(tags::CLUSTER, cluster))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sg.security_groups()[0].ip_permissions().len(), 2, "{sg:?}");
+
+    // Again: nothing new.
+    p.ensure_cluster_resources(&req).await.unwrap();
+    assert_eq!(
+        tagged(&ec2, tags::CLUSTER, cluster).await[1..],
+        [1, 1, 1, 2, 1, 1]
+    );
+
+    p.delete_cluster_resources(&TagFilter::cluster(project, cluster))
+        .await
+        .unwrap();
+    let lost = proxy.by_action();
+    for a in deletes {
+        assert_eq!(lost[a]["errors5xx_after"], 1, "{a} lost one answer: {lost}");
+    }
+    assert_eq!(
+        tagged(&ec2, tags::PROJECT, project).await,
+        [0; 7],
+        "nothing tagged may remain"
+    );
+}
+
 #[test]
 fn client_tokens_are_deterministic_and_short() {
     let a = gantry_aws::client_token("uid-1", "demo-db-1", "");

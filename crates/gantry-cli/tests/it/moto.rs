@@ -165,9 +165,13 @@ pub struct Faults {
     /// Share forwarded, then answered 500 (the call took effect).
     pub error5xx_after: f64,
     /// The first N calls of every action (of `fail_first_actions`, when given) are throttled;
-    /// counted per ClientToken for calls that carry one (RunInstances).
+    /// for RunInstances counted per node it launches (its gantry batch tags or `Name` tag, so a
+    /// batch regrouped on retry is not refused afresh), else per ClientToken.
     pub fail_first: u32,
     pub fail_first_actions: Vec<String>,
+    /// The first N calls of each of `lose_first_actions` take effect, then are answered 500.
+    pub lose_first: u32,
+    pub lose_first_actions: Vec<String>,
     /// Only these actions are spoiled (empty: all).
     pub only_actions: Vec<String>,
     pub seed: u64,
@@ -199,6 +203,10 @@ impl FaultProxy {
         }
         if !f.only_actions.is_empty() {
             cmd.args(["--only-actions", &f.only_actions.join(",")]);
+        }
+        if f.lose_first > 0 {
+            cmd.args(["--lose-first", &f.lose_first.to_string()])
+                .args(["--lose-first-actions", &f.lose_first_actions.join(",")]);
         }
         let mut child = cmd.spawn().expect("start scripts/fault-proxy.py");
         let mut line = String::new();
