@@ -261,5 +261,6 @@ pub fn engine_context(
         listener,
         lock_timeout: g.lock_timeout,
         command,
+        transport: None,
     }
 }

@@ -45,6 +45,9 @@ pub struct Context {
     pub lock_timeout: Duration,
     /// The command line, shown to others waiting on the lock.
     pub command: String,
+    /// How nodes are reached when not over SSH (Docker exec): `start` then re-runs the
+    /// blueprints' `boot: true` steps through it, inside the run (and its lock). None: SSH.
+    pub transport: Option<Arc<dyn crate::transport::Transport>>,
 }
 
 impl Context {
@@ -879,7 +882,22 @@ pub async fn power(
                     }
                 },
             ));
-            if action == Power::Start
+            // Boot steps are for nodes this run starts: one already running has its software
+            // up (re-running them would start services twice).
+            let starts = action == Power::Start && n.state != NodeState::Running;
+            if starts && let Some(transport) = &ctx.transport {
+                // Not reached over SSH (Docker): the provider's start returns once the node
+                // answers an exec, so its boot steps follow the start step directly.
+                if let Some(target) = transport.target(n) {
+                    steps.push(crate::blueprint::exec::boot_step_via(
+                        transport.clone(),
+                        target,
+                        vec![id],
+                        run.events.clone(),
+                        ctx.cancel.clone(),
+                    ));
+                }
+            } else if starts
                 && readiness == gantry_core::Readiness::Ssh
                 && let Some(spec) = connect_spec(n)
             {

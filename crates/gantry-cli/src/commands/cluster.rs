@@ -267,40 +267,17 @@ pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let chosen = resolve_nodes(&provider, &g.project, &target).await?;
     let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let mut ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    // Docker nodes are reached through exec, and `start` re-runs their blueprints' boot steps
+    // through it (within the run); other clusters' over SSH.
+    ctx.transport = record
+        .and_then(|r| serde_json::from_str::<gantry_core::ClusterSpec>(&r.spec_json).ok())
+        .and_then(|spec| crate::docker::transport(&spec, &g.project));
     let select = {
         let names = names.clone();
         move |n: &gantry_provider::NodeInfo| names.contains(&n.name)
     };
-    let mut result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
-    // Nodes not reached over SSH (docker) get their blueprints' `boot: true` steps here: the
-    // engine's start brings back only what it can reach over SSH.
-    let spec =
-        record.and_then(|r| serde_json::from_str::<gantry_core::ClusterSpec>(&r.spec_json).ok());
-    if action == Power::Start
-        && let Ok(report) = &result
-        && let Some(spec) = spec.as_ref().filter(|s| !s.blueprints.is_empty())
-        && let Some(transport) = crate::docker::transport(spec, &g.project)
-    {
-        let started: Vec<_> = report
-            .nodes
-            .iter()
-            .filter(|n| names.contains(&n.name))
-            .cloned()
-            .collect();
-        let events = gantry_engine::events::Events::new(ctx.listener.clone());
-        if let Err(e) = gantry_engine::blueprint::exec::boot_nodes(
-            transport,
-            &started,
-            ctx.provider.concurrency(),
-            &events,
-            &ctx.cancel,
-        )
-        .await
-        {
-            result = Err(e);
-        }
-    }
+    let result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
     finish();
     let what = if action == Power::Stop {
         "stop"

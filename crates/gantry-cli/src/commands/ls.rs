@@ -6,7 +6,10 @@
 //! tag-filtered listing per region costs the same however many clusters live there. The regions
 //! are those of the tracked AWS clusters, `--region` and `GANTRY_AWS_REGIONS`. A region that
 //! cannot be listed (credentials, unknown region, endpoint down) is a warning naming it; the
-//! others still list. Tracked clusters of any other provider are asked for their own nodes, live.
+//! others still list. Tracked clusters of any other provider are asked for their own nodes, live,
+//! and the default Docker engine (`DOCKER_HOST`, else the local socket) is asked for the
+//! project's containers by label, so a docker cluster without a record shows too; no engine
+//! running is the usual case and says nothing.
 //!
 //! Why a cache: listing a dozen regions takes seconds. Each region's listing is kept in the
 //! state store's inventory cache and served while younger than `--max-age` (default 60 s);
@@ -42,6 +45,9 @@ const ENDPOINT_ENV: &[&str] = &["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"];
 /// Version of the cached payload. A payload of another version (written by another gantry) is a
 /// cache miss, not an error.
 const PAYLOAD_VERSION: u32 = 1;
+
+/// How long the default Docker engine may take to list the project's containers.
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one region's listing may take before it is given up with a warning.
 const REGION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -360,6 +366,13 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
             others.spawn(async move { (name, provider.list(&filter).await) });
         }
     }
+    // The default Docker engine, for docker clusters without a record.
+    let docker = crate::docker::default_engine().map(|engine| {
+        let filter = TagFilter::project(&g.project);
+        tokio::spawn(
+            async move { tokio::time::timeout(DOCKER_TIMEOUT, engine.list(&filter)).await },
+        )
+    });
     let local = context::local_provider(&home, &ssh, None)?;
     let local_nodes = local
         .list(&TagFilter::project(&g.project))
@@ -390,6 +403,24 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
                 region: None,
                 message: format!("listing failed: {e}"),
             }),
+        }
+    }
+
+    let mut docker_untracked: BTreeMap<String, Vec<NodeInfo>> = BTreeMap::new();
+    if let Some(task) = docker {
+        match task.await {
+            Ok(Ok(Ok(nodes))) => {
+                for n in nodes {
+                    if let Some(c) = n.tags.get(tags::CLUSTER)
+                        && !records.iter().any(|r| &r.name == c)
+                    {
+                        docker_untracked.entry(c.clone()).or_default().push(n);
+                    }
+                }
+            }
+            Ok(Ok(Err(e))) => tracing::debug!("not looking for docker nodes: {e}"),
+            Ok(Err(_)) => tracing::debug!("the docker engine did not answer in time"),
+            Err(e) => tracing::debug!("listing docker nodes failed: {e}"),
         }
     }
 
@@ -477,6 +508,16 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
             record: None,
             nodes: Some(nodes),
             cached_age,
+        });
+    }
+    for (name, nodes) in docker_untracked {
+        rows.push(Row {
+            name,
+            provider: "docker".into(),
+            region: None,
+            record: None,
+            nodes: Some(nodes),
+            cached_age: None,
         });
     }
     print(g, &rows, &warnings, &cached);

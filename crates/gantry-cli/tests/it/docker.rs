@@ -459,6 +459,28 @@ fn docker_gc_finds_orphans_by_labels_on_the_default_engine() {
     // Another home has no record of the cluster: its nodes are orphans there, found on the
     // engine DOCKER_HOST names by their project's labels.
     let other = Gantry::new();
+    // `ls` there shows the cluster, untracked, from the engine's labels.
+    let ls = run(&other, &["ls", "--output", "json"]).ok().json();
+    let row = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == c)
+        .unwrap_or_else(|| panic!("{c} not in `ls`: {ls}"));
+    assert_eq!(row["provider"], "docker", "{row}");
+    assert_eq!(row["tracked"], false, "{row}");
+    assert_eq!(row["nodes_total"], 2, "{row}");
+    // The owner's `ls` shows it once, tracked.
+    let ls = run(&owner, &["ls", "--output", "json"]).ok().json();
+    let rows: Vec<_> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == c)
+        .collect();
+    assert_eq!(rows.len(), 1, "{ls}");
+    assert_eq!(rows[0]["tracked"], true, "{ls}");
+    assert_eq!(rows[0]["nodes_up"], 2, "{ls}");
     let plan = run(
         &other,
         &["gc", "--dry-run", "--grace", "0s", "--output", "json"],

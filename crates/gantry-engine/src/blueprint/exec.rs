@@ -740,57 +740,24 @@ pub fn boot_step(
     })
 }
 
-/// Re-runs the `boot: true` blueprint steps of `nodes` (those the transport reaches) after a
-/// start, through any transport, as many nodes at once as `concurrency`: what `gantry start`
-/// does for clusters whose nodes are not reached over SSH (Docker).
-pub async fn boot_nodes(
+/// The step that re-runs a node's `boot: true` blueprint steps through `transport` (one shared
+/// by all nodes of the run, e.g. Docker exec), after `after`.
+pub fn boot_step_via(
     transport: Arc<dyn Transport>,
-    nodes: &[NodeInfo],
-    concurrency: usize,
-    events: &Events,
-    cancel: &CancellationToken,
-) -> Result<(), EngineError> {
-    let steps: Vec<Step> = nodes
-        .iter()
-        .filter(|n| n.state == gantry_provider::NodeState::Running)
-        .filter_map(|n| transport.target(n))
-        .map(|target| {
-            let node = target.name.clone();
-            let (transport, events, cancel) = (transport.clone(), events.clone(), cancel.clone());
-            Step::new(format!("boot:{node}"), Some(node), vec![], move || {
-                let remote = Remote {
-                    transport: transport.clone(),
-                    target: target.clone(),
-                };
-                let (events, cancel) = (events.clone(), cancel.clone());
-                async move { run_boot(&remote, &events, &cancel).await }
-            })
-        })
-        .collect();
-    let total = steps.len();
-    let out = dag::execute(
-        steps,
-        &dag::Options {
-            concurrency: concurrency.max(1),
-            ..Default::default()
-        },
-        events,
-        cancel,
-        None,
-    )
-    .await;
-    transport.close().await;
-    if out.interrupted {
-        return Err(EngineError::Interrupted);
-    }
-    if let Some((_, e)) = out.failed.first() {
-        return Err(EngineError::StepsFailed {
-            failed: out.failed.len(),
-            total,
-            first: e.message.clone(),
-        });
-    }
-    Ok(())
+    target: NodeTarget,
+    after: Vec<String>,
+    events: Events,
+    cancel: CancellationToken,
+) -> Step {
+    let node = target.name.clone();
+    Step::new(format!("boot:{node}"), Some(node), after, move || {
+        let remote = Remote {
+            transport: transport.clone(),
+            target: target.clone(),
+        };
+        let (events, cancel) = (events.clone(), cancel.clone());
+        async move { run_boot(&remote, &events, &cancel).await }
+    })
 }
 
 async fn run_boot(

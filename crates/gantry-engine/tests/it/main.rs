@@ -48,6 +48,7 @@ fn world() -> World {
             e2.lock().unwrap().push(e.clone())
         })),
         lock_timeout: Duration::from_secs(5),
+        transport: None,
         command: "test".into(),
     };
     World {
