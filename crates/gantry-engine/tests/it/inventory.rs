@@ -107,6 +107,9 @@ struct Spy {
     inner: MemoryProvider,
     store: Arc<dyn StateStore>,
     seen: Mutex<Vec<bool>>,
+    /// Listings the store took (each run's first one at least; of two concurrent ones the
+    /// store keeps the later, and refuses the earlier if it arrives second).
+    stored: Mutex<usize>,
 }
 
 #[async_trait]
@@ -117,7 +120,12 @@ impl Provider for Spy {
     async fn list(&self, f: &TagFilter) -> gantry_provider::Result<Vec<NodeInfo>> {
         let was = cached(self.store.as_ref(), "test").await;
         self.seen.lock().unwrap().push(was);
-        cache(self.store.as_ref(), "test").await;
+        // Not `cache`: list calls run concurrently (one per create step), and a listing taken
+        // earlier than the one stored is refused, as it should be.
+        let now = OffsetDateTime::now_utc();
+        if self.store.put_inventory(&entry("test", now)).await.unwrap() {
+            *self.stored.lock().unwrap() += 1;
+        }
         self.inner.list(f).await
     }
     async fn create_node(&self, r: &NodeRequest) -> gantry_provider::Result<NodeInfo> {
@@ -141,6 +149,7 @@ async fn a_run_drops_the_cache_before_it_changes_anything_and_again_at_the_end()
         inner: MemoryProvider::new(),
         store: w.store.clone(),
         seen: Mutex::new(Vec::new()),
+        stored: Mutex::new(0),
     });
     w.ctx.provider = spy.clone();
     cache(w.store.as_ref(), "test").await;
@@ -155,12 +164,17 @@ async fn a_run_drops_the_cache_before_it_changes_anything_and_again_at_the_end()
         "the cache must be gone before the run's first look at the provider"
     );
     assert!(
+        *spy.stored.lock().unwrap() > 0,
+        "a listing was cached during the run"
+    );
+    assert!(
         !cached(w.store.as_ref(), "test").await,
         "a listing cached during the run must be dropped when it ends"
     );
 
     // The same at the end of a run that does not succeed.
     spy.seen.lock().unwrap().clear();
+    *spy.stored.lock().unwrap() = 0;
     w.ctx.cancel.cancel();
     let (s3, t3) = spec(3);
     let err = ops::up(&w.ctx, &s3, &t3, &UpOptions::default())
@@ -168,8 +182,8 @@ async fn a_run_drops_the_cache_before_it_changes_anything_and_again_at_the_end()
         .unwrap_err();
     assert!(matches!(err, EngineError::Interrupted), "{err}");
     assert!(
-        !spy.seen.lock().unwrap().is_empty(),
-        "the interrupted up still listed (and the spy cached)"
+        *spy.stored.lock().unwrap() > 0,
+        "the interrupted up still listed, and the spy cached"
     );
     assert!(
         !cached(w.store.as_ref(), "test").await,
