@@ -265,9 +265,6 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
     .await?;
     let vpc = vpc.as_str();
 
-    let igw_attached = |g: &aws_sdk_ec2::types::InternetGateway| {
-        g.attachments().iter().any(|a| a.vpc_id() == Some(vpc))
-    };
     let igw = find_or_create(
         || async {
             let out = c
@@ -277,17 +274,11 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
                 .send()
                 .await
                 .map_err(|e| sdk(r, "DescribeInternetGateways", vpc, e))?;
-            let mut gs: Vec<_> = out.internet_gateways().iter().collect();
-            // One already attached to this VPC first, then the lowest id.
-            gs.sort_by_key(|g| {
-                (
-                    !igw_attached(g),
-                    g.internet_gateway_id().map(str::to_string),
-                )
-            });
-            Ok(gs
-                .first()
-                .and_then(|g| g.internet_gateway_id())
+            Ok(out
+                .internet_gateways()
+                .iter()
+                .filter_map(|g| g.internet_gateway_id())
+                .min()
                 .map(str::to_string))
         },
         || async {
@@ -316,7 +307,12 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
         .send()
         .await
         .map_err(|e| sdk(r, "DescribeInternetGateways", &igw, e))?;
-    if !gws.internet_gateways().iter().any(igw_attached) {
+    let attached = gws
+        .internet_gateways()
+        .iter()
+        .flat_map(|g| g.attachments())
+        .any(|a| a.vpc_id() == Some(vpc));
+    if !attached {
         match c
             .ec2
             .attach_internet_gateway()
@@ -460,8 +456,8 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
     }
 
     // Follow-ups, checked for every subnet of the cluster: public IPs on launch, and the route
-    // table association (a run cut short between a subnet and these leaves them undone).
-    let table = describe_route_table(p, &rt).await?;
+    // table association (a run cut short between a subnet and these leaves them undone). The
+    // table's associations are as described above: nothing since has associated a subnet.
     let associated: Vec<String> = table
         .iter()
         .flat_map(|t| t.associations())

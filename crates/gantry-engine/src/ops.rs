@@ -858,6 +858,12 @@ pub async fn power(
             .and_then(|c| serde_json::from_str::<ClusterSpec>(&c.spec_json).ok())
             .map(|s| s.readiness)
             .unwrap_or_default();
+        // How boot steps reach the started nodes: the cluster's own transport, else SSH (one
+        // connection per node, shared by the run's steps, closed when they are done).
+        let boot_transport: Arc<dyn crate::transport::Transport> = match &ctx.transport {
+            Some(t) => t.clone(),
+            None => Arc::new(crate::transport::SshTransport::new(ctx.ssh.clone())),
+        };
         let mut steps = Vec::new();
         for n in &chosen {
             let (provider, node) = (ctx.provider.clone(), n.clone());
@@ -884,21 +890,14 @@ pub async fn power(
             ));
             // Boot steps are for nodes this run starts: one already running has its software
             // up (re-running them would start services twice).
-            let starts = action == Power::Start && n.state != NodeState::Running;
-            if starts && let Some(transport) = &ctx.transport {
+            if action != Power::Start || n.state == NodeState::Running {
+                continue;
+            }
+            let after = if ctx.transport.is_some() {
                 // Not reached over SSH (Docker): the provider's start returns once the node
                 // answers an exec, so its boot steps follow the start step directly.
-                if let Some(target) = transport.target(n) {
-                    steps.push(crate::blueprint::exec::boot_step_via(
-                        transport.clone(),
-                        target,
-                        vec![id],
-                        run.events.clone(),
-                        ctx.cancel.clone(),
-                    ));
-                }
-            } else if starts
-                && readiness == gantry_core::Readiness::Ssh
+                id
+            } else if readiness == gantry_core::Readiness::Ssh
                 && let Some(spec) = connect_spec(n)
             {
                 let (ssh, cancel, timeout) = (
@@ -906,21 +905,23 @@ pub async fn power(
                     ctx.cancel.clone(),
                     ctx.provider.boot_timeout(),
                 );
-                let target = crate::transport::NodeTarget {
-                    name: n.name.clone(),
-                    ssh: spec.clone(),
-                };
+                let ready = format!("ready:{}", n.name);
                 steps.push(Step::new(
-                    format!("ready:{}", n.name),
+                    ready.clone(),
                     Some(n.name.clone()),
                     vec![id],
                     move || wait_ssh(ssh.clone(), spec.clone(), timeout, cancel.clone()),
                 ));
+                ready
+            } else {
+                continue;
+            };
+            if let Some(target) = boot_transport.target(n) {
                 // Blueprint steps marked `boot: true` bring the node's software back.
                 steps.push(crate::blueprint::exec::boot_step(
-                    ctx.ssh.clone(),
+                    boot_transport.clone(),
                     target,
-                    vec![format!("ready:{}", n.name)],
+                    vec![after],
                     run.events.clone(),
                     ctx.cancel.clone(),
                 ));
@@ -929,6 +930,9 @@ pub async fn power(
         let (out, total) = run
             .run_steps(ctx, kind, cluster, steps, &merged_cancel(ctx, &run.lock))
             .await;
+        if ctx.transport.is_none() {
+            boot_transport.close().await;
+        }
         let nodes = sync_records(ctx, cluster).await?;
         if let Some(mut c) = record {
             let all_stopped = nodes.iter().all(|n| n.state == NodeState::Stopped);

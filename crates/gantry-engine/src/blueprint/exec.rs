@@ -715,34 +715,9 @@ async fn apply_inner(
     Ok(())
 }
 
-/// A step that re-runs a node's `boot: true` blueprint steps (after `gantry start`) over SSH.
+/// The step that re-runs a node's `boot: true` blueprint steps (after `gantry start`) through
+/// `transport` (one shared by all nodes of the run: SSH, or Docker exec), after `after`.
 pub fn boot_step(
-    ssh: ClientConfig,
-    target: NodeTarget,
-    after: Vec<String>,
-    events: Events,
-    cancel: CancellationToken,
-) -> Step {
-    let node = target.name.clone();
-    Step::new(format!("boot:{node}"), Some(node), after, move || {
-        let (ssh, target, events, cancel) =
-            (ssh.clone(), target.clone(), events.clone(), cancel.clone());
-        async move {
-            let transport = Arc::new(SshTransport::new(ssh));
-            let remote = Remote {
-                transport: transport.clone(),
-                target,
-            };
-            let r = run_boot(&remote, &events, &cancel).await;
-            transport.close_all().await;
-            r
-        }
-    })
-}
-
-/// The step that re-runs a node's `boot: true` blueprint steps through `transport` (one shared
-/// by all nodes of the run, e.g. Docker exec), after `after`.
-pub fn boot_step_via(
     transport: Arc<dyn Transport>,
     target: NodeTarget,
     after: Vec<String>,
