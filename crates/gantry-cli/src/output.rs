@@ -41,7 +41,8 @@ pub fn print_failure(f: &Failure) {
 
 /// `3h12m`, `45m`, `expired 2h ago`.
 pub fn time_left(expires: time::OffsetDateTime) -> String {
-    let secs = (expires - time::OffsetDateTime::now_utc()).whole_seconds();
+    let left = expires - time::OffsetDateTime::now_utc();
+    let secs = left.whole_seconds();
     let fmt = |s: i64| {
         let (h, m) = (s / 3600, (s % 3600) / 60);
         if h > 0 {
@@ -50,7 +51,7 @@ pub fn time_left(expires: time::OffsetDateTime) -> String {
             format!("{m}m")
         }
     };
-    if secs < 0 {
+    if left.is_negative() {
         format!("expired {} ago", fmt(-secs))
     } else {
         fmt(secs)

@@ -582,17 +582,16 @@ fn print(g: &Global, rows: &[Row<'_>], warnings: &[Warning], cached: &[(String, 
                     .unwrap_or_else(|| "?".into());
                 let (status, expires) = match row.record {
                     Some(r) => {
-                        let left = (r.expires_at - now).whole_seconds();
-                        if (0..3600).contains(&left) {
+                        // Exact, like gc's `expires_at < now`: whole seconds would call a
+                        // cluster expired less than a second ago "expiring soon".
+                        let left = r.expires_at - now;
+                        let expiring = !left.is_negative() && left < time::Duration::HOUR;
+                        if expiring {
                             soon.push(format!("{} ({})", r.name, output::time_left(r.expires_at)));
-                        } else if left < 0 {
+                        } else if left.is_negative() {
                             expired.push(r.name.clone());
                         }
-                        let note = if (0..3600).contains(&left) {
-                            " (expires soon)"
-                        } else {
-                            ""
-                        };
+                        let note = if expiring { " (expires soon)" } else { "" };
                         (r.status.clone(), output::time_left(r.expires_at) + note)
                     }
                     None => ("untracked".into(), "-".into()),
