@@ -22,6 +22,9 @@ mod lock;
 #[allow(dead_code)]
 mod moto;
 mod openssh;
+// The hostile neighbour of the hardening tests (used by several modules).
+#[allow(dead_code)]
+mod other_user;
 mod scale;
 mod spec_errors;
 mod support;
