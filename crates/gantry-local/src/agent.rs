@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use gantry_ssh::{KeyPair, ServerConfig};
+use gantry_ssh::{KeyPair, ServerConfig, ServerLimits};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::LocalError;
@@ -45,6 +45,7 @@ pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
             .map(std::path::PathBuf::from)
             .find(|p| p.exists())
             .unwrap_or_else(|| "/bin/sh".into()),
+        limits: ServerLimits::default(),
     };
     let mut term = signal(SignalKind::terminate()).map_err(LocalError::io("signal", node_dir))?;
     let mut int = signal(SignalKind::interrupt()).map_err(LocalError::io("signal", node_dir))?;

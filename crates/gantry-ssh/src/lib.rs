@@ -16,4 +16,4 @@ pub use client::{ClientConfig, ConnectSpec, ExitStatus, Output, OutputSink, Sess
 pub use error::SshError;
 pub use keys::KeyPair;
 pub use known_hosts::{HostKeyCheck, KnownHosts};
-pub use server::{ServerConfig, serve};
+pub use server::{ServerConfig, ServerLimits, serve};

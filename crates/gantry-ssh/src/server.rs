@@ -9,23 +9,28 @@
 //! Every channel runs in its own task; every child runs in its own session (`setsid`) so
 //! signals reach the whole process group, and nothing blocks the runtime.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use russh::keys::PublicKey;
-use russh::server::{Auth, Msg, PublicKeyOffer, Server as _, VerifiedPublicKey};
+use russh::server::{Auth, Msg, PublicKeyOffer, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelMsg, ChannelWriteHalf, MethodKind, MethodSet, Sig};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, watch};
 
 use crate::client::sig_name;
@@ -35,6 +40,42 @@ use crate::{KeyPair, SshError};
 /// After a child exits, output still buffered is forwarded; a pipe that stays silent this long
 /// is assumed held open by a background process and is abandoned so the channel can finish.
 const DRAIN_GRACE: Duration = Duration::from_millis(200);
+
+/// Limits that keep connections which never authenticate from taking a node down: every local
+/// user can connect to a node's loopback address, so idle or half-open sockets must neither hold
+/// file descriptors for ever nor crowd out gantry's own connections.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A connection that has not authenticated this long after it was accepted is closed
+    /// (OpenSSH's `LoginGraceTime`).
+    pub login_grace: Duration,
+    /// At most this many connections wait to authenticate at once (OpenSSH's `MaxStartups`).
+    /// The effective cap is also at most a quarter of the process's open-file limit, so waiting
+    /// connections can never use up the descriptors authenticated sessions and their processes
+    /// need. At the cap, the oldest waiting connection is closed to make room for the new one.
+    pub max_unauthenticated: usize,
+    /// Authenticated sessions are never timed out for being idle (interactive shells may idle
+    /// for hours); a keepalive is sent after this much silence from the client ...
+    pub keepalive_interval: Duration,
+    /// ... and the connection is closed after this many keepalives go unanswered.
+    pub keepalive_max: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            // Far above what a key login takes even on a loaded machine (50 parallel handshakes
+            // on 2 cores take about 4 s; each rejected key costs 300 ms), far below sshd's 120 s,
+            // which is sized for typing a password: nodes accept keys only.
+            login_grace: Duration::from_secs(30),
+            // gantry opens one connection per node and command; OpenSSH tools and Ansible a
+            // handful. 32 handshakes in flight is plenty, and bounds what idle sockets hold.
+            max_unauthenticated: 32,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_max: 4,
+        }
+    }
+}
 
 /// Configuration of [`serve`].
 #[derive(Clone)]
@@ -49,6 +90,8 @@ pub struct ServerConfig {
     pub env: Vec<(String, String)>,
     /// Commands run as `shell -c CMD`; an interactive shell with a pty runs `shell -i`.
     pub shell: PathBuf,
+    /// Timeouts and caps for connections (the defaults suit a node agent).
+    pub limits: ServerLimits,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -60,13 +103,26 @@ impl fmt::Debug for ServerConfig {
             .field("workdir", &self.workdir)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("shell", &self.shell)
+            .field("limits", &self.limits)
             .finish()
     }
 }
 
+/// First pause after a failed `accept()`; doubled on each failure in a row, up to
+/// [`ACCEPT_BACKOFF_MAX`]. Errors such as EMFILE leave the pending connection in the backlog, so
+/// retrying at once would spin.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// On shutdown, how long connections get to receive their disconnect message and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Binds, then calls `ready()` once listening (the agent writes its ready marker there), and
 /// serves until `shutdown` resolves. On shutdown, clients are disconnected and the process
 /// groups of children still running get SIGTERM.
+///
+/// Only binding can fail: once listening, no `accept()` error ends the server (a full file
+/// table, a connection reset before it was accepted, ...); each is logged, and accepting
+/// resumes after a short backoff.
 pub async fn serve(
     cfg: ServerConfig,
     ready: impl FnOnce() + Send,
@@ -86,7 +142,8 @@ pub async fn serve(
             addr: addr.clone(),
             source,
         })?;
-    let config = russh::server::Config {
+    let limits = cfg.limits.clone();
+    let config = Arc::new(russh::server::Config {
         server_id: russh::SshId::Standard(
             concat!("SSH-2.0-gantry_", env!("CARGO_PKG_VERSION")).into(),
         ),
@@ -94,13 +151,14 @@ pub async fn serve(
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
-        // Interactive shells may idle for hours; dead clients are found by keepalives.
+        // Interactive shells may idle for hours; dead clients are found by keepalives, and
+        // connections that never log in by the login grace time (see `connection`).
         inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 4,
+        keepalive_interval: Some(limits.keepalive_interval),
+        keepalive_max: limits.keepalive_max,
         nodelay: true,
         ..Default::default()
-    };
+    });
     let shared = Arc::new(Shared {
         workdir: cfg.workdir.clone(),
         env: cfg.env.clone(),
@@ -108,23 +166,315 @@ pub async fn serve(
         authorized,
         children: Mutex::new(HashSet::new()),
     });
-    let mut server = AgentServer {
-        shared: shared.clone(),
-    };
+    let waiting = Arc::new(Waiting::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tracker = tokio_util::task::TaskTracker::new();
     tracing::info!(%addr, "ssh server listening");
     ready();
-    let running = server.run_on_socket(Arc::new(config), &listener);
-    let handle = running.handle();
-    let result = tokio::select! {
-        r = running => r.map_err(|source| SshError::Serve { addr: addr.clone(), source }),
-        () = shutdown => {
-            handle.shutdown("node agent stopping".into());
-            Ok(())
+    tokio::pin!(shutdown);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut failing = false;
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                if failing {
+                    tracing::info!(%addr, "accepting connections again");
+                    failing = false;
+                }
+                backoff = ACCEPT_BACKOFF_MIN;
+                waiting.make_room(effective_cap(limits.max_unauthenticated));
+                let conn = waiting.add();
+                let handler = Connection {
+                    shared: shared.clone(),
+                    peer: Some(peer),
+                    started: HashSet::new(),
+                    conn: conn.clone(),
+                    waiting: waiting.clone(),
+                };
+                tracker.spawn(connection(
+                    stream,
+                    config.clone(),
+                    handler,
+                    conn,
+                    waiting.clone(),
+                    limits.login_grace,
+                    stop_rx.clone(),
+                ));
+            }
+            Err(error) => {
+                // Out of descriptors: the oldest connection still waiting to log in gives its
+                // own back, so the next connection (maybe gantry's) can be accepted.
+                let exhausted = matches!(
+                    error.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                );
+                let shed = exhausted && waiting.evict_oldest();
+                if failing {
+                    tracing::debug!(%addr, %error, shed, "accept failed again");
+                } else {
+                    tracing::warn!(%addr, %error, shed, ?backoff, "accept failed; retrying");
+                    failing = true;
+                }
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
         }
-    };
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::debug!("connections still open at shutdown are dropped");
+    }
     shared.terminate_children();
     tracing::info!(%addr, "ssh server stopped");
-    result
+    Ok(())
+}
+
+/// The cap on connections waiting to authenticate: the configured one, and at most a quarter of
+/// the current soft limit on open files (read each time: `prlimit` can change it at any time).
+fn effective_cap(configured: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let by_fds = getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .and_then(|(soft, _)| usize::try_from(soft / 4).ok())
+        .unwrap_or(usize::MAX);
+    configured.min(by_fds).max(1)
+}
+
+/// Runs one accepted connection to its end. It is closed when it has not authenticated within
+/// `login_grace`, when it is evicted to make room for a newer one, and on server shutdown
+/// (after a disconnect message).
+async fn connection(
+    stream: tokio::net::TcpStream,
+    config: Arc<russh::server::Config>,
+    handler: Connection,
+    conn: Arc<ConnState>,
+    waiting: Arc<Waiting>,
+    login_grace: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = Killable {
+        inner: stream,
+        conn: conn.clone(),
+    };
+    let grace = tokio::time::sleep(login_grace);
+    tokio::pin!(grace);
+    let mut grace_over = false;
+    let mut stopping = false;
+    // The version exchange: a client that never sends its version is cut off by the grace
+    // timer like one that never authenticates.
+    let started = russh::server::run_stream(config, io, handler);
+    tokio::pin!(started);
+    let session = loop {
+        tokio::select! {
+            r = &mut started => match r {
+                Ok(s) => break Some(s),
+                Err(error) => {
+                    tracing::debug!(%error, "ssh connection setup failed");
+                    break None;
+                }
+            },
+            () = &mut grace, if !grace_over => {
+                grace_over = true;
+                if !conn.authenticated() {
+                    tracing::debug!("closing a connection that did not log in in time");
+                    conn.kill();
+                }
+            }
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                conn.kill();
+            }
+        }
+    };
+    if let Some(session) = session {
+        let handle = session.handle();
+        tokio::pin!(session);
+        loop {
+            tokio::select! {
+                r = &mut session => {
+                    if let Err(error) = r {
+                        tracing::debug!(%error, "ssh connection ended with an error");
+                    }
+                    break;
+                }
+                () = &mut grace, if !grace_over => {
+                    grace_over = true;
+                    if stopping {
+                        // A client that does not close its end after the disconnect message
+                        // is not waited for.
+                        conn.kill();
+                    } else if !conn.authenticated() {
+                        tracing::debug!("closing a connection that did not log in in time");
+                        conn.kill();
+                    }
+                }
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    let bye = handle.disconnect(
+                        russh::Disconnect::ByApplication,
+                        "node agent stopping".into(),
+                        String::new(),
+                    );
+                    let _ = tokio::time::timeout(Duration::from_millis(500), bye).await;
+                    grace_over = false;
+                    grace
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    waiting.remove(conn.id);
+}
+
+/// Connections accepted but not yet authenticated, oldest first.
+#[derive(Default)]
+struct Waiting {
+    next_id: AtomicU64,
+    conns: Mutex<BTreeMap<u64, Arc<ConnState>>>,
+}
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ConnState>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self) -> Arc<ConnState> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(ConnState {
+            id,
+            authenticated: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            read_waker: AtomicWaker::new(),
+            write_waker: AtomicWaker::new(),
+        });
+        self.lock().insert(id, conn.clone());
+        conn
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes the oldest waiting connections until fewer than `cap` wait. Evicting the oldest
+    /// (rather than refusing the newest) means someone holding idle sockets cannot lock gantry
+    /// out: a real client logs in within one handshake, long before it becomes the oldest.
+    fn make_room(&self, cap: usize) {
+        let mut conns = self.lock();
+        while conns.len() >= cap {
+            let Some((_, oldest)) = conns.pop_first() else {
+                break;
+            };
+            tracing::debug!("closing the oldest connection waiting to log in (at the cap)");
+            oldest.kill();
+        }
+    }
+
+    /// Closes the oldest waiting connection; false when none waits.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.lock().pop_first();
+        oldest.map(|(_, c)| c.kill()).is_some()
+    }
+}
+
+/// What the accept loop, the grace timer and the SSH handler share about one connection.
+struct ConnState {
+    id: u64,
+    authenticated: AtomicBool,
+    killed: AtomicBool,
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
+}
+
+impl ConnState {
+    fn authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Acquire)
+    }
+
+    /// Makes every read and write of the connection fail from now on, waking the task blocked
+    /// on it: russh's session task then ends and drops (closes) the socket, whatever state the
+    /// handshake is in.
+    fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+        self.read_waker.wake();
+        self.write_waker.wake();
+    }
+
+    fn killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+}
+
+/// A socket the server can close from outside the task that owns it (see [`ConnState::kill`]).
+struct Killable<S> {
+    inner: S,
+    conn: Arc<ConnState>,
+}
+
+fn killed_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::ConnectionAborted,
+        "connection closed by the server",
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Killable<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.conn.read_waker.register(cx.waker());
+        if self.conn.killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.conn.write_waker.register(cx.waker());
+        if self.conn.killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.conn.write_waker.register(cx.waker());
+        if self.conn.killed() {
+            return Poll::Ready(Err(killed_error()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.conn.killed() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 struct Shared {
@@ -170,26 +520,6 @@ impl Shared {
     }
 }
 
-struct AgentServer {
-    shared: Arc<Shared>,
-}
-
-impl russh::server::Server for AgentServer {
-    type Handler = Connection;
-
-    fn new_client(&mut self, peer: Option<SocketAddr>) -> Connection {
-        Connection {
-            shared: self.shared.clone(),
-            peer,
-            started: HashSet::new(),
-        }
-    }
-
-    fn handle_session_error(&mut self, error: russh::Error) {
-        tracing::debug!(%error, "ssh connection ended with an error");
-    }
-}
-
 /// One client connection. Channel requests are answered here, in order, as the protocol
 /// requires; the work happens in one task per channel (see [`run_channel`]).
 struct Connection {
@@ -197,6 +527,8 @@ struct Connection {
     peer: Option<SocketAddr>,
     /// Channels that already started a command, shell or subsystem.
     started: HashSet<ChannelId>,
+    conn: Arc<ConnState>,
+    waiting: Arc<Waiting>,
 }
 
 fn reject() -> Auth {
@@ -235,6 +567,17 @@ impl russh::server::Handler for Connection {
             "public key authentication"
         );
         Ok(if ok { Auth::Accept } else { reject() })
+    }
+
+    async fn auth_succeeded(
+        &mut self,
+        _session: &mut russh::server::Session,
+    ) -> Result<(), Self::Error> {
+        // Logged in: no longer subject to the login grace time or the cap on waiting
+        // connections.
+        self.conn.authenticated.store(true, Ordering::Release);
+        self.waiting.remove(self.conn.id);
+        Ok(())
     }
 
     async fn channel_open_session(

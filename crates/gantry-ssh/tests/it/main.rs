@@ -2,6 +2,7 @@
 //! the server, and gantry against itself.
 
 mod gantry_pair;
+mod limits;
 mod openssh_client;
 mod sshd_server;
 mod support;

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gantry_ssh::{ClientConfig, ConnectSpec, KeyPair, KnownHosts, ServerConfig};
+use gantry_ssh::{ClientConfig, ConnectSpec, KeyPair, KnownHosts, ServerConfig, ServerLimits};
 use tempfile::TempDir;
 
 pub fn free_port() -> u16 {
@@ -143,6 +143,11 @@ pub struct GantryServer {
 
 impl GantryServer {
     pub async fn start(authorized_keys: Vec<String>) -> GantryServer {
+        Self::start_with(authorized_keys, ServerLimits::default()).await
+    }
+
+    /// Like [`GantryServer::start`], with shortened timeouts or caps.
+    pub async fn start_with(authorized_keys: Vec<String>, limits: ServerLimits) -> GantryServer {
         let workdir = tempfile::tempdir().unwrap();
         let port = free_port();
         let host_key = KeyPair::generate();
@@ -166,6 +171,7 @@ impl GantryServer {
                 ("GANTRY_NODE".into(), "node1".into()),
             ],
             shell: PathBuf::from(shell),
+            limits,
         };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
