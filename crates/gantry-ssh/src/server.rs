@@ -466,10 +466,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Killable<S> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         if self.conn.killed() {
             return Poll::Ready(Ok(()));
         }

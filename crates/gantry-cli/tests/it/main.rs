@@ -3,6 +3,7 @@
 //! Every test works in its own temporary `GANTRY_HOME` and leaves nothing running: the
 //! [`support::Gantry`] guard destroys its clusters and kills leftover node processes.
 
+mod agent_limits;
 mod aws;
 mod aws_crash;
 mod aws_faults;
