@@ -734,10 +734,7 @@ async fn run_channel(
         }
     };
     match start {
-        Start::Sftp => {
-            let handler = crate::sftp::SftpServer::new(shared.workdir.clone());
-            russh_sftp::server::run(channel.into_stream(), handler).await;
-        }
+        Start::Sftp => run_sftp(channel, shared).await,
         Start::Command(command) => {
             let args = vec![OsString::from("-c"), OsString::from(command)];
             run_process(channel, handle, shared, env, pty, args).await;
@@ -750,6 +747,63 @@ async fn run_channel(
             };
             run_process(channel, handle, shared, env, pty, args).await;
         }
+    }
+}
+
+/// Bytes buffered between the channel and the SFTP server task, each way.
+const SFTP_PIPE: usize = 256 * 1024;
+
+/// Runs the SFTP server for a channel, then ends the channel as a subsystem must: exit status
+/// 0, EOF, close. (OpenSSH's `ssh -s sftp` exits 255 without an exit status, and `scp`, which
+/// runs over SFTP since OpenSSH 9.0, then reports a failed copy.) russh-sftp's server runs in
+/// its own task and closes its stream when the client's input ends, so it is given one end of
+/// a pipe and the channel is relayed to the other end, where the server's end shows.
+async fn run_sftp(channel: Channel<Msg>, shared: Arc<Shared>) {
+    let handler = crate::sftp::SftpServer::new(shared.workdir.clone());
+    let (ours, theirs) = tokio::io::duplex(SFTP_PIPE);
+    russh_sftp::server::run(theirs, handler).await;
+    let (mut from_sftp, mut to_sftp) = tokio::io::split(ours);
+    let (mut rx, tx) = channel.split();
+    // Replies in a task of their own: a client that pipelines requests while not reading
+    // replies fills one direction, and must not stall the other.
+    let replies = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            match from_sftp.read(&mut buf).await {
+                Ok(0) | Err(_) => return Some(tx),
+                Ok(n) => {
+                    if tx.data_bytes(buf[..n].to_vec()).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    });
+    let mut client_open = true;
+    loop {
+        match rx.wait().await {
+            Some(ChannelMsg::Data { data }) => {
+                // Fails only if the server task is gone; its replies then end too.
+                if to_sftp.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+            // The end of the client's input: the server answers what it read, then stops.
+            Some(ChannelMsg::Eof) => break,
+            Some(ChannelMsg::Close) | None => {
+                client_open = false;
+                break;
+            }
+            Some(_) => {}
+        }
+    }
+    // Shut down explicitly: dropping one half of a split pipe leaves the pipe open.
+    let _ = to_sftp.shutdown().await;
+    let tx = replies.await.ok().flatten();
+    if let (true, Some(tx)) = (client_open, tx) {
+        let _ = tx.exit_status(0).await;
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
     }
 }
 

@@ -3,6 +3,10 @@
 //! `sftp` and `scp` clients land).
 //!
 //! Every filesystem call runs on the blocking pool; a client's requests are handled in order.
+//!
+//! Besides the protocol's requests, the OpenSSH extensions its clients use for everyday
+//! operations are served and advertised as OpenSSH's `sftp-server` does: `posix-rename` (`rename`
+//! in `sftp`), `statvfs`/`fstatvfs` (`df`), `hardlink` (`ln`) and `fsync`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,15 +15,47 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use bytes::Bytes;
+use russh_sftp::extensions::{
+    FSYNC, FsyncExtension, HARDLINK, HardlinkExtension, STATVFS, Statvfs, StatvfsExtension,
+};
 use russh_sftp::protocol::{
-    Attrs, Data, File, FileAttributes, Handle, Name, OpenFlags, Status, StatusCode, Version,
+    Attrs, Data, ExtendedReply, File, FileAttributes, Handle, Name, OpenFlags, Packet, Status,
+    StatusCode, Version,
 };
 use russh_sftp::server::StatusReply;
+use serde::Deserialize;
 
 /// Largest read served at once (OpenSSH clients ask for 32 KiB; some for more).
 const MAX_READ: u32 = 256 * 1024;
 /// Directory entries per READDIR reply.
 const DIR_BATCH: usize = 128;
+
+const POSIX_RENAME: &str = "posix-rename@openssh.com";
+const FSTATVFS: &str = "fstatvfs@openssh.com";
+
+/// The extensions advertised in the version reply, with the versions OpenSSH's `sftp-server`
+/// gives them (its client checks them).
+const EXTENSIONS: [(&str, &str); 5] = [
+    (POSIX_RENAME, "1"),
+    (STATVFS, "2"),
+    (FSTATVFS, "2"),
+    (HARDLINK, "1"),
+    (FSYNC, "1"),
+];
+
+/// `posix-rename@openssh.com`'s request data (the same two strings as `hardlink@openssh.com`).
+#[derive(Deserialize)]
+struct PosixRename {
+    oldpath: String,
+    newpath: String,
+}
+
+/// `fstatvfs@openssh.com`'s request data.
+#[derive(Deserialize)]
+struct Fstatvfs {
+    handle: String,
+}
 
 enum OpenHandle {
     File(Arc<fs::File>),
@@ -138,6 +174,56 @@ fn apply_attrs_fd(file: &fs::File, attrs: &FileAttributes) -> std::io::Result<()
     Ok(())
 }
 
+/// Widens the platform's `statvfs` field types (`c_ulong`, `fsblkcnt_t`, ...) to the
+/// protocol's `uint64`.
+fn wide<T: Into<u64>>(v: T) -> u64 {
+    v.into()
+}
+
+/// The reply of `statvfs@openssh.com` / `fstatvfs@openssh.com` (OpenSSH's PROTOCOL, 4.4).
+fn statvfs_reply(st: &nix::sys::statvfs::Statvfs) -> Statvfs {
+    use nix::sys::statvfs::FsFlags;
+    // SSH_FXE_STATVFS_ST_RDONLY and SSH_FXE_STATVFS_ST_NOSUID.
+    let mut flags = 0;
+    if st.flags().contains(FsFlags::ST_RDONLY) {
+        flags |= 0x1;
+    }
+    if st.flags().contains(FsFlags::ST_NOSUID) {
+        flags |= 0x2;
+    }
+    Statvfs {
+        block_size: wide(st.block_size()),
+        fragment_size: wide(st.fragment_size()),
+        blocks: wide(st.blocks()),
+        blocks_free: wide(st.blocks_free()),
+        blocks_avail: wide(st.blocks_available()),
+        inodes: wide(st.files()),
+        inodes_free: wide(st.files_free()),
+        inodes_avail: wide(st.files_available()),
+        fs_id: wide(st.filesystem_id()),
+        flags,
+        name_max: wide(st.name_max()),
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(request: &str, data: &'a mut Bytes) -> Result<T, StatusReply> {
+    russh_sftp::de::from_bytes(data)
+        .map_err(|e| StatusCode::BadMessage.with_message(format!("{request}: {e}")))
+}
+
+fn extended_reply<T: serde::Serialize>(id: u32, value: &T) -> Result<Packet, StatusReply> {
+    let data = russh_sftp::ser::to_bytes(value)
+        .map_err(|e| StatusCode::Failure.with_message(e.to_string()))?;
+    Ok(Packet::ExtendedReply(ExtendedReply {
+        id,
+        data: data.to_vec(),
+    }))
+}
+
+fn status_packet(id: u32) -> Packet {
+    Packet::Status(ok(id))
+}
+
 /// Lexical normalisation (`a/./b/../c` → `a/c`) for paths that do not exist yet.
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -165,7 +251,12 @@ impl russh_sftp::server::Handler for SftpServer {
         _version: u32,
         _extensions: HashMap<String, String>,
     ) -> Result<Version, Self::Error> {
-        Ok(Version::new())
+        let mut version = Version::new();
+        version.extensions = EXTENSIONS
+            .iter()
+            .map(|(name, v)| (name.to_string(), v.to_string()))
+            .collect();
+        Ok(version)
     }
 
     async fn open(
@@ -377,6 +468,72 @@ impl russh_sftp::server::Handler for SftpServer {
         Ok(ok(id))
     }
 
+    /// SSH_FXP_SYMLINK. OpenSSH's client sends the link's target first and the new link's path
+    /// second, the reverse of the draft, and OpenSSH's `sftp-server` reads them that way, as
+    /// every OpenSSH tool expects; so does this server. russh-sftp names the fields in draft
+    /// order: its `linkpath` is the first string (the target), `targetpath` the second (where
+    /// the link is made). The target is stored as given, relative or not, as `ln -s` does.
+    async fn symlink(
+        &mut self,
+        id: u32,
+        linkpath: String,
+        targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        let target = PathBuf::from(linkpath);
+        let link = self.resolve(&targetpath);
+        blocking(move || std::os::unix::fs::symlink(target, link)).await?;
+        Ok(ok(id))
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        let mut data = Bytes::from(data);
+        match request.as_str() {
+            POSIX_RENAME => {
+                // rename(2): replaces an existing target, unlike SSH_FXP_RENAME.
+                let r: PosixRename = decode(&request, &mut data)?;
+                let (from, to) = (self.resolve(&r.oldpath), self.resolve(&r.newpath));
+                blocking(move || fs::rename(from, to)).await?;
+                Ok(status_packet(id))
+            }
+            HARDLINK => {
+                let r: HardlinkExtension = decode(&request, &mut data)?;
+                let (from, to) = (self.resolve(&r.oldpath), self.resolve(&r.newpath));
+                blocking(move || fs::hard_link(from, to)).await?;
+                Ok(status_packet(id))
+            }
+            FSYNC => {
+                let r: FsyncExtension = decode(&request, &mut data)?;
+                let file = self.file(&r.handle)?;
+                blocking(move || file.sync_all()).await?;
+                Ok(status_packet(id))
+            }
+            STATVFS => {
+                let r: StatvfsExtension = decode(&request, &mut data)?;
+                let path = self.resolve(&r.path);
+                let st = blocking(move || {
+                    nix::sys::statvfs::statvfs(&path).map_err(std::io::Error::from)
+                })
+                .await?;
+                extended_reply(id, &statvfs_reply(&st))
+            }
+            FSTATVFS => {
+                let r: Fstatvfs = decode(&request, &mut data)?;
+                let file = self.file(&r.handle)?;
+                let st = blocking(move || {
+                    nix::sys::statvfs::fstatvfs(&*file).map_err(std::io::Error::from)
+                })
+                .await?;
+                extended_reply(id, &statvfs_reply(&st))
+            }
+            _ => Err(StatusCode::OpUnsupported.with_message(format!("{request} is not supported"))),
+        }
+    }
+
     async fn readlink(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
         let path = self.resolve(&path);
         let target = blocking(move || fs::read_link(path)).await?;
@@ -390,6 +547,122 @@ impl russh_sftp::server::Handler for SftpServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use russh_sftp::server::Handler as _;
+
+    fn request<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        russh_sftp::ser::to_bytes(value).unwrap().to_vec()
+    }
+
+    #[derive(serde::Serialize)]
+    struct TwoPaths<'a> {
+        oldpath: &'a str,
+        newpath: &'a str,
+    }
+
+    #[derive(serde::Serialize)]
+    struct OneString<'a> {
+        s: &'a str,
+    }
+
+    fn assert_ok(p: Packet) {
+        match p {
+            Packet::Status(s) => assert_eq!(s.status_code, StatusCode::Ok, "{s:?}"),
+            other => panic!("wanted a status, got {other:?}"),
+        }
+    }
+
+    fn statvfs_of(p: Packet) -> Statvfs {
+        match p {
+            Packet::ExtendedReply(r) => {
+                let mut data = Bytes::from(r.data);
+                russh_sftp::de::from_bytes(&mut data).unwrap()
+            }
+            other => panic!("wanted an extended reply, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn openssh_extensions_are_advertised_and_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut srv = SftpServer::new(dir.path().to_path_buf());
+        let version = srv.init(3, HashMap::new()).await.unwrap();
+        for (name, v) in EXTENSIONS {
+            assert_eq!(version.extensions.get(name).map(String::as_str), Some(v));
+        }
+        fs::write(dir.path().join("a"), b"x").unwrap();
+        fs::write(dir.path().join("b"), b"old").unwrap();
+
+        // posix-rename replaces an existing target.
+        let r = request(&TwoPaths {
+            oldpath: "a",
+            newpath: "b",
+        });
+        assert_ok(srv.extended(1, POSIX_RENAME.into(), r).await.unwrap());
+        assert_eq!(fs::read(dir.path().join("b")).unwrap(), b"x");
+        assert!(!dir.path().join("a").exists());
+
+        let r = request(&TwoPaths {
+            oldpath: "b",
+            newpath: "c",
+        });
+        assert_ok(srv.extended(2, HARDLINK.into(), r).await.unwrap());
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(
+            fs::metadata(dir.path().join("c")).unwrap().ino(),
+            fs::metadata(dir.path().join("b")).unwrap().ino()
+        );
+
+        let st = statvfs_of(
+            srv.extended(3, STATVFS.into(), request(&OneString { s: "." }))
+                .await
+                .unwrap(),
+        );
+        let want = nix::sys::statvfs::statvfs(dir.path()).unwrap();
+        assert_eq!(st.block_size, wide(want.block_size()));
+        assert_eq!(st.blocks, wide(want.blocks()));
+        assert!(st.name_max > 0);
+
+        let h = srv
+            .open(4, "c".into(), OpenFlags::WRITE, FileAttributes::empty())
+            .await
+            .unwrap()
+            .handle;
+        let st = statvfs_of(
+            srv.extended(5, FSTATVFS.into(), request(&OneString { s: &h }))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(st.blocks, wide(want.blocks()));
+        assert_ok(
+            srv.extended(6, FSYNC.into(), request(&OneString { s: &h }))
+                .await
+                .unwrap(),
+        );
+
+        let unknown = srv.extended(7, "nope@example.com".into(), vec![]).await;
+        assert!(matches!(
+            unknown,
+            Err(StatusReply {
+                status_code: StatusCode::OpUnsupported,
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn symlink_takes_openssh_order_target_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut srv = SftpServer::new(dir.path().to_path_buf());
+        // What OpenSSH's `sftp` sends for `ln -s moved.bin link`: the target, then the link.
+        srv.symlink(1, "moved.bin".into(), "link".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            fs::read_link(dir.path().join("link")).unwrap(),
+            PathBuf::from("moved.bin")
+        );
+    }
 
     #[test]
     fn normalize_paths() {
