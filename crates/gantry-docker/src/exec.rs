@@ -446,13 +446,20 @@ fn extract_one(tar_bytes: &[u8], remote: &str, local: &Path) -> Result<u64, Dock
             )));
         }
     }
-    let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+    let mode = downloaded_mode(entry.header().mode().unwrap_or(0o644));
     let mut data = Vec::new();
     entry.read_to_end(&mut data).map_err(io("unpacking"))?;
     std::fs::write(local, &data).map_err(io("writing"))?;
     std::fs::set_permissions(local, std::fs::Permissions::from_mode(mode))
         .map_err(io("setting the mode of"))?;
     Ok(data.len() as u64)
+}
+
+/// The mode a downloaded file gets locally: the container's permission bits without setuid,
+/// setgid and sticky. A container is not trusted with the local machine: a setuid-root binary
+/// fetched by `gantry get` must not become one here.
+fn downloaded_mode(remote: u32) -> u32 {
+    remote & 0o777
 }
 
 /// The terminal size of stdin as (columns, rows), if stdin is a terminal.
@@ -511,5 +518,21 @@ mod tests {
         assert_eq!(std::fs::read(&dst).unwrap(), b"hello\n");
         let mode = std::fs::metadata(&dst).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o751);
+    }
+
+    #[test]
+    fn a_download_never_keeps_setuid_setgid_or_sticky() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        for (remote_mode, local_mode) in [(0o4755, 0o755), (0o2750, 0o750), (0o1777, 0o777)] {
+            let src = dir.path().join("src");
+            std::fs::write(&src, b"x").unwrap();
+            std::fs::set_permissions(&src, std::fs::Permissions::from_mode(remote_mode)).unwrap();
+            let (tar, _) = one_file_tar(&src, "f").unwrap();
+            let dst = dir.path().join(format!("dst-{remote_mode:o}"));
+            extract_one(&tar, "/x/f", &dst).unwrap();
+            let mode = std::fs::metadata(&dst).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, local_mode, "remote mode {remote_mode:o}");
+        }
     }
 }

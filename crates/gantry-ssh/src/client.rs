@@ -376,8 +376,8 @@ impl Session {
         Ok(total)
     }
 
-    /// Copies `remote` to a local file over SFTP, keeping its permission bits. Returns the
-    /// number of bytes copied.
+    /// Copies `remote` to a local file over SFTP, keeping its permission bits (but never
+    /// setuid, setgid or sticky: see [`downloaded_mode`]). Returns the number of bytes copied.
     pub async fn download(&self, remote: &str, local: &Path) -> Result<u64, SshError> {
         let sftp = self.sftp().await?;
         let sftp_err = |op: &'static str| {
@@ -392,7 +392,7 @@ impl Session {
             .await
             .map_err(sftp_err("stat"))?
             .permissions
-            .map(|p| p & 0o7777);
+            .map(downloaded_mode);
         let mut src = sftp.open(remote).await.map_err(sftp_err("open"))?;
         let mut dst = tokio::fs::File::create(local)
             .await
@@ -596,6 +596,13 @@ pub(crate) fn sig_name(sig: &Sig) -> String {
     .to_string()
 }
 
+/// The mode a downloaded file gets locally: the remote permission bits without setuid, setgid
+/// and sticky. A node is not trusted with the local machine: a setuid-root binary fetched by
+/// `gantry get` (run as root, or with a root-owned destination) must not become one here.
+fn downloaded_mode(remote: u32) -> u32 {
+    remote & 0o777
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,5 +627,13 @@ mod tests {
         };
         assert!(!killed.success());
         assert_eq!(killed.to_string(), "killed by signal TERM");
+    }
+
+    #[test]
+    fn downloads_drop_setuid_setgid_and_sticky() {
+        assert_eq!(downloaded_mode(0o4755), 0o755);
+        assert_eq!(downloaded_mode(0o2750), 0o750);
+        assert_eq!(downloaded_mode(0o1777), 0o777);
+        assert_eq!(downloaded_mode(0o100640), 0o640);
     }
 }

@@ -75,6 +75,34 @@ async fn exec_stdin_signal_exit_and_transfers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_keeps_permission_bits_but_never_setuid_setgid_or_sticky() {
+    let client = ClientSide::new();
+    let server = GantryServer::start(vec![client.cfg.key.public_openssh()]).await;
+    let s = Session::connect(&client.spec("node1", server.port), &client.cfg)
+        .await
+        .unwrap();
+    for (name, remote_mode, local_mode) in [
+        ("suid", 0o4755, 0o755),
+        ("sgid", 0o2750, 0o750),
+        ("sticky", 0o1777, 0o777),
+        ("plain", 0o640, 0o640),
+    ] {
+        let remote = server.workdir.path().join(name);
+        std::fs::write(&remote, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&remote, std::fs::Permissions::from_mode(remote_mode)).unwrap();
+        let local = client.dir.path().join(name);
+        s.download(name, &local).await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&local).unwrap().permissions().mode() & 0o7777,
+            local_mode,
+            "{name}: remote mode {remote_mode:o}"
+        );
+    }
+    s.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_connections_and_channels() {
     let client = ClientSide::new();
     let server = GantryServer::start(vec![client.cfg.key.public_openssh()]).await;
