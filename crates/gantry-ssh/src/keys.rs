@@ -7,7 +7,7 @@
 use std::fmt;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,8 +42,9 @@ impl KeyPair {
     /// (and `<path>.pub`, 0644). Parent dirs are created (0700). Refuses a key file readable by
     /// group/other, as OpenSSH does.
     ///
-    /// Safe against concurrent callers: the key is written to a temporary file and hard-linked
-    /// into place, so exactly one generated key wins and every caller loads that one.
+    /// Safe against concurrent callers, threads of one process included: each writes its key to
+    /// a temporary file of its own and moves it into place only if no key is there yet, so
+    /// exactly one generated key wins and every caller loads that one.
     pub fn load_or_generate(path: &Path) -> Result<KeyPair, SshError> {
         match fs::metadata(path) {
             Ok(_) => return Self::load(path),
@@ -65,39 +66,44 @@ impl KeyPair {
                 what: "generated key".into(),
                 reason: e.to_string(),
             })?;
-        let tmp = sibling(path, &format!(".tmp.{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // A temporary file of its own (O_EXCL, a random name, mode 0600) in the same directory,
+        // so concurrent callers in one process never write into each other's file, then moved
+        // into place only if no key is there yet (renameat2 RENAME_NOREPLACE, or link+unlink).
+        let write = || -> std::io::Result<tempfile::NamedTempFile> {
+            let mut f = tempfile::Builder::new()
+                .prefix(".id.tmp.")
+                .permissions(fs::Permissions::from_mode(0o600))
+                .tempfile_in(dir)?;
             f.write_all(pem.as_bytes())?;
-            f.sync_all()
+            f.as_file().sync_all()?;
+            Ok(f)
         };
-        write().map_err(SshError::local("writing private key", &tmp))?;
-        let linked = fs::hard_link(&tmp, path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {}
-            // Another process generated the key first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Self::load(path),
-            Err(e) => return Err(SshError::local("writing private key", path)(e)),
+        let tmp = write().map_err(SshError::local("writing private key", path))?;
+        match tmp.persist_noclobber(path) {
+            Ok(_) => {}
+            // Another caller generated the key first: use theirs (the temporary file goes).
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Self::load(path);
+            }
+            Err(e) => return Err(SshError::local("writing private key", path)(e.error)),
         }
         let pub_path = sibling(path, ".pub");
-        let pub_tmp = sibling(&pub_path, &format!(".tmp.{}", std::process::id()));
         let write_pub = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .open(&pub_tmp)?;
+            let mut f = tempfile::Builder::new()
+                .prefix(".id.pub.tmp.")
+                .permissions(fs::Permissions::from_mode(0o644))
+                .tempfile_in(dir)?;
             f.write_all(pair.public_openssh().as_bytes())?;
             f.write_all(b"\n")?;
-            f.set_permissions(fs::Permissions::from_mode(0o644))?;
-            fs::rename(&pub_tmp, &pub_path)
+            // The mode given at creation is subject to the umask.
+            f.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))?;
+            f.persist(&pub_path).map_err(|e| e.error)?;
+            Ok(())
         };
         write_pub().map_err(SshError::local("writing public key", &pub_path))?;
         Ok(pair)
@@ -227,6 +233,44 @@ mod tests {
         );
         let pub_line = fs::read_to_string(sibling(&path, ".pub")).unwrap();
         assert_eq!(pub_line.trim(), k1.public_openssh());
+    }
+
+    #[test]
+    fn threads_generating_one_key_at_once_all_get_the_same_valid_key() {
+        const THREADS: usize = 16;
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("id_ed25519");
+            let start = std::sync::Barrier::new(THREADS);
+            let results: Vec<Result<KeyPair, SshError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            KeyPair::load_or_generate(&path)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let keys: Vec<KeyPair> = results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| panic!("round {round}: {e}")))
+                .collect();
+            let on_disk = KeyPair::load(&path).unwrap().fingerprint();
+            for k in &keys {
+                assert_eq!(k.fingerprint(), on_disk, "round {round}");
+            }
+            let pub_line = fs::read_to_string(sibling(&path, ".pub")).unwrap();
+            assert_eq!(pub_line.trim(), keys[0].public_openssh(), "round {round}");
+            // No temporary file is left behind.
+            let mut names: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["id_ed25519", "id_ed25519.pub"], "round {round}");
+        }
     }
 
     #[test]
