@@ -25,8 +25,8 @@ pub struct Global {
     /// Where gantry keeps its state, keys and local nodes.
     #[arg(long, global = true, env = env::GANTRY_HOME, value_name = "DIR")]
     pub home: Option<PathBuf>,
-    /// Project (namespace) to act in.
-    #[arg(long, global = true, env = env::GANTRY_PROJECT, default_value = "default")]
+    /// Project (namespace) to act in: named like a cluster (lowercase letters, digits and '-').
+    #[arg(long, global = true, env = env::GANTRY_PROJECT, default_value = "default", value_parser = project_name)]
     pub project: String,
     /// Output format.
     #[arg(long, short = 'o', global = true, env = env::GANTRY_OUTPUT, value_enum, default_value_t = OutputFormat::Text)]
@@ -37,6 +37,15 @@ pub struct Global {
     /// More logging (-v, -vv).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// `--project` becomes a directory under `GANTRY_HOME` (`projects/<project>/`, with the key)
+/// and part of every resource name and tag, so it follows the naming rules of a cluster: an
+/// absolute path or `..` would put the project's key and pins anywhere.
+fn project_name(s: &str) -> Result<String, String> {
+    gantry_core::names::validate_name(s)
+        .map(|()| s.to_string())
+        .map_err(|e| format!("{e} (a project is named like a cluster)"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -235,4 +244,34 @@ pub enum BlueprintCommand {
         #[arg(long, short = 'f', value_name = "FILE")]
         file: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn project(args: &[&str]) -> Result<String, clap::Error> {
+        let mut argv = vec!["gantry"];
+        argv.extend_from_slice(args);
+        argv.push("ls");
+        Cli::try_parse_from(argv).map(|c| c.global.project)
+    }
+
+    #[test]
+    fn project_is_named_like_a_cluster() {
+        assert_eq!(project(&[]).unwrap(), "default");
+        assert_eq!(project(&["--project", "team-a2"]).unwrap(), "team-a2");
+        for bad in ["/etc", "../other", "a/b", "", "Team", "x.y", "-a", "a-"] {
+            let arg = format!("--project={bad}");
+            let err = project(&[&arg]).expect_err(bad);
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--project") && text.contains("named like a cluster"),
+                "{bad}: {text}"
+            );
+        }
+    }
 }

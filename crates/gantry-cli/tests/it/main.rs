@@ -23,6 +23,7 @@ mod lock;
 #[allow(dead_code)]
 mod moto;
 mod openssh;
+mod project_flag;
 // The hostile neighbour of the hardening tests (used by several modules).
 #[allow(dead_code)]
 mod other_user;
