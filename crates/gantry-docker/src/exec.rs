@@ -1,12 +1,15 @@
 //! Reaching a node through the Docker API instead of SSH: commands through exec (exit code,
 //! streamed stdout/stderr, optional stdin), files through the archive API (a one-file tar that
-//! keeps the mode), and an interactive exec with a tty for `gantry ssh`.
+//! keeps the mode, built and unpacked as it streams, so a file of any size takes a few chunks of
+//! memory), and an interactive exec with a tty for `gantry ssh`.
 //!
 //! Relative remote paths are relative to the container's `$HOME` (as with SFTP), read once from
 //! its configuration.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Read as _};
+
+use bytes::Bytes;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -189,22 +192,37 @@ impl DockerProvider {
                 )));
             }
         };
-        let local2 = local.to_path_buf();
-        let (tar, size) = tokio::task::spawn_blocking(move || one_file_tar(&local2, &file))
-            .await
-            .map_err(|e| DockerError::Invalid(e.to_string()))??;
         let d = self.docker().await?;
-        d.upload_to_container(
-            container,
-            Some(UploadToContainerOptions {
-                path: dir.to_string(),
-                ..Default::default()
-            }),
-            bollard::body_full(tar.into()),
-        )
-        .await
-        .map_err(|e| transfer_error(container, &path, e))?;
-        Ok(size)
+        // The archive is built by a blocking thread as the engine reads it: only
+        // CHUNKS_IN_FLIGHT chunks are ever held, whatever the file's size.
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
+        let local2 = local.to_path_buf();
+        let packer = tokio::task::spawn_blocking(move || pack_into(&local2, &file, tx));
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        });
+        let sent = d
+            .upload_to_container(
+                container,
+                Some(UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(body),
+            )
+            .await;
+        let packed = packer
+            .await
+            .map_err(|e| DockerError::Invalid(e.to_string()))?;
+        match (packed, sent) {
+            // A local failure (unreadable file, changed size) explains the aborted upload.
+            (Err(Pack::Local(e)), _) => Err(e),
+            (_, Err(e)) => Err(transfer_error(container, &path, e)),
+            (Err(Pack::Abandoned), Ok(())) => Err(DockerError::Transfer(format!(
+                "{path} on {container}: the engine stopped reading the archive"
+            ))),
+            (Ok(size), Ok(())) => Ok(size),
+        }
     }
 
     /// Copies `remote` (relative to `$HOME`) to the local file, with the remote mode. Returns
@@ -221,14 +239,44 @@ impl DockerProvider {
             container,
             Some(DownloadFromContainerOptions { path: path.clone() }),
         );
-        let mut tar = Vec::new();
+        // The archive is unpacked by a blocking thread as it arrives: only CHUNKS_IN_FLIGHT
+        // chunks are ever held, whatever the file's size.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+        let (local, path2) = (local.to_path_buf(), path.clone());
+        let unpacker = tokio::task::spawn_blocking(move || {
+            extract_one(
+                ChunkReader {
+                    rx,
+                    current: Bytes::new(),
+                },
+                &path2,
+                &local,
+            )
+        });
+        let mut failed = None;
         while let Some(chunk) = stream.next().await {
-            tar.extend_from_slice(&chunk.map_err(|e| transfer_error(container, &path, e))?);
+            match chunk {
+                Ok(chunk) => {
+                    // The unpacker is done (the file is written, or it failed): stop reading.
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
-        let local = local.to_path_buf();
-        tokio::task::spawn_blocking(move || extract_one(&tar, &path, &local))
+        drop((tx, stream));
+        let unpacked = unpacker
             .await
-            .map_err(|e| DockerError::Invalid(e.to_string()))?
+            .map_err(|e| DockerError::Invalid(e.to_string()))?;
+        // The engine's error (no such file, connection lost) explains a short archive.
+        match failed {
+            Some(e) => Err(transfer_error(container, &path, e)),
+            None => unpacked,
+        }
     }
 
     /// An interactive exec for `gantry ssh`: a login shell, or `command` through `sh -c`; with
@@ -375,23 +423,62 @@ fn transfer_error(container: &str, path: &str, e: bollard::errors::Error) -> Doc
     DockerError::api("archive", format!("{container}:{path}"))(e)
 }
 
-/// A tar holding the local file as `name`, with its mode; and the file's size.
-fn one_file_tar(local: &Path, name: &str) -> Result<(Vec<u8>, u64), DockerError> {
+/// Archive chunks held at once between the engine and the thread that packs or unpacks.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// The size of one archive chunk sent to the engine.
+const CHUNK: usize = 256 * 1024;
+
+/// Why packing an upload stopped.
+enum Pack {
+    /// Reading the local file failed; the upload was aborted.
+    Local(DockerError),
+    /// The engine stopped reading (its own error says why).
+    Abandoned,
+}
+
+/// Packs the local file as `name` into `tx` (see [`pack`]). On a local failure, the stream ends
+/// with an error, so the engine never gets a truncated archive as if it were whole.
+fn pack_into(
+    local: &Path,
+    name: &str,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+) -> Result<u64, Pack> {
+    let mut out = ChunkWriter {
+        tx,
+        buf: Vec::with_capacity(CHUNK),
+        abandoned: false,
+    };
+    match pack(local, name, &mut out) {
+        Ok(size) => Ok(size),
+        Err(_) if out.abandoned => Err(Pack::Abandoned),
+        Err(e) => {
+            let _ = out
+                .tx
+                .blocking_send(Err(std::io::Error::other(e.to_string())));
+            Err(Pack::Local(e))
+        }
+    }
+}
+
+/// Writes a tar holding the local file as `name`, with its mode, to `out`, reading the file as
+/// it goes; returns the file's size.
+fn pack(local: &Path, name: &str, out: &mut dyn std::io::Write) -> Result<u64, DockerError> {
     use std::os::unix::fs::PermissionsExt as _;
     let io = |what: &'static str| {
         let path = local.display().to_string();
         move |source| DockerError::Io { what, path, source }
     };
-    let meta = std::fs::metadata(local).map_err(io("reading"))?;
+    let file = std::fs::File::open(local).map_err(io("reading"))?;
+    let meta = file.metadata().map_err(io("reading"))?;
     if !meta.is_file() {
         return Err(DockerError::Transfer(format!(
             "{} is not a regular file",
             local.display()
         )));
     }
-    let data = std::fs::read(local).map_err(io("reading"))?;
+    let size = meta.len();
     let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
+    header.set_size(size);
     header.set_mode(meta.permissions().mode() & 0o7777);
     header.set_mtime(
         meta.modified()
@@ -402,21 +489,115 @@ fn one_file_tar(local: &Path, name: &str) -> Result<(Vec<u8>, u64), DockerError>
     header.set_uid(0);
     header.set_gid(0);
     header.set_entry_type(tar::EntryType::Regular);
-    let mut b = tar::Builder::new(Vec::new());
-    b.append_data(&mut header, name, data.as_slice())
-        .map_err(io("packing"))?;
-    let out = b.into_inner().map_err(io("packing"))?;
-    Ok((out, data.len() as u64))
+    let mut b = tar::Builder::new(out);
+    let data = ExactReader {
+        file,
+        remaining: size,
+    };
+    b.append_data(&mut header, name, data)
+        .map_err(io("sending"))?;
+    b.into_inner()
+        .and_then(|out| out.flush())
+        .map_err(io("sending"))?;
+    Ok(size)
 }
 
-/// Writes the archive's single regular file to `local` with its mode.
-fn extract_one(tar_bytes: &[u8], remote: &str, local: &Path) -> Result<u64, DockerError> {
+/// The first `remaining` bytes of a file whose size was put in a tar header: a file that
+/// shrinks meanwhile is an error (a short entry would corrupt the archive); one that grows is
+/// cut at the size in the header.
+struct ExactReader {
+    file: std::fs::File,
+    remaining: u64,
+}
+
+impl std::io::Read for ExactReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being sent",
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Collects written bytes into chunks of [`CHUNK`] and hands each to the upload.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+    /// The receiving side is gone: the engine stopped reading.
+    abandoned: bool,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(Ok(Bytes::from(chunk))).map_err(|_| {
+            self.abandoned = true;
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the archive",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// The downloaded archive as a `Read`, chunk by chunk as the engine sends it.
+struct ChunkReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Writes the archive's single regular file to `local` with its mode (see
+/// [`downloaded_mode`]), reading the archive as it goes.
+fn extract_one(tar: impl std::io::Read, remote: &str, local: &Path) -> Result<u64, DockerError> {
     use std::os::unix::fs::PermissionsExt as _;
     let io = |what: &'static str| {
         let path = local.display().to_string();
         move |source| DockerError::Io { what, path, source }
     };
-    let mut archive = tar::Archive::new(tar_bytes);
+    let mut archive = tar::Archive::new(tar);
     let mut entries = archive.entries().map_err(io("unpacking"))?;
     let Some(entry) = entries.next() else {
         return Err(DockerError::Transfer(format!("{remote}: empty archive")));
@@ -447,12 +628,17 @@ fn extract_one(tar_bytes: &[u8], remote: &str, local: &Path) -> Result<u64, Dock
         }
     }
     let mode = downloaded_mode(entry.header().mode().unwrap_or(0o644));
-    let mut data = Vec::new();
-    entry.read_to_end(&mut data).map_err(io("unpacking"))?;
-    std::fs::write(local, &data).map_err(io("writing"))?;
-    std::fs::set_permissions(local, std::fs::Permissions::from_mode(mode))
+    let size = entry.header().size().map_err(io("unpacking"))?;
+    let mut file = std::fs::File::create(local).map_err(io("writing"))?;
+    let copied = std::io::copy(&mut entry, &mut file).map_err(io("writing"))?;
+    if copied != size {
+        return Err(DockerError::Transfer(format!(
+            "{remote}: the archive ended after {copied} of {size} bytes"
+        )));
+    }
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
         .map_err(io("setting the mode of"))?;
-    Ok(data.len() as u64)
+    Ok(copied)
 }
 
 /// The mode a downloaded file gets locally: the container's permission bits without setuid,
@@ -511,13 +697,69 @@ mod tests {
         let src = dir.path().join("src");
         std::fs::write(&src, b"hello\n").unwrap();
         std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o751)).unwrap();
-        let (tar, size) = one_file_tar(&src, "f").unwrap();
-        assert_eq!(size, 6);
+        let mut tar = Vec::new();
+        assert_eq!(pack(&src, "f", &mut tar).unwrap(), 6);
         let dst = dir.path().join("dst");
-        assert_eq!(extract_one(&tar, "/x/f", &dst).unwrap(), 6);
+        assert_eq!(extract_one(tar.as_slice(), "/x/f", &dst).unwrap(), 6);
         assert_eq!(std::fs::read(&dst).unwrap(), b"hello\n");
         let mode = std::fs::metadata(&dst).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o751);
+    }
+
+    #[test]
+    fn a_local_failure_ends_the_upload_stream_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let r = pack_into(&dir.path().join("missing"), "f", tx);
+        assert!(matches!(r, Err(Pack::Local(DockerError::Io { .. }))));
+        // The engine sees an error, never a short archive that looks whole.
+        assert!(rx.blocking_recv().unwrap().is_err());
+        assert!(rx.blocking_recv().is_none());
+
+        // The engine stopped reading: not a local failure (the engine's error says why).
+        let src = dir.path().join("src");
+        std::fs::write(&src, vec![7u8; 3 * CHUNK]).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        drop(rx);
+        assert!(matches!(pack_into(&src, "f", tx), Err(Pack::Abandoned)));
+    }
+
+    #[test]
+    fn a_large_file_is_packed_and_unpacked_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let data: Vec<u8> = (0..5 * CHUNK + 123).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let packer = std::thread::spawn(move || pack_into(&src, "f", tx).ok());
+        let (ctx, crx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let dst = dir.path().join("dst");
+        let dst2 = dst.clone();
+        let unpacker = std::thread::spawn(move || {
+            extract_one(
+                ChunkReader {
+                    rx: crx,
+                    current: Bytes::new(),
+                },
+                "/x/f",
+                &dst2,
+            )
+            .unwrap()
+        });
+        let mut chunks = 0;
+        while let Some(chunk) = rx.blocking_recv() {
+            let chunk = chunk.unwrap();
+            assert!(chunk.len() <= CHUNK);
+            chunks += 1;
+            if ctx.blocking_send(chunk).is_err() {
+                break;
+            }
+        }
+        drop(ctx);
+        assert_eq!(packer.join().unwrap(), Some(data.len() as u64));
+        assert_eq!(unpacker.join().unwrap(), data.len() as u64);
+        assert!(chunks > 5, "{chunks} chunks");
+        assert_eq!(std::fs::read(&dst).unwrap(), data);
     }
 
     #[test]
@@ -528,9 +770,10 @@ mod tests {
             let src = dir.path().join("src");
             std::fs::write(&src, b"x").unwrap();
             std::fs::set_permissions(&src, std::fs::Permissions::from_mode(remote_mode)).unwrap();
-            let (tar, _) = one_file_tar(&src, "f").unwrap();
+            let mut tar = Vec::new();
+            pack(&src, "f", &mut tar).unwrap();
             let dst = dir.path().join(format!("dst-{remote_mode:o}"));
-            extract_one(&tar, "/x/f", &dst).unwrap();
+            extract_one(tar.as_slice(), "/x/f", &dst).unwrap();
             let mode = std::fs::metadata(&dst).unwrap().permissions().mode() & 0o7777;
             assert_eq!(mode, local_mode, "remote mode {remote_mode:o}");
         }

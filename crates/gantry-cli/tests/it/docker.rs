@@ -541,3 +541,129 @@ fn docker_spec_network_is_used_and_never_removed() {
     assert_eq!(nets.lines().count(), 1, "the user's network must stay");
     e.docker(&["network", "rm", net]);
 }
+
+const TIME: &str = "/usr/bin/time";
+
+/// Runs `gantry ARGS` under `/usr/bin/time` and returns its output and its peak resident set
+/// size in KiB (the kernel's `ru_maxrss` of the gantry process).
+fn with_peak_rss(g: &Gantry, args: &[&str]) -> (Out, u64) {
+    let inner = g.command(args);
+    let rss_file = g.work().join("peak-rss");
+    let mut cmd = Command::new(TIME);
+    cmd.args(["-f", "%M", "-o"])
+        .arg(&rss_file)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    if let Some(dir) = inner.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    let out = g
+        .spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
+        .wait(CMD_TIMEOUT);
+    let text = std::fs::read_to_string(&rss_file).unwrap_or_default();
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS from {TIME}: {text:?}"));
+    (out, kib)
+}
+
+/// Writes `mib` MiB where every 4 KiB block names its own offset, so lost, repeated or
+/// reordered chunks show.
+fn write_numbered(path: &std::path::Path, mib: u64) {
+    use std::io::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut block = [0u8; 4096];
+    for i in 0..mib * 256 {
+        for (j, b) in block.iter_mut().enumerate() {
+            *b = (i as u8) ^ (j as u8) ^ ((i >> 8) as u8);
+        }
+        block[..8].copy_from_slice(&i.to_le_bytes());
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn same_bytes(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::io::Read as _;
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    if fa.metadata().unwrap().len() != fb.metadata().unwrap().len() {
+        return false;
+    }
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = fa.read(&mut ba).unwrap();
+        if n == 0 {
+            return true;
+        }
+        fb.read_exact(&mut bb[..n]).unwrap();
+        if ba[..n] != bb[..n] {
+            return false;
+        }
+    }
+}
+
+#[test]
+fn docker_put_get_stream_a_large_file_in_bounded_memory() {
+    let Some(e) = Engine::get() else { return };
+    if !require_tool(TIME) {
+        return;
+    }
+    let g = Gantry::new();
+    let c = "dk-big";
+    let spec = e.spec(&g, c, 1, "");
+    g.run(&["up", "-f", spec.to_str().unwrap()]).ok();
+
+    const MIB: u64 = 256;
+    // Well below the file: what gantry itself needs, plus a few chunks in flight.
+    const BOUND_KIB: u64 = 96 * 1024;
+    let local = g.work().join("big.bin");
+    write_numbered(&local, MIB);
+    let (_, put_kib) = with_peak_rss(&g, &["put", c, local.to_str().unwrap(), "big.bin"]);
+    let (out, get_kib) = with_peak_rss(
+        &g,
+        &[
+            "get",
+            c,
+            "big.bin",
+            g.work().join("back.bin").to_str().unwrap(),
+        ],
+    );
+    out.ok();
+    eprintln!("peak RSS for {MIB} MiB: put {put_kib} KiB, get {get_kib} KiB");
+    let size = g.run(&["run", c, "--", "wc -c < big.bin"]).ok().stdout;
+    assert!(
+        size.contains(&(MIB << 20).to_string()),
+        "the node has {size}"
+    );
+    assert!(
+        same_bytes(&local, &g.work().join("back.bin")),
+        "the round trip changed the bytes"
+    );
+    assert!(
+        put_kib < BOUND_KIB,
+        "put of {MIB} MiB peaked at {put_kib} KiB of memory"
+    );
+    assert!(
+        get_kib < BOUND_KIB,
+        "get of {MIB} MiB peaked at {get_kib} KiB of memory"
+    );
+    // A streamed upload the engine refuses fails with the engine's reason, and does not hang.
+    let out = g
+        .run(&["put", c, local.to_str().unwrap(), "/nope/dir/big.bin"])
+        .expect(1);
+    assert!(out.stderr.contains("/nope/dir"), "{}", out.stderr);
+    g.run(&["destroy", c, "--yes"]).ok();
+    e.assert_clean(c);
+}
