@@ -413,9 +413,10 @@ pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineEr
     let observed = ctx.list_nodes(&spec.name).await?;
     let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
-    let expires = existing
-        .map(|c| c.expires_at)
-        .unwrap_or_else(|| OffsetDateTime::now_utc() + spec.lifetime);
+    let expires = match existing {
+        Some(c) => c.expires_at,
+        None => lifetime::expiry_from_now(&spec.name, spec.lifetime)?,
+    };
     Ok(plan(
         spec,
         &observed,
@@ -481,7 +482,7 @@ async fn up_locked(
             c.spec_hash = hash.clone();
             c.updated_at = now;
             if let Some(l) = opts.lifetime {
-                c.expires_at = lifetime::whole_seconds(now + l);
+                c.expires_at = lifetime::expiry(&spec.name, now, now, l)?;
             }
             c
         }
@@ -497,7 +498,12 @@ async fn up_locked(
             status: "creating".into(),
             created_at: now,
             updated_at: now,
-            expires_at: lifetime::whole_seconds(now + opts.lifetime.unwrap_or(spec.lifetime)),
+            expires_at: lifetime::expiry(
+                &spec.name,
+                now,
+                now,
+                opts.lifetime.unwrap_or(spec.lifetime),
+            )?,
         },
     };
     record.status = "creating".into();
