@@ -94,6 +94,9 @@ pub enum Command {
         /// Target port for `--format prometheus`.
         #[arg(long, default_value_t = 9100)]
         port: u16,
+        /// (json) Print the values of secret blueprint outputs instead of `********`.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// Software recipes: list the built-ins, show one, render what it runs on a node.
     Blueprint {
@@ -103,8 +106,13 @@ pub enum Command {
     /// List clusters: records, and nodes found by the project's tags (local and AWS regions).
     #[command(alias = "list")]
     Ls(LsArgs),
-    /// Show a cluster's nodes.
-    Show { cluster: String },
+    /// Show a cluster's nodes and its blueprints' outputs.
+    Show {
+        cluster: String,
+        /// Print the values of secret outputs (passwords, URLs with them) instead of `********`.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Run a command on nodes: CLUSTER, CLUSTER/N, CLUSTER/NODE or CLUSTER:POOL.
     Run {
         target: String,

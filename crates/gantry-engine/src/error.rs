@@ -47,6 +47,14 @@ pub enum EngineError {
         what: String,
         max: &'static str,
     },
+    /// The store of cluster secrets and outputs failed (see `secrets`).
+    #[error("secret store: cannot {action} {}", path.display())]
+    SecretStore {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("interrupted")]
     Interrupted,
     #[error("no node of cluster {cluster} matches {target}")]

@@ -272,8 +272,26 @@ pub async fn gc_orphans(
             .run_steps(ctx, "gc", cluster, steps, &merged_cancel(ctx, &run.lock))
             .await;
         outcome_to_result(&out, total)?;
-        if record.is_none() && ctx.list_nodes(cluster).await?.is_empty() {
-            ctx.delete_cluster_resources(cluster).await?;
+        // The incarnations the orphans belonged to (never the recorded one) lose their secrets
+        // once none of their nodes is left.
+        let gone: std::collections::BTreeSet<&String> = chosen
+            .iter()
+            .filter_map(|n| n.tags.get(tags::CLUSTER_UID))
+            .filter(|u| !u.is_empty() && record.as_ref().is_none_or(|r| &r.uid != *u))
+            .collect();
+        if record.is_none() || !gone.is_empty() {
+            let left = ctx.list_nodes(cluster).await?;
+            for uid in gone {
+                if !left
+                    .iter()
+                    .any(|n| n.tags.get(tags::CLUSTER_UID) == Some(uid))
+                {
+                    ctx.secrets.delete_cluster(&ctx.project, uid).await?;
+                }
+            }
+            if record.is_none() && left.is_empty() {
+                ctx.delete_cluster_resources(cluster).await?;
+            }
         }
         Ok(chosen.iter().map(|n| n.name.clone()).collect())
     }
