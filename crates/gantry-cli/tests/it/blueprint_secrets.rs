@@ -409,6 +409,23 @@ fn postgres_refuses_other_users_and_replicates_with_passwords() {
     ]);
     assert_eq!(stdout.trim(), "replicator streaming");
     cannot_read(&other, &[node_home(2).join("pg/pgpass")]);
+
+    // After a stop and a start (the boot steps bring postgres back): still passwords only,
+    // and the replica streams again.
+    g.run(&["stop", c]).ok();
+    g.run(&["start", c]).ok();
+    assert!(
+        eventually(Duration::from_secs(30), || psql(&[
+            &url,
+            "-Atc",
+            "SELECT usename || ' ' || state FROM pg_stat_replication",
+        ])
+        .1
+        .trim()
+            == "replicator streaming"),
+        "the replica streams again after stop/start"
+    );
+    copy_to_program_is_refused(&other, &primary, &proof);
     g.run(&["destroy", c, "--yes"]).ok();
 }
 
