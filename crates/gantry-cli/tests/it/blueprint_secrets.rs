@@ -483,6 +483,8 @@ fn redis_refuses_other_users_and_replicates_with_masterauth() {
         out["redis"]["url"]["value"],
         format!("redis://:{password}@{primary}:6379")
     );
+    assert_eq!(out["redis"]["user"]["value"], "default");
+    assert_eq!(out["redis"]["host"]["value"], primary.as_str());
     // gantry's user, with the password in the environment (not on a command line): the
     // replica authenticated to the primary (masterauth) and serves its write.
     let cli = |addr: &str, args: &[&str]| {
