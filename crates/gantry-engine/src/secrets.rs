@@ -140,13 +140,13 @@ fn io_err(action: &'static str, path: &Path, source: std::io::Error) -> EngineEr
     }
 }
 
-/// A path component made of safe characters only (a project or a uid never escapes the root).
+/// One plain path component (a project or a uid never escapes the root, nor hides as a dot
+/// file).
 fn component(s: &str, root: &Path) -> Result<(), EngineError> {
     let ok = !s.is_empty()
         && !s.starts_with('.')
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && s.len() <= 200
+        && !s.bytes().any(|b| b == b'/' || b == 0);
     if ok {
         Ok(())
     } else {

@@ -247,6 +247,11 @@ fn a_step_that_prints_its_secret_and_fails_shows_it_masked_everywhere() {
     assert_eq!(mode(&home.join(".gantry/blueprints/leaky")), 0o700);
     assert_eq!(mode(&home.join("leaky/conf")), 0o600);
 
+    // A spec without the blueprint drops its outputs.
+    g.run(&["up", "-f", g.simple_spec(c, 2).to_str().unwrap()])
+        .ok();
+    assert_eq!(outputs(&g, c, true), serde_json::json!({}));
+
     // Deleted with the cluster.
     g.run(&["destroy", c, "--yes"]).ok();
     assert!(!kept[0].exists(), "the secrets outlived their cluster");

@@ -496,11 +496,19 @@ pub async fn apply(
     opts: &Apply,
 ) -> Result<(), EngineError> {
     if opts.blueprints.is_empty() {
-        // Outputs of blueprints the spec no longer applies are gone too.
-        return cx
+        // Outputs of blueprints the spec no longer applies are gone too (the store is only
+        // touched when it has some).
+        if cx
             .secrets
-            .put_outputs(cx.project, cx.cluster_uid, &Default::default())
-            .await;
+            .outputs(cx.project, cx.cluster_uid)
+            .await
+            .is_ok_and(|o| !o.is_empty())
+        {
+            cx.secrets
+                .put_outputs(cx.project, cx.cluster_uid, &Default::default())
+                .await?;
+        }
+        return Ok(());
     }
     let transport: Arc<dyn Transport> = match &opts.transport {
         Some(t) => t.clone(),
