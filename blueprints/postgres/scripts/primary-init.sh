@@ -6,24 +6,23 @@ if [ -f "$PGDATA/PG_VERSION" ]; then
   exit 0
 fi
 rm -rf "$PGDATA.tmp"
-as_pg {{ artifacts.initdb.path }} -D "$PGDATA.tmp" -U postgres --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+# The superuser's password reaches initdb in a 0600 file, removed right after.
+(umask 077 && cat > pg/initdb.pw) <<'EOT'
+{{ params.password }}
+EOT
+as_pg {{ artifacts.initdb.path }} -D "$PGDATA.tmp" -U postgres --auth=scram-sha-256 --pwfile="$HOME/pg/initdb.pw" \
+  --encoding=UTF8 --locale=C.UTF-8 >/dev/null
+rm -f pg/initdb.pw
 cat >> "$PGDATA.tmp/postgresql.conf" <<EOT
 # Added by gantry.
 listen_addresses = '{{ node.address }}'
 port = {{ params.port }}
 unix_socket_directories = ''
+password_encryption = 'scram-sha-256'
 wal_level = replica
 max_wal_senders = 10
 hot_standby = on
 EOT
-cat > "$PGDATA.tmp/pg_hba.conf" <<EOT
-# The cluster's nodes only (trust: a test cluster on private addresses).
-{% for n in nodes %}host all all {{ n.address }}/32 trust
-host replication all {{ n.address }}/32 trust
-{% endfor %}{% if node.address is startingwith("127.") %}# Local nodes: connections between loopback addresses come from 127.0.0.1.
-host all all 127.0.0.0/8 trust
-host replication all 127.0.0.0/8 trust
-{% endif %}
-EOT
+cp pg/pg_hba.conf "$PGDATA.tmp/pg_hba.conf"
 mv "$PGDATA.tmp" "$PGDATA"
 echo "primary initialised"

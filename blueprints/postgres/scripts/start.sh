@@ -1,5 +1,5 @@
 #!/bin/sh
-# Starts PostgreSQL on {{ node.name }} unless it runs. Idempotent.
+# Starts PostgreSQL on {{ node.name }} unless it runs (then reloads its configuration). Idempotent.
 {% include "scripts/common.sh" %}
 # Whether PIDFILE names a live process of this node: a PID alone may have been reused by an
 # unrelated process since (nodes carry GANTRY_NODE_UID where gantry can mark them).
@@ -15,7 +15,8 @@ if [ ! -f "$PGDATA/PG_VERSION" ]; then
   exit 0
 fi
 if ours "$PGDATA/postmaster.pid" && as_pg {{ artifacts.pg_ctl.path }} -D "$PGDATA" status >/dev/null 2>&1; then
-  echo "postgres already running"
+  as_pg {{ artifacts.pg_ctl.path }} -D "$PGDATA" reload >/dev/null
+  echo "postgres already running (configuration reloaded)"
   exit 0
 fi
 as_pg {{ artifacts.pg_ctl.path }} -D "$PGDATA" -l "$HOME/pg/postgres.log" -w -t 50 start

@@ -79,8 +79,8 @@ pub enum Command {
     /// Extend a cluster's lifetime: expiry = max(now, expiry) + DURATION (record and tags).
     Extend {
         cluster: String,
-        /// How much longer, e.g. 4h, 90m, 2d.
-        #[arg(value_parser = positive_duration)]
+        /// How much longer, e.g. 4h, 90m, 2d (at most 10y).
+        #[arg(value_parser = lifetime_duration)]
         duration: std::time::Duration,
         /// Set expiry = now + DURATION instead (may shorten it).
         #[arg(long)]
@@ -103,6 +103,9 @@ pub enum Command {
         /// Target port for `--format prometheus`.
         #[arg(long, default_value_t = 9100)]
         port: u16,
+        /// (json) Print the values of secret blueprint outputs instead of `********`.
+        #[arg(long)]
+        show_secrets: bool,
     },
     /// Software recipes: list the built-ins, show one, render what it runs on a node.
     Blueprint {
@@ -112,8 +115,13 @@ pub enum Command {
     /// List clusters: records, and nodes found by the project's tags (local and AWS regions).
     #[command(alias = "list")]
     Ls(LsArgs),
-    /// Show a cluster's nodes.
-    Show { cluster: String },
+    /// Show a cluster's nodes and its blueprints' outputs.
+    Show {
+        cluster: String,
+        /// Print the values of secret outputs (passwords, URLs with them) instead of `********`.
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Run a command on nodes: CLUSTER, CLUSTER/N, CLUSTER/NODE or CLUSTER:POOL.
     Run {
         target: String,
@@ -179,8 +187,8 @@ pub struct SpecArgs {
     /// Do not ask before removing nodes (shrink).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// (up) Expire at now + this, overriding the spec's lifetime (e.g. 4h).
-    #[arg(long, value_parser = positive_duration)]
+    /// (up) Expire at now + this, overriding the spec's lifetime (e.g. 4h; at most 10y).
+    #[arg(long, value_parser = lifetime_duration)]
     pub lifetime: Option<std::time::Duration>,
     /// (up) Let blueprints install the packages their artifacts name (apt-get) when missing.
     #[arg(long, env = env::GANTRY_ALLOW_PACKAGES, value_parser = clap::builder::BoolishValueParser::new())]
@@ -202,13 +210,12 @@ pub struct LsArgs {
     pub max_age: std::time::Duration,
 }
 
-/// A duration (`4h`, `90m`, `2d`) greater than zero.
-fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
+/// A lifetime (`4h`, `2d`): greater than zero and at most `gantry_core::spec::MAX_LIFETIME`,
+/// so a huge value is a usage error, never an overflowing expiry.
+fn lifetime_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    gantry_core::spec::check_lifetime(d)?;
+    Ok(d)
 }
 
 /// `gantry inventory --format`.

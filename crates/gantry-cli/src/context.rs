@@ -64,6 +64,18 @@ impl Home {
     pub fn local_root(&self) -> PathBuf {
         self.root.join("local")
     }
+    /// The values of blueprints' secret params and the rendered outputs, per project and
+    /// cluster uid (0700; files 0600), until the encrypted store replaces it.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.root.join("secrets")
+    }
+}
+
+/// The store of cluster secrets and outputs.
+pub fn secret_store(home: &Home) -> Arc<dyn gantry_engine::secrets::SecretStore> {
+    Arc::new(gantry_engine::secrets::FileSecretStore::new(
+        home.secrets_dir(),
+    ))
 }
 
 pub fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
@@ -245,6 +257,7 @@ pub fn cancel_on_ctrl_c() -> CancellationToken {
 
 pub fn engine_context(
     g: &Global,
+    home: &Home,
     store: Arc<dyn StateStore>,
     ssh: ClientConfig,
     provider: Arc<dyn Provider>,
@@ -262,5 +275,6 @@ pub fn engine_context(
         lock_timeout: g.lock_timeout,
         command,
         transport: None,
+        secrets: secret_store(home),
     }
 }

@@ -57,6 +57,8 @@ impl From<gantry_engine::EngineError> for Failure {
             E::ClusterNotFound { .. } => Failure::new(USAGE, e).hint("`gantry ls` lists the clusters of this project"),
             E::NoNodes { .. } => Failure::new(USAGE, e).hint("`gantry show CLUSTER` lists its nodes"),
             E::BlueprintInvalid(_) | E::BlueprintLoad { .. } => Failure::new(USAGE, e),
+            E::LifetimeTooLong { .. } => Failure::new(USAGE, e)
+                .hint("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry"),
             E::Provider(p) => {
                 let hint = p.hint.clone();
                 let f = Failure::new(FAILURE, e);

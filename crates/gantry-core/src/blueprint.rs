@@ -79,9 +79,17 @@ pub struct Blueprint {
     pub params: Vec<Param>,
     pub artifacts: Vec<Artifact>,
     pub steps: Vec<StepDef>,
+    /// What the blueprint tells its users once applied (connection strings, user names),
+    /// rendered with the cluster's context (`gantry show`, `gantry inventory --format json`).
+    pub outputs: Vec<Output>,
 }
 
 impl Blueprint {
+    /// The params gantry generates (`type: secret`).
+    pub fn secret_params(&self) -> impl Iterator<Item = &Param> {
+        self.params.iter().filter(|p| p.ty == ParamType::Secret)
+    }
+
     pub fn param(&self, name: &str) -> Option<&Param> {
         self.params.iter().find(|p| p.name == name)
     }
@@ -101,6 +109,9 @@ pub enum ParamType {
     Bool,
     List,
     Map,
+    /// A string gantry generates once per cluster (random) and keeps out of the state store;
+    /// a spec may not set it, and every output gantry stores or prints masks it.
+    Secret,
 }
 
 impl ParamType {
@@ -111,6 +122,7 @@ impl ParamType {
             ParamType::Bool => "bool",
             ParamType::List => "list",
             ParamType::Map => "map",
+            ParamType::Secret => "secret",
         }
     }
 }
@@ -131,6 +143,20 @@ pub struct Param {
     pub choices: Option<Vec<serde_json::Value>>,
     /// A regular expression a string value must match (checked by the engine).
     pub pattern: Option<String>,
+}
+
+/// One entry of `outputs:`: a template rendered with the cluster's context (`cluster`, `nodes`,
+/// `params`, `blueprints`; no `node`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    pub name: String,
+    #[serde(skip)]
+    pub loc: Loc,
+    pub value: Text,
+    pub description: String,
+    /// Shown masked unless asked for (`--show-secrets`). An output whose value renders a
+    /// secret param is secret whether or not it says so.
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -215,6 +241,9 @@ pub enum Action {
         src: String,
         dest: Text,
         mode: Option<u32>,
+        /// Where `mode` is written (the step when it is not), for errors.
+        #[serde(skip)]
+        mode_loc: Loc,
     },
     Upload {
         src: UploadSource,

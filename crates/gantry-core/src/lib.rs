@@ -9,6 +9,7 @@ pub mod blueprint;
 pub mod error;
 pub mod event;
 pub mod names;
+pub mod secret;
 pub mod spec;
 pub mod tags;
 pub mod target;

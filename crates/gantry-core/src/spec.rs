@@ -17,6 +17,50 @@ pub use parse::{MAX_POOL_COUNT, parse, parse_duration, render_error};
 /// Default cluster lifetime when the spec gives none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
+/// The longest lifetime a spec, `up --lifetime` or `extend` may give a cluster, and the furthest
+/// an expiry may lie from now: 10 years as humantime counts them (`10y`, 365.25 days each).
+///
+/// Lifetimes exist so that nothing is left behind; a decade is far beyond any cluster gantry is
+/// for, yet never in the way of a long-lived one (`extend` moves it again). The bound also keeps
+/// every expiry an RFC 3339 time with a four-digit year (the `gantry-expires` tag) for the next
+/// seven millennia, where `9000y` overflowed the date type and panicked.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(315_576_000);
+
+/// `MAX_LIFETIME` as people write it, for messages.
+pub const MAX_LIFETIME_TEXT: &str = "10y";
+
+/// Checks a lifetime given anywhere (spec, flag): greater than zero and at most
+/// [`MAX_LIFETIME`]; `Err` says what is wrong in a fragment that reads after "lifetime".
+pub fn check_lifetime(d: Duration) -> Result<(), String> {
+    if d.is_zero() {
+        Err("must be greater than zero".into())
+    } else if d > MAX_LIFETIME {
+        Err(format!(
+            "{} is longer than the maximum of {MAX_LIFETIME_TEXT}",
+            humantime::format_duration(d)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `base + by`, or `None` when the result is not a representable time (checked arithmetic:
+/// every expiry gantry computes goes through here or [`expiry_within_bound`]).
+pub fn checked_expiry(base: time::OffsetDateTime, by: Duration) -> Option<time::OffsetDateTime> {
+    base.checked_add(time::Duration::try_from(by).ok()?)
+}
+
+/// `base + by` if it is at most [`MAX_LIFETIME`] after `now`; `None` otherwise (including when
+/// it overflows).
+pub fn expiry_within_bound(
+    now: time::OffsetDateTime,
+    base: time::OffsetDateTime,
+    by: Duration,
+) -> Option<time::OffsetDateTime> {
+    let at = checked_expiry(base, by)?;
+    (at <= checked_expiry(now, MAX_LIFETIME)?).then_some(at)
+}
+
 /// Providers a spec may name; an unknown one is an error that lists these.
 pub const KNOWN_PROVIDERS: &[&str] = &["local", "docker", "aws"];
 
@@ -232,5 +276,41 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_bounded_and_expiries_never_overflow() {
+        assert!(check_lifetime(Duration::from_secs(3600)).is_ok());
+        assert!(check_lifetime(MAX_LIFETIME).is_ok());
+        assert!(check_lifetime(Duration::ZERO).is_err());
+        let e = check_lifetime(humantime::parse_duration("9000y").unwrap()).unwrap_err();
+        assert!(e.contains("maximum of 10y"), "{e}");
+        assert_eq!(
+            humantime::parse_duration(MAX_LIFETIME_TEXT).unwrap(),
+            MAX_LIFETIME
+        );
+
+        let now = time::OffsetDateTime::now_utc();
+        // 9000 years from now is past what a date holds: None, not a panic.
+        assert_eq!(
+            checked_expiry(now, humantime::parse_duration("9000y").unwrap()),
+            None
+        );
+        assert_eq!(checked_expiry(now, Duration::MAX), None);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            expiry_within_bound(now, now, hour),
+            Some(now + time::Duration::HOUR)
+        );
+        assert!(expiry_within_bound(now, now, MAX_LIFETIME).is_some());
+        // From a later base (extend: max(now, expiry) + by), the bound still counts from now.
+        let later = now + time::Duration::days(30);
+        assert_eq!(expiry_within_bound(now, later, MAX_LIFETIME), None);
+        assert!(expiry_within_bound(now, later, hour).is_some());
     }
 }

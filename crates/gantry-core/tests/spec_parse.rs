@@ -232,6 +232,10 @@ fn table() {
         (with_pool!("lifetime: 12x\n"), "7:11: invalid lifetime \"12x\" // `12h`"),
         (with_pool!("lifetime: 12\n"), "7:11: invalid lifetime \"12\""),
         (with_pool!("lifetime: 0s\n"), "7:11: `lifetime` must be greater than zero"),
+        // Bounded (`9000y` overflowed the expiry and panicked); the maximum itself is fine.
+        (with_pool!("lifetime: 9000y\n"), "7:11: `lifetime` 9000y is longer than the maximum of 10y // at most `10y`"),
+        (with_pool!("lifetime: 10y 1s\n"), "7:11: longer than the maximum of 10y"),
+        (with_pool!("lifetime: 10y\n"), "ok"),
         (with_pool!("readiness: ping\n"), "7:12: unknown readiness `ping` // `ssh`"),
         (with_pool!("ssh: {usr: bob}\n"), "7:7: unknown field `usr` in `ssh` // did you mean `user`?"),
         (with_pool!("ssh: {user: \"bob smith\"}\n"), "7:6: invalid ssh user"),

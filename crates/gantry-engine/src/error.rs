@@ -36,6 +36,25 @@ pub enum EngineError {
         total: usize,
         first: String,
     },
+    /// An expiry past the bound of lifetimes (`gantry_core::spec::MAX_LIFETIME` from now) or
+    /// past what a date can hold; nothing was changed.
+    #[error(
+        "cluster {cluster}: the expiry would be {what}, more than the maximum lifetime of {max} from now"
+    )]
+    LifetimeTooLong {
+        cluster: String,
+        /// How it was computed, e.g. `now + 9000years`.
+        what: String,
+        max: &'static str,
+    },
+    /// The store of cluster secrets and outputs failed (see `secrets`).
+    #[error("secret store: cannot {action} {}", path.display())]
+    SecretStore {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("interrupted")]
     Interrupted,
     #[error("no node of cluster {cluster} matches {target}")]

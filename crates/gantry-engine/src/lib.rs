@@ -12,6 +12,8 @@
 //! - [`gc`]: which clusters are expired and which nodes are orphans (pure; `ops` carries it out).
 //! - [`blueprint`]: software recipes applied to a cluster's nodes after `up` (load, validate,
 //!   render, expand into DAG steps, run over SSH, checkpoint by input hash).
+//! - [`secrets`]: where the values of blueprints' `secret` params and the rendered outputs are
+//!   kept (outside the state store), behind a small trait.
 //! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
 
 pub mod blueprint;
@@ -22,6 +24,7 @@ pub mod gc;
 pub mod lock;
 pub mod ops;
 pub mod plan;
+pub mod secrets;
 pub mod transport;
 
 pub use error::EngineError;

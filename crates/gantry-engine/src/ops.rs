@@ -48,6 +48,9 @@ pub struct Context {
     /// How nodes are reached when not over SSH (Docker exec): `start` then re-runs the
     /// blueprints' `boot: true` steps through it, inside the run (and its lock). None: SSH.
     pub transport: Option<Arc<dyn crate::transport::Transport>>,
+    /// The clusters' secrets and blueprint outputs (kept outside the state store; deleted
+    /// with their cluster).
+    pub secrets: Arc<dyn crate::secrets::SecretStore>,
 }
 
 impl Context {
@@ -413,9 +416,10 @@ pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineEr
     let observed = ctx.list_nodes(&spec.name).await?;
     let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
-    let expires = existing
-        .map(|c| c.expires_at)
-        .unwrap_or_else(|| OffsetDateTime::now_utc() + spec.lifetime);
+    let expires = match existing {
+        Some(c) => c.expires_at,
+        None => lifetime::expiry_from_now(&spec.name, spec.lifetime)?,
+    };
     Ok(plan(
         spec,
         &observed,
@@ -481,7 +485,7 @@ async fn up_locked(
             c.spec_hash = hash.clone();
             c.updated_at = now;
             if let Some(l) = opts.lifetime {
-                c.expires_at = lifetime::whole_seconds(now + l);
+                c.expires_at = lifetime::expiry(&spec.name, now, now, l)?;
             }
             c
         }
@@ -497,7 +501,12 @@ async fn up_locked(
             status: "creating".into(),
             created_at: now,
             updated_at: now,
-            expires_at: lifetime::whole_seconds(now + opts.lifetime.unwrap_or(spec.lifetime)),
+            expires_at: lifetime::expiry(
+                &spec.name,
+                now,
+                now,
+                opts.lifetime.unwrap_or(spec.lifetime),
+            )?,
         },
     };
     record.status = "creating".into();
@@ -542,6 +551,7 @@ async fn up_locked(
                 cluster: &spec.name,
                 cluster_uid: &record.uid,
                 store: ctx.store.clone(),
+                secrets: ctx.secrets.clone(),
                 ssh: ctx.ssh.clone(),
                 shares_fs: ctx.provider.shares_host_filesystem(),
                 concurrency: ctx.provider.concurrency(),
@@ -781,6 +791,12 @@ async fn destroy_if(
         if !still(record.as_ref(), &nodes) {
             return Ok(None);
         }
+        // Every incarnation whose secrets go with it: the record's and the nodes' own.
+        let mut uids: std::collections::BTreeSet<String> = nodes
+            .iter()
+            .filter_map(|n| n.tags.get(gantry_core::tags::CLUSTER_UID).cloned())
+            .collect();
+        uids.extend(record.as_ref().map(|c| c.uid.clone()));
         if let Some(mut c) = record {
             c.status = "destroying".into();
             ctx.store.put_cluster(&c).await?;
@@ -807,6 +823,9 @@ async fn destroy_if(
             });
         }
         ctx.store.delete_cluster(&ctx.project, cluster).await?;
+        for uid in uids.iter().filter(|u| !u.is_empty()) {
+            ctx.secrets.delete_cluster(&ctx.project, uid).await?;
+        }
         Ok(Some(Report {
             run_id: run.record.id.clone(),
             cluster: cluster.into(),
@@ -863,6 +882,13 @@ pub async fn power(
         let boot_transport: Arc<dyn crate::transport::Transport> = match &ctx.transport {
             Some(t) => t.clone(),
             None => Arc::new(crate::transport::SshTransport::new(ctx.ssh.clone())),
+        };
+        // Boot steps may print the cluster's secrets: their messages are masked.
+        let masker = match (&record, action) {
+            (Some(c), Power::Start) => gantry_core::secret::Masker::new(
+                ctx.secrets.all(&ctx.project, &c.uid).await?.values(),
+            ),
+            _ => Default::default(),
         };
         let mut steps = Vec::new();
         for n in &chosen {
@@ -924,6 +950,7 @@ pub async fn power(
                     vec![after],
                     run.events.clone(),
                     ctx.cancel.clone(),
+                    masker.clone(),
                 ));
             }
         }

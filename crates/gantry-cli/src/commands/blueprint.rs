@@ -208,10 +208,13 @@ fn show(g: &Global, name: &str) -> CliResult {
             vec![
                 p.name.clone(),
                 p.ty.as_str().into(),
-                p.default
-                    .as_ref()
-                    .map(|d| d.to_string())
-                    .unwrap_or_else(|| "(required)".into()),
+                match (&p.default, p.ty) {
+                    (_, gantry_core::blueprint::ParamType::Secret) => {
+                        "(generated per cluster)".into()
+                    }
+                    (Some(d), _) => d.to_string(),
+                    (None, _) => "(required)".into(),
+                },
                 rules.join("; "),
                 p.description.clone(),
             ]
@@ -241,6 +244,25 @@ fn show(g: &Global, name: &str) -> CliResult {
             })
             .collect();
         println!("{}", output::table(&["artifact", "source"], rows));
+    }
+    if !b.outputs.is_empty() {
+        println!("\noutputs:");
+        let rows = b
+            .outputs
+            .iter()
+            .map(|o| {
+                vec![
+                    o.name.clone(),
+                    o.value.text.clone(),
+                    if o.secret { "yes" } else { "" }.into(),
+                    o.description.clone(),
+                ]
+            })
+            .collect();
+        println!(
+            "{}",
+            output::table(&["output", "value", "secret", "description"], rows)
+        );
     }
     println!("\nsteps:");
     let rows = b
@@ -327,6 +349,18 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
     };
     let cache = home.root.join("cache").join("artifacts");
     let shares = provider.shares_host_filesystem();
+    // The cluster's secrets when it has them (so the hashes are those `up` recorded), their
+    // placeholders otherwise; either way every value is shown masked.
+    let secret_values = bp::secrets::resolve(
+        context::secret_store(&home).as_ref(),
+        &g.project,
+        &uid,
+        &prepared,
+        false,
+    )
+    .await?;
+    let masker = bp::secrets::masker(&secret_values);
+    let m = |s: &str| masker.masked(s);
     let cluster = render::ClusterView {
         name: spec.name.clone(),
         project: g.project.clone(),
@@ -357,6 +391,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
         },
         &cluster,
         &views,
+        &secret_values,
     )
     .map_err(|e| failure(e, &file.display().to_string(), &text))?;
     let target = bp::find(&prepared, &spec, name)
@@ -379,7 +414,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
                 match &i.action {
                     Rendered::Run { script } => {
                         v["action"] = json!("run");
-                        v["script"] = json!(script);
+                        v["script"] = json!(m(script));
                     }
                     Rendered::Write {
                         dest,
@@ -387,14 +422,14 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
                         mode,
                     } => {
                         v["action"] = json!("write");
-                        v["dest"] = json!(dest);
+                        v["dest"] = json!(m(dest));
                         v["mode"] = json!(mode.map(|m| format!("{m:04o}")));
-                        v["content"] = json!(String::from_utf8_lossy(content));
+                        v["content"] = json!(m(&String::from_utf8_lossy(content)));
                     }
                     Rendered::Copy { src, dest, mode } => {
                         v["action"] = json!("copy");
-                        v["src"] = json!(src);
-                        v["dest"] = json!(dest);
+                        v["src"] = json!(m(src));
+                        v["dest"] = json!(m(dest));
                         v["mode"] = json!(mode.map(|m| format!("{m:04o}")));
                     }
                     Rendered::Tcp {
@@ -402,7 +437,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
                         timeout_secs,
                     } => {
                         v["action"] = json!("wait");
-                        v["wait"] = json!({"tcp": address, "timeout_secs": timeout_secs});
+                        v["wait"] = json!({"tcp": m(address), "timeout_secs": timeout_secs});
                     }
                     Rendered::Http {
                         url,
@@ -411,14 +446,14 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
                     } => {
                         v["action"] = json!("wait");
                         v["wait"] =
-                            json!({"http": url, "status": status, "timeout_secs": timeout_secs});
+                            json!({"http": m(url), "status": status, "timeout_secs": timeout_secs});
                     }
                     Rendered::Command {
                         command,
                         timeout_secs,
                     } => {
                         v["action"] = json!("wait");
-                        v["wait"] = json!({"command": command, "timeout_secs": timeout_secs});
+                        v["wait"] = json!({"command": m(command), "timeout_secs": timeout_secs});
                     }
                 }
                 v
@@ -436,6 +471,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
         let head = format!("# {} step {} on {} ({state})", i.blueprint, i.step, i.node);
         match &i.action {
             Rendered::Run { script } => {
+                let script = m(script);
                 println!("{head}: run in ~ with sh");
                 print!("{script}");
                 if !script.ends_with('\n') {
@@ -448,8 +484,8 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
                 mode,
             } => {
                 let mode = mode.map(|m| format!(" (mode {m:04o})")).unwrap_or_default();
-                println!("{head}: write {dest}{mode}");
-                let s = String::from_utf8_lossy(content);
+                println!("{head}: write {}{mode}", m(dest));
+                let s = m(&String::from_utf8_lossy(content));
                 print!("{s}");
                 if !s.ends_with('\n') {
                     println!();
@@ -457,21 +493,27 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
             }
             Rendered::Copy { src, dest, mode } => {
                 let mode = mode.map(|m| format!(" (mode {m:04o})")).unwrap_or_default();
-                println!("{head}: copy {src} to {dest}{mode}");
+                println!("{head}: copy {} to {}{mode}", m(src), m(dest));
             }
             Rendered::Tcp {
                 address,
                 timeout_secs,
-            } => println!("{head}: wait up to {timeout_secs} s for tcp {address}"),
+            } => println!("{head}: wait up to {timeout_secs} s for tcp {}", m(address)),
             Rendered::Http {
                 url,
                 status,
                 timeout_secs,
-            } => println!("{head}: wait up to {timeout_secs} s for {url} to answer {status}"),
+            } => println!(
+                "{head}: wait up to {timeout_secs} s for {} to answer {status}",
+                m(url)
+            ),
             Rendered::Command {
                 command,
                 timeout_secs,
-            } => println!("{head}: wait up to {timeout_secs} s for `{command}` to succeed"),
+            } => println!(
+                "{head}: wait up to {timeout_secs} s for `{}` to succeed",
+                m(command)
+            ),
         }
     }
     Ok(exit::OK)

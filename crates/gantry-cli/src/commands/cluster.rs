@@ -124,7 +124,7 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     let ssh = context::ssh_config(&home, &g.project)?;
     let provider = context::provider_for_spec(&home, &ssh, &spec)?;
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
     let mut allow_delete = false;
     let p = ops::plan_up(&ctx, &spec).await?;
     if !p.delete.is_empty() {
@@ -188,7 +188,7 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let provider = context::provider_for_spec(&home, &ssh, &spec)?;
-    let ctx = context::engine_context(g, store, ssh, provider, None);
+    let ctx = context::engine_context(g, &home, store, ssh, provider, None);
     let p = ops::plan_up(&ctx, &spec).await?;
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
     let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
@@ -250,7 +250,7 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
         ))?;
     }
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
     let result = ops::destroy(&ctx, cluster).await;
     finish();
     print_report(g, &result?, "destroy");
@@ -267,7 +267,7 @@ pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let chosen = resolve_nodes(&provider, &g.project, &target).await?;
     let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
     let (listener, finish) = progress::listener(g.output);
-    let mut ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let mut ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
     // Docker nodes are reached through exec, and `start` re-runs their blueprints' boot steps
     // through it (within the run); other clusters' over SSH.
     ctx.transport = record

@@ -11,7 +11,40 @@ use crate::context::{self, Home};
 use crate::exit::{self, CliResult, Failure};
 use crate::output;
 
-pub async fn show(g: &Global, cluster: &str) -> CliResult {
+/// A cluster's blueprint outputs (from the secret store, by its record's uid) as JSON:
+/// `{BLUEPRINT: {OUTPUT: {value, secret, description}}}`, secret values masked unless `reveal`.
+pub(super) async fn outputs_json(
+    home: &Home,
+    project: &str,
+    record: Option<&gantry_state::ClusterRecord>,
+    reveal: bool,
+) -> CliResult<serde_json::Value> {
+    let Some(r) = record else {
+        return Ok(json!({}));
+    };
+    let outputs = context::secret_store(home)
+        .outputs(project, &r.uid)
+        .await
+        .map_err(Failure::from)?;
+    Ok(outputs
+        .iter()
+        .map(|(bp, o)| {
+            let values: serde_json::Map<String, serde_json::Value> = o
+                .iter()
+                .map(|(name, v)| {
+                    (
+                        name.clone(),
+                        json!({"value": v.shown(reveal), "secret": v.secret, "description": v.description}),
+                    )
+                })
+                .collect();
+            (bp.clone(), serde_json::Value::Object(values))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into())
+}
+
+pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
@@ -29,6 +62,7 @@ pub async fn show(g: &Global, cluster: &str) -> CliResult {
         }
         .into());
     }
+    let outputs = outputs_json(&home, &g.project, record.as_ref(), reveal).await?;
     match g.output {
         OutputFormat::Json => output::print_json(&json!({
             "cluster": {
@@ -40,6 +74,7 @@ pub async fn show(g: &Global, cluster: &str) -> CliResult {
                 "generation": record.as_ref().map(|r| r.generation),
             },
             "nodes": nodes.iter().map(NodeJson::from).collect::<Vec<_>>(),
+            "outputs": outputs,
         })),
         OutputFormat::Text => {
             if let Some(r) = &record {
@@ -71,9 +106,38 @@ pub async fn show(g: &Global, cluster: &str) -> CliResult {
                 "{}",
                 output::table(&["node", "address", "state", "pool", "ssh"], rows)
             );
+            print_outputs(&outputs, reveal);
         }
     }
     Ok(exit::OK)
+}
+
+/// The outputs table of `show` (nothing when there are none).
+fn print_outputs(outputs: &serde_json::Value, reveal: bool) {
+    let mut rows = Vec::new();
+    let mut masked = false;
+    for (bp, o) in outputs.as_object().into_iter().flatten() {
+        for (name, v) in o.as_object().into_iter().flatten() {
+            let secret = v["secret"].as_bool().unwrap_or(false);
+            masked |= secret && !reveal;
+            rows.push(vec![
+                bp.clone(),
+                name.clone(),
+                v["value"].as_str().unwrap_or_default().to_string(),
+                v["description"].as_str().unwrap_or_default().to_string(),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    println!(
+        "\n{}",
+        output::table(&["blueprint", "output", "value", "description"], rows)
+    );
+    if masked {
+        eprintln!("note: secret outputs are shown as ********; --show-secrets prints them");
+    }
 }
 
 pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {

@@ -19,6 +19,7 @@ pub async fn inventory(
     cluster: Option<&str>,
     format: InventoryFormat,
     port: u16,
+    reveal: bool,
 ) -> CliResult {
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
@@ -58,7 +59,24 @@ pub async fn inventory(
         }
         InventoryFormat::Hosts => print!("{}", hosts(&nodes)),
         InventoryFormat::Json => {
-            output::print_json(&nodes.iter().map(NodeJson::from).collect::<Vec<_>>())
+            // The outputs of every cluster listed (those gantry has a record of).
+            let names: std::collections::BTreeSet<&str> = nodes.iter().map(cluster_of).collect();
+            let mut outputs = serde_json::Map::new();
+            for c in names {
+                let record = store
+                    .get_cluster(&g.project, c)
+                    .await
+                    .map_err(gantry_engine::EngineError::from)?;
+                let o =
+                    super::info::outputs_json(&home, &g.project, record.as_ref(), reveal).await?;
+                if o.as_object().is_some_and(|m| !m.is_empty()) {
+                    outputs.insert(c.to_string(), o);
+                }
+            }
+            output::print_json(&json!({
+                "nodes": nodes.iter().map(NodeJson::from).collect::<Vec<_>>(),
+                "outputs": outputs,
+            }))
         }
         InventoryFormat::Prometheus => output::print_json(&prometheus(&nodes, port)),
         InventoryFormat::Ansible => {

@@ -42,7 +42,7 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
     let (provider, _) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
     let from = if from_now {
         ExtendFrom::Now
     } else {
@@ -245,8 +245,14 @@ pub async fn destroy(
                 .provider(&home, &store, &ssh, &g.project, name)
                 .await?;
             let (listener, finish) = progress::listener(g.output);
-            let ctx =
-                context::engine_context(g, store.clone(), ssh.clone(), provider, Some(listener));
+            let ctx = context::engine_context(
+                g,
+                &home,
+                store.clone(),
+                ssh.clone(),
+                provider,
+                Some(listener),
+            );
             // --expired re-checks expiry under the lock (an `extend` may have won the race).
             let r = if expired {
                 ops::gc_destroy(&ctx, name).await
@@ -373,6 +379,7 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
                 let (listener, finish) = progress::listener(g.output);
                 let ctx = context::engine_context(
                     g,
+                    &home,
                     store.clone(),
                     ssh.clone(),
                     provider,
@@ -418,6 +425,7 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
                 let (listener, finish) = progress::listener(g.output);
                 let ctx = context::engine_context(
                     g,
+                    &home,
                     store.clone(),
                     ssh.clone(),
                     provider,

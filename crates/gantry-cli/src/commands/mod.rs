@@ -54,7 +54,8 @@ pub async fn dispatch(cli: Cli) -> i32 {
             cluster,
             format,
             port,
-        } => inventory::inventory(g, cluster.as_deref(), format, port).await,
+            show_secrets,
+        } => inventory::inventory(g, cluster.as_deref(), format, port, show_secrets).await,
         Command::Stop { target } => {
             cluster::power(g, &target, gantry_engine::ops::Power::Stop).await
         }
@@ -62,7 +63,10 @@ pub async fn dispatch(cli: Cli) -> i32 {
             cluster::power(g, &target, gantry_engine::ops::Power::Start).await
         }
         Command::Ls(a) => ls::ls(g, &a).await,
-        Command::Show { cluster } => info::show(g, &cluster).await,
+        Command::Show {
+            cluster,
+            show_secrets,
+        } => info::show(g, &cluster, show_secrets).await,
         Command::SshConfig { cluster } => {
             match remote::ssh_config_not_applicable(g, &cluster).await {
                 Ok(None) => info::ssh_config(g, &cluster).await,

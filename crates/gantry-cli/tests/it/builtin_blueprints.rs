@@ -122,7 +122,8 @@ fn redis_replica_serves_the_primarys_write() {
     let c = "redisbp";
     g.run(&["up", "-f", spec(&g, c, 3, &["redis"]).to_str().unwrap()])
         .ok();
-    let cli = "redis-cli -h $GANTRY_NODE_ADDRESS -p 6379";
+    // Every client authenticates, with the password the node keeps 0600 for redis-cli.
+    let cli = "REDISCLI_AUTH=\"$(cat redis/password)\" redis-cli -h $GANTRY_NODE_ADDRESS -p 6379";
     let primary = on(&g, "redisbp/db-1", &format!("{cli} info replication"));
     assert!(
         primary.contains("role:master"),
@@ -184,7 +185,8 @@ fn postgres_replica_streams_the_primarys_row() {
     let c = "pgbp";
     g.run(&["up", "-f", spec(&g, c, 2, &["postgres"]).to_str().unwrap()])
         .ok();
-    let psql = "psql -h $GANTRY_NODE_ADDRESS -p 5432 -U postgres -d app -Atc";
+    // Every connection needs the password, which the node keeps in libpq's password file.
+    let psql = "PGPASSFILE=pg/pgpass psql -h $GANTRY_NODE_ADDRESS -p 5432 -U postgres -d app -Atc";
     on(
         &g,
         "pgbp/db-1",

@@ -62,10 +62,12 @@ fn inventory_formats_and_ansible() {
     assert_eq!(names, ["inv-db-1", "inv-db-2", "inv-web-tier-1"]);
 
     // json: the nodes exactly as `show` has them; without CLUSTER, every cluster (here one).
+    // No blueprint, no outputs.
     let json = g.run(&["inventory", c, "--format", "json"]).ok().json();
-    assert_eq!(json.as_array().unwrap(), &nodes);
+    assert_eq!(json["nodes"].as_array().unwrap(), &nodes);
+    assert_eq!(json["outputs"], serde_json::json!({}));
     let all = g.run(&["inventory", "--format", "json"]).ok().json();
-    assert_eq!(all.as_array().unwrap(), &nodes);
+    assert_eq!(all["nodes"].as_array().unwrap(), &nodes);
 
     // hosts: ADDRESS NAME
     let hosts = g.run(&["inventory", c, "--format", "hosts"]).ok().stdout;

@@ -156,3 +156,59 @@ fn destroy_several_clusters() {
     assert!(names(&g).is_empty());
     assert!(g.home_pids().is_empty(), "no agent left");
 }
+
+/// Regression (issue 10, item 9): `lifetime: 9000y`, `up --lifetime 9000y` and `extend demo
+/// 9000y` panicked on time overflow, the last one while holding the cluster lock. Huge values
+/// are now clear errors that change nothing and leave the lock free.
+#[test]
+fn huge_lifetimes_are_errors_not_panics() {
+    let g = Gantry::new();
+    let c = "huge";
+    let spec = g.spec(
+        "huge.yaml",
+        c,
+        "apiVersion: gantry/v1\nname: huge\nprovider: local\nlifetime: 9000y\npools:\n  - name: db\n    count: 1\n",
+    );
+    let out = g.run(&["up", "-f", spec.to_str().unwrap()]).expect(2);
+    assert!(
+        out.stderr.contains(&format!("{}:4:11", spec.display()))
+            && out.stderr.contains("longer than the maximum of 10y"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+
+    let spec = g.simple_spec(c, 1);
+    let spec_s = spec.to_str().unwrap();
+    let out = g
+        .run(&["up", "-f", spec_s, "--lifetime", "9000y"])
+        .expect(2);
+    assert!(out.stderr.contains("maximum of 10y"), "{}", out.stderr);
+    g.run(&["up", "-f", spec_s]).ok();
+    let before = assert_tags_match_record(&g, c);
+
+    // Refused by the flag's parser, before any lock.
+    let out = g.run(&["extend", c, "9000y"]).expect(2);
+    assert!(
+        out.stderr.contains("maximum of 10y") && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    // Within the flag's bound, but past it once added to the time left: refused by the
+    // engine under the lock, which it releases.
+    let out = g.run(&["extend", c, "10y"]).expect(2);
+    assert!(
+        out.stderr.contains("more than the maximum lifetime of 10y")
+            && out.stderr.contains("--from-now")
+            && !out.stderr.contains("panicked"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(g.lock_holder(c), None, "the lock is free again");
+    assert_eq!(assert_tags_match_record(&g, c), before, "nothing changed");
+    // The next run does not wait for a lock.
+    g.run(&["extend", c, "1h", "--lock-timeout", "1s"]).ok();
+    // The maximum itself, from now, is fine.
+    g.run(&["extend", c, "10y", "--from-now"]).ok();
+    assert_tags_match_record(&g, c);
+}

@@ -8,6 +8,7 @@ mod aws;
 mod aws_crash;
 mod aws_faults;
 mod aws_ls;
+mod blueprint_secrets;
 mod blueprints;
 mod builtin_blueprints;
 mod conformance;

@@ -7,14 +7,21 @@ use std::time::Duration;
 
 use super::{
     Action, Artifact, ArtifactSource, Blueprint, BlueprintRef, BlueprintSource,
-    DEFAULT_STEP_TIMEOUT, DEFAULT_WAIT_TIMEOUT, Loc, Param, ParamType, RefLocs, Script, StepDef,
-    StepTarget, Text, UploadSource, WaitCheck,
+    DEFAULT_STEP_TIMEOUT, DEFAULT_WAIT_TIMEOUT, Loc, Output, Param, ParamType, RefLocs, Script,
+    StepDef, StepTarget, Text, UploadSource, WaitCheck,
 };
 use crate::spec::parse::{Cx, Field, closest, list, parse_duration};
 use crate::spec::yaml::{self, Kind, Node, Pos, Scalar};
 use crate::{SpecError, SpecErrorItem};
 
-const TOP: &[&str] = &["name", "description", "params", "artifacts", "steps"];
+const TOP: &[&str] = &[
+    "name",
+    "description",
+    "params",
+    "artifacts",
+    "steps",
+    "outputs",
+];
 const PARAM: &[&str] = &[
     "type",
     "default",
@@ -32,6 +39,9 @@ const ACTIONS: &[&str] = &["run", "template", "upload", "wait"];
 const TEMPLATE: &[&str] = &["src", "dest", "mode"];
 const WAIT: &[&str] = &["tcp", "http", "command", "status", "timeout"];
 const REF: &[&str] = &["name", "path", "params"];
+const OUTPUT: &[&str] = &["value", "description", "secret"];
+/// Rules a `secret` param cannot have: its value is generated, never written.
+const NOT_FOR_SECRETS: &[&str] = &["default", "min", "max", "enum", "pattern"];
 
 fn loc(p: Pos) -> Loc {
     Loc {
@@ -215,12 +225,94 @@ impl Cx {
             let steps = self.steps(f, artifacts.as_deref().unwrap_or_default())?;
             self.check_after(&steps).then_some(steps)
         });
+        let outputs = match top.opt("outputs") {
+            Some(f) => self.outputs(f),
+            None => Some(Vec::new()),
+        };
         Some(Blueprint {
             name: name?,
             description: description?,
             params: params?,
             artifacts: artifacts?,
             steps: steps?,
+            outputs: outputs?,
+        })
+    }
+
+    /// `outputs:` — `name: "template"` or `name: {value: "template", description, secret}`.
+    fn outputs(&mut self, f: Field<'_>) -> Option<Vec<Output>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for e in self.entries(
+            f.value,
+            "outputs",
+            "declare outputs as `name: {value: \"{{ ... }}\", secret: true}`",
+        )? {
+            if !is_step_id(e.key) {
+                self.err(
+                    e.key_pos,
+                    format!("invalid output name {:?}", e.key),
+                    "use lowercase letters, digits, `-` and `_` (at most 63 characters)",
+                );
+                ok = false;
+                continue;
+            }
+            let o = if matches!(e.value.kind, Kind::Map(_)) {
+                self.output_map(e)
+            } else {
+                self.string(e).map(|v| Output {
+                    name: e.key.to_string(),
+                    loc: loc(e.key_pos),
+                    value: Text {
+                        text: v.to_string(),
+                        loc: loc(e.pos()),
+                    },
+                    description: String::new(),
+                    secret: false,
+                })
+            };
+            match o {
+                Some(o) => out.push(o),
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn output_map(&mut self, e: Field<'_>) -> Option<Output> {
+        let fields = self.fields(e.value, e.key, "output", OUTPUT)?;
+        let value = fields.req(self, "value").and_then(|v| {
+            Some(Text {
+                text: self.string(v)?.to_string(),
+                loc: loc(v.pos()),
+            })
+        });
+        let description = match fields.opt("description") {
+            Some(f) => self.string(f).map(str::to_string),
+            None => Some(String::new()),
+        };
+        let secret = match fields.opt("secret") {
+            Some(b) => match b.value.scalar() {
+                Some(Scalar::Bool(v)) => Some(v),
+                _ => {
+                    self.type_err(
+                        b.pos(),
+                        "secret",
+                        "true or false",
+                        b.value,
+                        "`secret: true`",
+                    );
+                    None
+                }
+            },
+            None => Some(false),
+        };
+        Some(Output {
+            name: e.key.to_string(),
+            loc: loc(e.key_pos),
+            value: value?,
+            description: description?,
+            secret: secret?,
         })
     }
 
@@ -249,16 +341,29 @@ impl Cx {
                 "bool" => ParamType::Bool,
                 "list" => ParamType::List,
                 "map" => ParamType::Map,
+                "secret" => ParamType::Secret,
                 other => {
                     self.err(
                         t.pos(),
                         format!("unknown param type `{other}`"),
-                        "use `string`, `int`, `bool`, `list` or `map`",
+                        "use `string`, `int`, `bool`, `list`, `map` or `secret`",
                     );
                     return None;
                 }
             })
         });
+        if ty == Some(ParamType::Secret) {
+            for k in NOT_FOR_SECRETS {
+                if let Some(f) = fields.get(k) {
+                    self.err(
+                        f.key_pos,
+                        format!("the secret param `{}` cannot have `{k}`", e.key),
+                        "gantry generates a secret's value (random, per cluster); remove it",
+                    );
+                    return None;
+                }
+            }
+        }
         let int = |cx: &mut Cx, k: &str| match fields.opt(k) {
             Some(f) => cx.int(f, "1").and_then(|v| i64::try_from(v).ok()).map(Some),
             None => Some(None),
@@ -552,12 +657,14 @@ impl Cx {
                     Some(m) => Some(self.mode(m)?),
                     None => None,
                 };
+                let mode_loc = loc(f.opt("mode").map(|m| m.pos()).unwrap_or(a.key_pos));
                 let (src, dest) = (src?, dest?);
                 if a.key == "template" {
                     Action::Template {
                         src: src.to_string(),
                         dest,
                         mode,
+                        mode_loc,
                     }
                 } else {
                     let src = match src.strip_prefix("artifact:") {
@@ -841,6 +948,39 @@ steps:
         );
         let e = err("name: x\nsteps:\n  - id: a\n    run: a.sh\n    wait: {tcp: x}\n");
         assert!(e.contains("exactly one action"), "{e}");
+    }
+
+    #[test]
+    fn secret_params_and_outputs() {
+        let bp = parse(
+            "bp.yaml",
+            "name: x\nparams:\n  pw: {type: secret, description: the password}\nsteps: []\noutputs:\n  host: \"{{ nodes[0].address }}\"\n  url: {value: \"x://{{ params.pw }}\", secret: true, description: d}\n",
+        )
+        .unwrap();
+        assert_eq!(bp.param("pw").unwrap().ty, ParamType::Secret);
+        assert_eq!(bp.secret_params().count(), 1);
+        assert_eq!(bp.outputs.len(), 2);
+        assert_eq!(bp.outputs[0].name, "host");
+        assert!(!bp.outputs[0].secret);
+        assert_eq!(bp.outputs[0].value.loc, Loc { line: 6, col: 9 });
+        assert!(bp.outputs[1].secret);
+        assert_eq!(bp.outputs[1].description, "d");
+
+        // A secret's value is generated: no default, no rules.
+        let e = err("name: x\nparams:\n  pw: {type: secret, default: hunter2}\nsteps: []\n");
+        assert!(
+            e.contains("bp.yaml:3:22") && e.contains("cannot have `default`"),
+            "{e}"
+        );
+        let e = err("name: x\nsteps: []\noutputs:\n  Bad: x\n");
+        assert!(
+            e.contains("bp.yaml:4:3") && e.contains("invalid output name"),
+            "{e}"
+        );
+        let e = err("name: x\nsteps: []\noutputs:\n  a: {value: x, secret: maybe}\n");
+        assert!(e.contains("bp.yaml:4:") && e.contains("secret"), "{e}");
+        let e = err("name: x\nsteps: []\noutputs:\n  a: {secret: true}\n");
+        assert!(e.contains("value"), "{e}");
     }
 
     #[test]

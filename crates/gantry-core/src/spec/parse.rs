@@ -800,6 +800,20 @@ impl Cx {
                 self.err(f.pos(), "`lifetime` must be greater than zero", hint);
                 None
             }
+            Ok(d) if d > super::MAX_LIFETIME => {
+                self.err(
+                    f.pos(),
+                    format!(
+                        "`lifetime` {text} is longer than the maximum of {}",
+                        super::MAX_LIFETIME_TEXT
+                    ),
+                    format!(
+                        "use at most `{}`; `gantry extend` moves the expiry later",
+                        super::MAX_LIFETIME_TEXT
+                    ),
+                );
+                None
+            }
             Ok(d) => Some(d),
             Err(CoreError::InvalidDuration { reason, .. }) => {
                 self.err(

@@ -12,6 +12,12 @@
 //! Each node also gets `~/.gantry/blueprints/boot.json`: its `boot: true` instances, rendered,
 //! which `gantry start` runs again ([`boot_step`]) because a restarted machine (or a local node,
 //! where nothing restarts services) must bring its software back.
+//!
+//! Secrets: the values of `secret` params come from the cluster's secret store; the outputs are
+//! rendered and kept there too. Every message that leaves a step (errors with the last lines
+//! of output, retry events) is masked. Scripts and written files reach the node on the
+//! standard input of `cat`, never on a command line, and are created under `umask 077`
+//! (scripts 0700, boot files 0600), since rendered scripts may hold secrets.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -20,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
+use gantry_core::secret::Masker;
 use gantry_provider::NodeInfo;
 use gantry_ssh::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -27,10 +34,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::expand::{self, Instance, NodeView, Rendered};
 use super::render::{ArtifactPaths, ClusterView};
-use super::{Apply, artifacts};
+use super::{Apply, artifacts, secrets};
 use crate::EngineError;
 use crate::dag::{self, Checkpoints, Step, StepError};
 use crate::events::Events;
+use crate::secrets::SecretStore;
 use crate::transport::{
     ExitStatus, NodeTarget, OutputSink, SshTransport, Transport, TransportError,
 };
@@ -149,11 +157,18 @@ async fn write_file(
     mode: Option<u32>,
 ) -> Result<(), Failed> {
     let tmp = format!("{dest}.gantry-tmp");
-    let chmod = mode
-        .map(|m| format!(" && chmod {m:o} {}", shq(&tmp)))
-        .unwrap_or_default();
+    // With a mode, the file is created private (umask 077, after a stale temp file is removed)
+    // and only then given its mode: content that must stay private never sits in a file others
+    // can read, not even for a moment. Without one it gets the node's usual umask.
+    let write = match mode {
+        Some(m) => format!(
+            "rm -f {t} && (umask 077 && cat > {t}) && chmod {m:o} {t}",
+            t = shq(&tmp)
+        ),
+        None => format!("cat > {}", shq(&tmp)),
+    };
     let cmd = format!(
-        "mkdir -p \"$(dirname -- {d})\" && cat > {t}{chmod} && mv -f {t} {d}",
+        "mkdir -p \"$(dirname -- {d})\" && {write} && mv -f {t} {d}",
         d = shq(dest),
         t = shq(&tmp)
     );
@@ -179,14 +194,17 @@ async fn run_action(
         Rendered::Run { script } => {
             let file = format!("{dir}/{}.sh", inst.step);
             let run = if script.starts_with("#!") {
-                format!(
-                    "chmod +x {f} && exec env {env} ./{f} </dev/null",
-                    f = shq(&file)
-                )
+                format!("exec env {env} ./{f} </dev/null", f = shq(&file))
             } else {
                 format!("exec env {env} sh {} </dev/null", shq(&file))
             };
-            let cmd = format!("mkdir -p {} && cat > {} && {run}", shq(&dir), shq(&file));
+            // The script may hold secrets: written 0700 in a 0700 directory (a new file under
+            // umask 077; an old one, perhaps readable, is removed first), on cat's stdin.
+            let cmd = format!(
+                "(umask 077 && mkdir -p {d} && chmod 700 .gantry .gantry/blueprints {d} && rm -f {f} && cat > {f}) && chmod 700 {f} && {run}",
+                d = shq(&dir),
+                f = shq(&file)
+            );
             let (st, out) = remote.sh(&cmd, Some(script.as_bytes())).await?;
             if !st.success() {
                 return Err(Failed {
@@ -331,6 +349,7 @@ async fn run_instance(
     inst: &Instance,
     events: &Events,
     cancel: &CancellationToken,
+    masker: &Masker,
 ) -> Result<(), StepError> {
     let attempts = inst.retries + 1;
     let mut attempt = 1;
@@ -348,10 +367,18 @@ async fn run_instance(
             Err(e) if e.transport => {
                 return Err(StepError::retryable(format!(
                     "step {} of blueprint {} on node {}: {}",
-                    inst.step, inst.blueprint, inst.node, e.message
+                    inst.step,
+                    inst.blueprint,
+                    inst.node,
+                    masker.mask(&e.message)
                 )));
             }
-            Err(e) => e,
+            Err(e) => Failed {
+                transport: false,
+                // Output, commands and URLs are masked before they become an error, an event
+                // or a run record.
+                message: masker.masked(&e.message),
+            },
         };
         if attempt >= attempts || cancel.is_cancelled() {
             return Err(StepError::fatal(format!(
@@ -443,6 +470,8 @@ pub struct ApplyCtx<'a> {
     pub cluster: &'a str,
     pub cluster_uid: &'a str,
     pub store: Arc<dyn gantry_state::StateStore>,
+    /// Where the values of secret params and the rendered outputs are kept.
+    pub secrets: Arc<dyn SecretStore>,
     pub ssh: ClientConfig,
     pub shares_fs: bool,
     pub concurrency: usize,
@@ -467,6 +496,18 @@ pub async fn apply(
     opts: &Apply,
 ) -> Result<(), EngineError> {
     if opts.blueprints.is_empty() {
+        // Outputs of blueprints the spec no longer applies are gone too (the store is only
+        // touched when it has some).
+        if cx
+            .secrets
+            .outputs(cx.project, cx.cluster_uid)
+            .await
+            .is_ok_and(|o| !o.is_empty())
+        {
+            cx.secrets
+                .put_outputs(cx.project, cx.cluster_uid, &Default::default())
+                .await?;
+        }
         return Ok(());
     }
     let transport: Arc<dyn Transport> = match &opts.transport {
@@ -583,6 +624,15 @@ async fn apply_inner(
         project: cx.project.into(),
         uid: cx.cluster_uid.into(),
     };
+    let secret_values = secrets::resolve(
+        cx.secrets.as_ref(),
+        cx.project,
+        cx.cluster_uid,
+        &opts.blueprints,
+        true,
+    )
+    .await?;
+    let masker = secrets::masker(&secret_values);
     let (instances, barriers) = expand::expand_all(
         &opts.blueprints,
         &|p| {
@@ -593,7 +643,13 @@ async fn apply_inner(
         },
         &cluster,
         views,
+        &secret_values,
     )?;
+    // Outputs describe the cluster, not the run's success: kept before the steps run.
+    let outputs = expand::render_all_outputs(&opts.blueprints, &cluster, views, &secret_values)?;
+    cx.secrets
+        .put_outputs(cx.project, cx.cluster_uid, &outputs)
+        .await?;
     let todo: Vec<&Instance> = instances
         .iter()
         .filter(|i| !done_ids.contains(&i.id))
@@ -616,24 +672,26 @@ async fn apply_inner(
         };
         let node = by_name[inst.node.as_str()];
         let env = env_prefix(cx.cluster, node, &inst.blueprint, &inst.step);
-        let (inst2, events, cancel) = (
+        let (inst2, events, cancel, masker) = (
             Arc::new((*inst).clone()),
             cx.events.clone(),
             cx.cancel.clone(),
+            masker.clone(),
         );
         steps.push(Step::new(
             inst.id.clone(),
             Some(inst.node.clone()),
             inst.after.clone(),
             move || {
-                let (remote, env, inst, events, cancel) = (
+                let (remote, env, inst, events, cancel, masker) = (
                     remote.clone(),
                     env.clone(),
                     inst2.clone(),
                     events.clone(),
                     cancel.clone(),
+                    masker.clone(),
                 );
-                async move { run_instance(&remote, &env, &inst, &events, &cancel).await }
+                async move { run_instance(&remote, &env, &inst, &events, &cancel, &masker).await }
             },
         ));
     }
@@ -691,7 +749,8 @@ async fn apply_inner(
                 "warn",
                 format!(
                     "could not write the boot steps of {}: {}",
-                    v.name, e.message
+                    v.name,
+                    masker.mask(&e.message)
                 ),
             );
         }
@@ -717,12 +776,14 @@ async fn apply_inner(
 
 /// The step that re-runs a node's `boot: true` blueprint steps (after `gantry start`) through
 /// `transport` (one shared by all nodes of the run: SSH, or Docker exec), after `after`.
+/// `masker` knows the cluster's secrets (boot steps may print them).
 pub fn boot_step(
     transport: Arc<dyn Transport>,
     target: NodeTarget,
     after: Vec<String>,
     events: Events,
     cancel: CancellationToken,
+    masker: Masker,
 ) -> Step {
     let node = target.name.clone();
     Step::new(format!("boot:{node}"), Some(node), after, move || {
@@ -730,8 +791,8 @@ pub fn boot_step(
             transport: transport.clone(),
             target: target.clone(),
         };
-        let (events, cancel) = (events.clone(), cancel.clone());
-        async move { run_boot(&remote, &events, &cancel).await }
+        let (events, cancel, masker) = (events.clone(), cancel.clone(), masker.clone());
+        async move { run_boot(&remote, &events, &cancel, &masker).await }
     })
 }
 
@@ -739,6 +800,7 @@ async fn run_boot(
     remote: &Remote,
     events: &Events,
     cancel: &CancellationToken,
+    masker: &Masker,
 ) -> Result<(), StepError> {
     let (st, out) = remote
         .sh(&format!("cat {BOOT_FILE} 2>/dev/null || true"), None)
@@ -755,7 +817,7 @@ async fn run_boot(
     })?;
     for inst in &file.instances {
         let env = env_prefix(&file.cluster, &file.node, &inst.blueprint, &inst.step);
-        run_instance(remote, &env, inst, events, cancel).await?;
+        run_instance(remote, &env, inst, events, cancel, masker).await?;
     }
     Ok(())
 }

@@ -18,7 +18,9 @@ use sha2::Digest;
 use super::Prepared;
 pub use super::render::NodeView;
 use super::render::{self, ArtifactPaths, ClusterView, Origin};
+use super::secrets::{self, SecretValues};
 use crate::EngineError;
+use crate::secrets::{OutputValue, Outputs};
 
 /// What one instance does on its node, fully rendered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,14 +102,86 @@ pub struct Context<'a> {
     /// Every blueprint of the spec as `{name, params}` (`blueprints` in templates), so one
     /// blueprint can adapt to another (Prometheus scrapes etcd when both are applied).
     pub blueprints: &'a [serde_json::Value],
+    /// The values of every blueprint's secret params (or their placeholders).
+    pub secrets: &'a SecretValues,
 }
 
-/// `blueprints` in templates.
-pub fn blueprint_views(prepared: &[Prepared]) -> Vec<serde_json::Value> {
+/// `blueprints` in templates (secret params included: a blueprint may use another's).
+pub fn blueprint_views(prepared: &[Prepared], secrets: &SecretValues) -> Vec<serde_json::Value> {
     prepared
         .iter()
-        .map(|p| serde_json::json!({"name": p.name(), "params": p.params}))
+        .map(|p| {
+            let params = secrets::with_secrets(&p.params, secrets.get(p.name()));
+            serde_json::json!({"name": p.name(), "params": params})
+        })
         .collect()
+}
+
+/// Renders the outputs of one blueprint with the cluster's context. An output is secret when
+/// the blueprint says so or when its value contains a secret value.
+pub fn render_outputs(
+    p: &Prepared,
+    cluster: &ClusterView,
+    nodes: &[NodeView],
+    blueprints: &[serde_json::Value],
+    secret_values: &SecretValues,
+) -> Result<std::collections::BTreeMap<String, OutputValue>, Vec<SpecError>> {
+    let l = &p.loaded;
+    let params = secrets::with_secrets(&p.params, secret_values.get(p.name()));
+    let masker = secrets::masker(secret_values);
+    let ctx = render::output_context(cluster, nodes, &params, blueprints);
+    let mut out = std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    for o in &l.blueprint.outputs {
+        match render::render(
+            &o.value.text,
+            Origin::Inline {
+                file: &l.file,
+                loc: o.value.loc,
+            },
+            &format!("output `{}`", o.name),
+            &ctx,
+            &l.files,
+        ) {
+            Ok(value) => {
+                let secret = o.secret || masker.finds(&value);
+                out.insert(
+                    o.name.clone(),
+                    OutputValue {
+                        value,
+                        secret,
+                        description: o.description.clone(),
+                    },
+                );
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The outputs of every blueprint (see [`render_outputs`]).
+pub fn render_all_outputs(
+    prepared: &[Prepared],
+    cluster: &ClusterView,
+    nodes: &[NodeView],
+    secret_values: &SecretValues,
+) -> Result<Outputs, EngineError> {
+    let views = blueprint_views(prepared, secret_values);
+    let mut out = Outputs::new();
+    for p in prepared {
+        if p.loaded.blueprint.outputs.is_empty() {
+            continue;
+        }
+        let o = render_outputs(p, cluster, nodes, &views, secret_values)
+            .map_err(EngineError::BlueprintInvalid)?;
+        out.insert(p.name().to_string(), o);
+    }
+    Ok(out)
 }
 
 /// The nodes a spec asks for, with placeholder addresses (for dry renders).
@@ -173,6 +247,9 @@ pub fn expand_one(
     let mut at: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut errors: Vec<SpecError> = Vec::new();
     let empty = ArtifactPaths::new();
+    let params = secrets::with_secrets(&p.params, cx.secrets.get(&bp.name));
+    // Every secret of the spec: a template may render another blueprint's.
+    let masker = secrets::masker(cx.secrets);
     for s in step_order(&bp.steps) {
         let nodes = targets(s, cx.nodes);
         let def = serde_json::to_value(s).expect("steps serialise");
@@ -189,8 +266,10 @@ pub fn expand_one(
                 members: cx.members,
                 blueprints: cx.blueprints,
             };
-            let ctx = render::context(&shared, n, is_new, &p.params, arts);
-            let action = match render_action(p, s, &ctx, arts) {
+            let ctx = render::context(&shared, n, is_new, &params, arts);
+            let action = match render_action(p, s, &ctx, arts)
+                .and_then(|a| secrets::check_rendered(&l.file, s, a, &masker))
+            {
                 Ok(a) => a,
                 Err(e) => {
                     if !errors.contains(&e) {
@@ -295,7 +374,9 @@ fn render_action(
         Action::Run(Script::Inline(t)) => Rendered::Run {
             script: inline(t, &format!("the script of step `{id}`"))?,
         },
-        Action::Template { src, dest, mode } => Rendered::Write {
+        Action::Template {
+            src, dest, mode, ..
+        } => Rendered::Write {
             content: file(src, &format!("the template of step `{id}`"))?.into_bytes(),
             dest: inline(dest, &format!("`dest` of step `{id}`"))?,
             mode: *mode,
@@ -349,11 +430,12 @@ pub fn expand_all(
     cx_for: &dyn Fn(&Prepared) -> PerBlueprint,
     cluster: &ClusterView,
     nodes: &[NodeView],
+    secrets: &SecretValues,
 ) -> Result<Expanded, EngineError> {
     let mut all = Vec::new();
     let mut barriers = Vec::new();
     let mut prev: Option<String> = None;
-    let views = blueprint_views(prepared);
+    let views = blueprint_views(prepared, secrets);
     for p in prepared {
         let (members, artifacts) = cx_for(p);
         let cx = Context {
@@ -363,6 +445,7 @@ pub fn expand_all(
             artifacts: &artifacts,
             placeholder_artifacts: None,
             blueprints: &views,
+            secrets,
         };
         let inst = expand_one(p, &cx, prev.as_deref())?;
         let b = barrier_id(p.name());

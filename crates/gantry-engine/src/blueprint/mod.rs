@@ -8,6 +8,8 @@
 //!   files; [`builtin`] lists the embedded ones.
 //! - [`params`]: check the spec's params against the blueprint's typed declarations.
 //! - [`render`]: the template context and strict minijinja rendering.
+//! - [`secrets`]: the values of `secret` params and the rules that keep them off command lines
+//!   and out of files other users can read.
 //! - [`expand`]: steps × nodes → ordered step instances with input hashes (pure).
 //! - [`artifacts`]: URL downloads into the cache (verified), commands and paths on nodes.
 //! - [`exec`]: instances → DAG steps over the cluster's transport (SSH, Docker exec);
@@ -33,6 +35,7 @@ pub mod expand;
 pub mod load;
 pub mod params;
 pub mod render;
+pub mod secrets;
 
 pub use expand::{Instance, NodeView, Rendered};
 
@@ -163,7 +166,8 @@ pub fn prepare(
             project: String::new(),
             uid: String::new(),
         };
-        let views = expand::blueprint_views(&out);
+        let secret_values = secrets::placeholders(&out);
+        let views = expand::blueprint_views(&out, &secret_values);
         for p in &out {
             let arts = render::placeholder_artifacts(&p.loaded.blueprint);
             let ctx = expand::Context {
@@ -173,7 +177,12 @@ pub fn prepare(
                 artifacts: &BTreeMap::new(),
                 placeholder_artifacts: Some(&arts),
                 blueprints: &views,
+                secrets: &secret_values,
             };
+            if let Err(mut e) = expand::render_outputs(p, &cluster, &nodes, &views, &secret_values)
+            {
+                errors.append(&mut e);
+            }
             if let Err(mut e) = expand::expand_one(p, &ctx, None)
                 .map(|_| ())
                 .map_err(|e| match e {

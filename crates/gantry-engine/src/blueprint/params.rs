@@ -1,7 +1,8 @@
 //! The spec's params for a blueprint, checked against its typed declarations: unknown names,
 //! wrong types, missing required ones, `min`/`max`/`enum`/`pattern`. Problems in the spec point
 //! into the spec file; problems in a declaration (a default of the wrong type, a bad pattern)
-//! point into `blueprint.yaml`.
+//! point into `blueprint.yaml`. A `secret` param is never set by the spec (the spec is kept in
+//! the state store): gantry generates it, so it is neither resolved here nor required.
 
 use gantry_core::SpecError;
 use gantry_core::blueprint::{BlueprintRef, Loc, Param, ParamType};
@@ -11,7 +12,7 @@ use super::{Loaded, located};
 
 fn type_ok(ty: ParamType, v: &Value) -> bool {
     match ty {
-        ParamType::String => v.is_string(),
+        ParamType::String | ParamType::Secret => v.is_string(),
         ParamType::Int => v.is_i64(),
         ParamType::Bool => v.is_boolean(),
         ParamType::List => v.is_array(),
@@ -39,7 +40,7 @@ fn check(p: &Param, v: &Value) -> Result<(), (String, String)> {
                 "param `{}` must be {}, found {}",
                 p.name,
                 match p.ty {
-                    ParamType::String => "a string",
+                    ParamType::String | ParamType::Secret => "a string",
                     ParamType::Int => "an integer",
                     ParamType::Bool => "true or false",
                     ParamType::List => "a list",
@@ -162,6 +163,23 @@ pub fn resolve(
             ));
             continue;
         };
+        if p.ty == ParamType::Secret {
+            errors.push(located(
+                spec_file,
+                key_loc,
+                format!(
+                    "param `{k}` of blueprint `{}` is a secret: gantry generates it, a spec cannot \
+                     set it",
+                    bp.name
+                ),
+                Some(format!(
+                    "remove `{k}` from this entry: specs are kept in the state store in \
+                     plaintext; gantry makes a random value per cluster and keeps it out of \
+                     there (`gantry show CLUSTER --show-secrets` prints it)"
+                )),
+            ));
+            continue;
+        }
         match check(p, v) {
             Ok(()) => {
                 out.insert(k.clone(), v.clone());
@@ -170,7 +188,8 @@ pub fn resolve(
         }
     }
     for p in &bp.params {
-        if out.contains_key(&p.name) || r.params.contains_key(&p.name) {
+        if out.contains_key(&p.name) || r.params.contains_key(&p.name) || p.ty == ParamType::Secret
+        {
             continue;
         }
         match &p.default {

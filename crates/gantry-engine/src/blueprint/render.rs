@@ -94,6 +94,22 @@ pub fn context(
     })))
 }
 
+/// The context of a blueprint's outputs: the cluster as a whole (no `node`, `members` or
+/// `artifacts`, which are per node).
+pub fn output_context(
+    cluster: &ClusterView,
+    nodes: &[NodeView],
+    params: &serde_json::Map<String, serde_json::Value>,
+    blueprints: &[serde_json::Value],
+) -> minijinja::Value {
+    minijinja::Value::from(Serde(serde_json::json!({
+        "cluster": cluster,
+        "nodes": nodes,
+        "params": params,
+        "blueprints": blueprints,
+    })))
+}
+
 /// `files` are the blueprint's own files: `{% include "scripts/common.sh" %}` renders one of
 /// them in the same context (nothing outside the blueprint can be included).
 fn env(files: &BTreeMap<String, Vec<u8>>) -> Environment<'static> {

@@ -91,6 +91,7 @@ fn expand_with(params: &str, n: u32) -> Vec<Instance> {
         artifacts: &none,
         placeholder_artifacts: None,
         blueprints: &[],
+        secrets: &Default::default(),
     };
     expand::expand_one(&prepared[0], &cx, None).unwrap()
 }
@@ -153,6 +154,7 @@ fn cross_node_after_waits_for_every_instance() {
         artifacts: &none,
         placeholder_artifacts: None,
         blueprints: &[],
+        secrets: &Default::default(),
     };
     let inst = expand::expand_one(&prepared[0], &cx, Some("bp/x/done")).unwrap();
     let m = by_key(&inst);
@@ -306,4 +308,168 @@ fn the_builtin_hello_is_embedded_and_valid() {
     let p = prepare(&spec, "s.yaml", vec![l]).unwrap();
     assert_eq!(p[0].params["greeting"], serde_json::json!("hello"));
     let _ = Arc::clone(&p[0].loaded);
+}
+
+/// A blueprint with a secret, used by the secret tests: `{STEPS}` is replaced.
+const SECRET_BP: &str = "name: t\nparams:\n  pw: {type: secret}\noutputs:\n  user: admin\n  url: {value: \"x://admin:{{ params.pw }}@{{ nodes[0].address }}\", description: the url}\n  pw: {value: \"{{ params.pw }}\", secret: true}\nsteps:\n{STEPS}";
+
+fn secret_bp(steps: &str) -> String {
+    SECRET_BP.replace("{STEPS}", steps)
+}
+
+fn expand_secret(steps: &str, files: &[(&str, &str)], pw: &str) -> Vec<Instance> {
+    let (spec, _) = spec(2, "{}");
+    let prepared = prepare(&spec, "spec.yaml", vec![loaded(&secret_bp(steps), files)]).unwrap();
+    let views = nodes(2);
+    let cluster = ClusterView {
+        name: "demo".into(),
+        project: "p".into(),
+        uid: "u".into(),
+    };
+    let none = BTreeMap::new();
+    let secrets: secrets::SecretValues = BTreeMap::from([(
+        "t".to_string(),
+        BTreeMap::from([("pw".to_string(), gantry_core::secret::Secret::new(pw))]),
+    )]);
+    let cx = Context {
+        cluster: &cluster,
+        nodes: &views,
+        members: &[],
+        artifacts: &none,
+        placeholder_artifacts: None,
+        blueprints: &[],
+        secrets: &secrets,
+    };
+    expand::expand_one(&prepared[0], &cx, None).unwrap()
+}
+
+#[test]
+fn a_spec_cannot_set_a_secret_param() {
+    let e = prepare_err(
+        &secret_bp("  - id: a\n    run: \"echo\\n\"\n"),
+        &[],
+        "{pw: hunter2}",
+    );
+    assert!(
+        e.contains("spec.yaml:8:14") && e.contains("param `pw` of blueprint `t` is a secret"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("needs the param"),
+        "a secret is not required: {e}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_a_command_line_or_a_readable_file() {
+    // A `wait: command` is a command line.
+    let e = prepare_err(
+        &secret_bp("  - id: a\n    wait: {command: \"redis-cli -a {{ params.pw }} ping\"}\n"),
+        &[],
+        "{}",
+    );
+    assert!(
+        e.contains("t/blueprint.yaml:10:21") && e.contains("renders a secret param"),
+        "{e}"
+    );
+    assert!(e.contains("/proc/PID/cmdline"), "{e}");
+    // So is a `dest` path (gantry's mkdir/cat/mv), even reached through another variable.
+    let e = prepare_err(
+        &secret_bp("  - id: a\n    template: {src: c.j2, dest: \"conf/{{ params['pw'] }}\"}\n"),
+        &[("c.j2", "x\n")],
+        "{}",
+    );
+    assert!(
+        e.contains("t/blueprint.yaml:10:33") && e.contains("`dest` of step `a`"),
+        "{e}"
+    );
+    // A template rendering a secret with a mode others can read.
+    let e = prepare_err(
+        &secret_bp("  - id: a\n    template: {src: c.j2, dest: c, mode: \"0644\"}\n"),
+        &[("c.j2", "pass {{ params.pw }}\n")],
+        "{}",
+    );
+    assert!(
+        e.contains("t/blueprint.yaml:10:42") && e.contains("mode 0644"),
+        "{e}"
+    );
+    // Another blueprint's secret counts too (`blueprints` in templates).
+    let e = prepare_err(
+        &secret_bp(
+            "  - id: a\n    wait: {command: \"{% for b in blueprints %}{{ b.params.pw }}{% endfor %}\"}\n",
+        ),
+        &[],
+        "{}",
+    );
+    assert!(e.contains("renders a secret param"), "{e}");
+
+    // Without a mode the file is written 0600; 0600/0400 are kept; a script may hold it.
+    let pw = "Zq8d0S1xgT3v9cKpLm2NwY7rHbF4aE6u";
+    let inst = expand_secret(
+        "  - id: a\n    template: {src: c.j2, dest: c}\n  - id: b\n    template: {src: c.j2, dest: d, mode: \"0400\"}\n  - id: p\n    template: {src: p.j2, dest: p}\n  - id: s\n    run: \"echo {{ params.pw }}\\n\"\n",
+        &[("c.j2", "pass {{ params.pw }}\n"), ("p.j2", "public\n")],
+        pw,
+    );
+    let m = by_key(&inst);
+    let mode = |k: &str| match &m[k].action {
+        Rendered::Write { mode, content, .. } => {
+            (*mode, String::from_utf8_lossy(content).into_owned())
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        mode("bp/t/a@demo-db-1"),
+        (Some(0o600), format!("pass {pw}\n"))
+    );
+    assert_eq!(mode("bp/t/b@demo-db-1").0, Some(0o400));
+    assert_eq!(
+        mode("bp/t/p@demo-db-1").0,
+        None,
+        "no secret, no forced mode"
+    );
+    assert!(
+        matches!(&m["bp/t/s@demo-db-1"].action, Rendered::Run { script } if script.contains(pw))
+    );
+}
+
+#[test]
+fn outputs_render_with_the_cluster_and_secret_ones_are_marked() {
+    let (spec, _) = spec(2, "{}");
+    let bp = secret_bp("  - id: a\n    run: \"echo\\n\"\n");
+    let prepared = prepare(&spec, "spec.yaml", vec![loaded(&bp, &[])]).unwrap();
+    let pw = gantry_core::secret::Secret::new("Zq8d0S1xgT3v9cKpLm2NwY7rHbF4aE6u");
+    let secrets: secrets::SecretValues = BTreeMap::from([(
+        "t".to_string(),
+        BTreeMap::from([("pw".to_string(), pw.clone())]),
+    )]);
+    let cluster = ClusterView {
+        name: "demo".into(),
+        project: "p".into(),
+        uid: "u".into(),
+    };
+    let out = expand::render_all_outputs(&prepared, &cluster, &nodes(2), &secrets).unwrap();
+    let t = &out["t"];
+    assert_eq!(t["user"].value, "admin");
+    assert!(!t["user"].secret);
+    // Renders the secret, so secret although it does not say so.
+    assert_eq!(
+        t["url"].value,
+        format!("x://admin:{}@127.0.0.1", pw.expose())
+    );
+    assert!(t["url"].secret);
+    assert_eq!(t["url"].description, "the url");
+    assert!(t["pw"].secret);
+    assert_eq!(t["pw"].shown(false), gantry_core::secret::MASK);
+    assert_eq!(t["pw"].shown(true), pw.expose());
+
+    // A broken output template fails validation at its line.
+    let e = prepare_err(
+        "name: t\nsteps: []\noutputs:\n  a: \"{{ node.name }}\"\n",
+        &[],
+        "{}",
+    );
+    assert!(
+        e.contains("t/blueprint.yaml:4:6") && e.contains("output `a`"),
+        "{e}"
+    );
 }

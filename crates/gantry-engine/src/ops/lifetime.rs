@@ -21,6 +21,38 @@ pub fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 
+/// `base + by` to the second, refused (not panicking) when it lies more than
+/// [`gantry_core::spec::MAX_LIFETIME`] after `now` or past what a date can hold. Every expiry
+/// the engine computes goes through here, before anything changes.
+pub fn expiry(
+    cluster: &str,
+    now: OffsetDateTime,
+    base: OffsetDateTime,
+    by: Duration,
+) -> Result<OffsetDateTime, EngineError> {
+    gantry_core::spec::expiry_within_bound(now, base, by)
+        .map(whole_seconds)
+        .ok_or_else(|| EngineError::LifetimeTooLong {
+            cluster: cluster.into(),
+            what: if base <= now {
+                format!("now + {}", humantime::format_duration(by))
+            } else {
+                format!(
+                    "{} + {}",
+                    rfc3339(whole_seconds(base)),
+                    humantime::format_duration(by)
+                )
+            },
+            max: gantry_core::spec::MAX_LIFETIME_TEXT,
+        })
+}
+
+/// `now + by` (see [`expiry`]).
+pub fn expiry_from_now(cluster: &str, by: Duration) -> Result<OffsetDateTime, EngineError> {
+    let now = OffsetDateTime::now_utc();
+    expiry(cluster, now, now, by)
+}
+
 /// What `extend` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ExtendReport {
@@ -75,7 +107,8 @@ pub async fn extend(
             ExtendFrom::Now => now,
             ExtendFrom::Expiry => previous.map_or(now, |p| p.max(now)),
         };
-        let expires_at = whole_seconds(base + by);
+        // Checked before any tag moves: a refused expiry changes nothing.
+        let expires_at = expiry(cluster, now, base, by)?;
         let mut want = Tags::new();
         want.insert(tags::EXPIRES.into(), rfc3339(expires_at));
         let steps: Vec<Step> = nodes
@@ -239,8 +272,26 @@ pub async fn gc_orphans(
             .run_steps(ctx, "gc", cluster, steps, &merged_cancel(ctx, &run.lock))
             .await;
         outcome_to_result(&out, total)?;
-        if record.is_none() && ctx.list_nodes(cluster).await?.is_empty() {
-            ctx.delete_cluster_resources(cluster).await?;
+        // The incarnations the orphans belonged to (never the recorded one) lose their secrets
+        // once none of their nodes is left.
+        let gone: std::collections::BTreeSet<&String> = chosen
+            .iter()
+            .filter_map(|n| n.tags.get(tags::CLUSTER_UID))
+            .filter(|u| !u.is_empty() && record.as_ref().is_none_or(|r| &r.uid != *u))
+            .collect();
+        if record.is_none() || !gone.is_empty() {
+            let left = ctx.list_nodes(cluster).await?;
+            for uid in gone {
+                if !left
+                    .iter()
+                    .any(|n| n.tags.get(tags::CLUSTER_UID) == Some(uid))
+                {
+                    ctx.secrets.delete_cluster(&ctx.project, uid).await?;
+                }
+            }
+            if record.is_none() && left.is_empty() {
+                ctx.delete_cluster_resources(cluster).await?;
+            }
         }
         Ok(chosen.iter().map(|n| n.name.clone()).collect())
     }

@@ -50,6 +50,7 @@ fn world() -> World {
         lock_timeout: Duration::from_secs(5),
         transport: None,
         command: "test".into(),
+        secrets: Arc::new(gantry_engine::secrets::MemorySecretStore::new()),
     };
     World {
         _dir: dir,
