@@ -99,6 +99,7 @@ fn info(dir: &Path, meta: &NodeMeta) -> NodeInfo {
         state,
         tags: meta.tags.clone(),
         created_at: meta.created_at.clone(),
+        host_key: None,
     }
 }
 
