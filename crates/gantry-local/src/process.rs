@@ -175,3 +175,67 @@ pub fn agent_uids_of(nd: &NodeDir) -> BTreeSet<String> {
         .filter(|uid| !uid.is_empty())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process whose command line is `sh -c CMD agent --node-dir DIR`: an agent of
+    /// `DIR` as far as the command line goes.
+    fn fake_agent(dir: &Path) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("sleep 30; exit 0")
+            .arg("agent")
+            .arg("--node-dir")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own group, so the test ends its `sleep` too.
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_agent_is_ready_only_as_the_lock_holder_named_in_both_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let nd = NodeDir(tmp.path().to_path_buf());
+        let mut agent = fake_agent(&nd.0);
+        let pid = agent.id() as i32;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(nd.lock())
+            .unwrap();
+        std::fs::write(nd.pid(), format!("{pid}\n")).unwrap();
+        assert_eq!(ready_agent(&nd), None, "no ready marker yet");
+        std::fs::write(nd.ready(), format!("{pid}\n")).unwrap();
+        assert_eq!(ready_agent(&nd), None, "the lock is not held");
+        lock.lock().unwrap();
+        assert_eq!(ready_agent(&nd), Some(pid));
+        // A ready marker naming anyone but the lock holder, or a process that is not an agent
+        // of this directory, is not an agent that is up.
+        std::fs::write(nd.ready(), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(ready_agent(&nd), None);
+        std::fs::write(nd.pid(), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(
+            ready_agent(&nd),
+            None,
+            "this test is no agent of the directory"
+        );
+        // An agent of an earlier version wrote `ready` without its pid.
+        std::fs::write(nd.pid(), format!("{pid}\n")).unwrap();
+        std::fs::write(nd.ready(), "ready\n").unwrap();
+        assert_eq!(ready_agent(&nd), Some(pid));
+        assert_eq!(agent_pids_of(&nd), BTreeSet::from([pid]));
+        let other = tempfile::tempdir().unwrap();
+        assert!(!is_agent_of(pid, other.path()));
+        nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        agent.wait().unwrap();
+        assert_eq!(ready_agent(&nd), None, "a dead agent is not up");
+    }
+}

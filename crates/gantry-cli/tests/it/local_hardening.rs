@@ -226,16 +226,17 @@ fn start_of_a_node_whose_address_is_taken_fails_and_never_contacts_the_squatter(
     let squatter = TcpListener::bind((addr.parse::<Ipv4Addr>().unwrap(), port)).unwrap();
     squatter.set_nonblocking(true).unwrap();
     let out = g.run(&["start", c]);
+    assert!(
+        !was_contacted(&squatter),
+        "gantry connected to the squatter:\n{}",
+        out.stderr
+    );
     assert_ne!(out.code, Some(0), "start must fail:\n{}", out.stderr);
     let endpoint = format!("{addr}:{port}");
     assert!(
         out.stderr.contains(&endpoint) && out.stderr.contains("taken by another process"),
         "the error names the taken address:\n{}",
         out.stderr
-    );
-    assert!(
-        !was_contacted(&squatter),
-        "gantry connected to the squatter"
     );
     assert_eq!(pinned(&g, &name).as_deref(), Some(key.as_str()));
 
