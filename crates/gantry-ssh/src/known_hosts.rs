@@ -73,14 +73,34 @@ impl KnownHosts {
             reason: e.to_string(),
         })?;
         let line = format!("{alias} {}", public_key_data_line(&parsed));
+        let mut replaced = Vec::new();
         self.update(|lines| {
             if lines.iter().filter(|l| line_matches(l, alias)).eq([&line]) {
                 return false;
             }
+            replaced = lines
+                .iter()
+                .filter(|l| line_matches(l, alias))
+                .filter_map(|l| key_part(l))
+                .collect();
             lines.retain(|l| !line_matches(l, alias));
             lines.push(line);
             true
-        })
+        })?;
+        for old in replaced {
+            // A different key was trusted for this node: pinned on first contact by whatever
+            // answered then, or left by hand.
+            tracing::warn!(
+                alias,
+                replaced = %PublicKey::from_openssh(&old)
+                    .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+                    .unwrap_or(old),
+                pinned = %parsed.fingerprint(HashAlg::Sha256),
+                known_hosts = %self.path.display(),
+                "replaced a host key pin with the node's own key"
+            );
+        }
+        Ok(())
     }
 
     /// Checks `key` against the pin for `alias`, pinning it when there is none yet.

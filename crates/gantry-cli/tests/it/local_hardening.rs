@@ -246,6 +246,55 @@ fn start_of_a_node_whose_address_is_taken_fails_and_never_contacts_the_squatter(
     g.run(&["run", c, "--", "true"]).ok();
 }
 
+#[test]
+fn a_local_node_s_own_host_key_replaces_a_pin_taken_on_first_contact() {
+    let g = Gantry::new();
+    let c = "repin";
+    let spec = g.simple_spec(c, 1);
+    let spec_s = spec.to_str().unwrap();
+    g.run(&["up", "-f", spec_s]).ok();
+    let name = format!("{c}-db-1");
+    let real = real_host_key(&g.cluster_dir(c).join(&name));
+    assert_eq!(pinned(&g, &name).as_deref(), Some(real.as_str()));
+    assert_eq!(
+        g.show(c)["nodes"][0]["host_key"]
+            .as_str()
+            .map(key_data)
+            .as_deref(),
+        Some(real.as_str()),
+        "show reports the node's host key"
+    );
+
+    // What an earlier gantry pinned when a squatter answered first on the node's address.
+    let kh = g.home().join("projects/default/known_hosts");
+    let squatter = key_data(&gantry_ssh::KeyPair::generate().public_openssh());
+    let text = std::fs::read_to_string(&kh).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{name} ")) {
+                format!("{name} {squatter}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&kh, text).unwrap();
+    let out = g.run(&["run", c, "--", "true"]);
+    assert_ne!(out.code, Some(0), "the wrong pin is refused");
+    assert!(out.stderr.contains("changed"), "{}", out.stderr);
+
+    // The next `up` pins the key gantry made for the node, whatever was pinned before.
+    let up = g.run(&["up", "-f", spec_s]).ok();
+    assert!(
+        up.stderr.contains("replaced a host key pin"),
+        "the replacement is reported:\n{}",
+        up.stderr
+    );
+    assert_eq!(pinned(&g, &name).as_deref(), Some(real.as_str()));
+    g.run(&["run", c, "--", "true"]).ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_whose_address_is_taken_moves_and_never_hands_back_the_squatter() {
     let g = Gantry::new();
