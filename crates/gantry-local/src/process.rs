@@ -205,6 +205,15 @@ mod tests {
         let nd = NodeDir(tmp.path().to_path_buf());
         let mut agent = fake_agent(&nd.0);
         let pid = agent.id() as i32;
+        // Until it has exec'd, the child shows this test's command line.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_agent_of(pid, &nd.0) {
+            assert!(
+                Instant::now() < deadline,
+                "the stand-in agent did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let lock = File::options()
             .create(true)
             .truncate(false)
