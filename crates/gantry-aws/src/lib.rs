@@ -393,6 +393,7 @@ impl AwsProvider {
                         .ok()
                 })
                 .unwrap_or_default(),
+            host_key: None,
         }
     }
 

@@ -197,6 +197,7 @@ pub fn local_provider(
         ssh_port: port.unwrap_or(gantry_local::DEFAULT_SSH_PORT),
         user: current_user(),
         authorized_keys: vec![ssh.key.public_openssh()],
+        machine_dir: gantry_local::default_machine_dir(),
     })))
 }
 

@@ -344,6 +344,7 @@ impl DockerProvider {
             state,
             tags: t,
             created_at,
+            host_key: None,
         })
     }
 

@@ -267,6 +267,7 @@ mod tests {
             state: NodeState::Running,
             tags: t,
             created_at: rfc(created),
+            host_key: None,
         }
     }
 

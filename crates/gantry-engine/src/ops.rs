@@ -307,13 +307,33 @@ fn outcome_to_result(out: &dag::Outcome, total: usize) -> Result<(), EngineError
     Ok(())
 }
 
-/// Waits until the node answers SSH (a real handshake and `true`), pinning its host key.
+/// Pins the host key the provider reports for `node` (one it made itself), replacing any
+/// earlier pin, so the first connection is checked like every later one: whatever else answers
+/// on the node's address is refused as a changed host key instead of being trusted. Nodes
+/// whose key the provider does not know are pinned on first contact.
+fn pin_reported_key(
+    known_hosts: &gantry_ssh::KnownHosts,
+    node: &NodeInfo,
+) -> Result<(), StepError> {
+    match &node.host_key {
+        Some(key) => known_hosts
+            .pin(&node.name, key)
+            .map_err(|e| StepError::fatal(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Waits until `node` answers SSH (a real handshake and `true`), pinning its host key: the
+/// one the provider reported, else the first one presented.
 async fn wait_ssh(
     ssh: ClientConfig,
-    spec: ConnectSpec,
+    node: NodeInfo,
     timeout: Duration,
     cancel: CancellationToken,
 ) -> Result<(), StepError> {
+    let spec = connect_spec(&node)
+        .ok_or_else(|| StepError::fatal(format!("{} has no ssh endpoint", node.name)))?;
+    pin_reported_key(&ssh.known_hosts, &node)?;
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(50);
     loop {
@@ -656,9 +676,7 @@ fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan)
                                 StepError::retryable(format!("{name} not listed yet"))
                             })?,
                     };
-                    let spec = connect_spec(&info)
-                        .ok_or_else(|| StepError::fatal(format!("{name} has no ssh endpoint")))?;
-                    wait_ssh(ssh, spec, provider.boot_timeout(), cancel).await
+                    wait_ssh(ssh, info, provider.boot_timeout(), cancel).await
                 }
             },
         )
@@ -683,7 +701,8 @@ fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan)
                         kh.forget(&req.name)
                             .map_err(|e| StepError::fatal(e.to_string()))?;
                     }
-                    provider.create_node(&req).await?;
+                    let created = provider.create_node(&req).await?;
+                    pin_reported_key(&kh, &created)?;
                     Ok(())
                 }
             },
@@ -923,20 +942,19 @@ pub async fn power(
                 // Not reached over SSH (Docker): the provider's start returns once the node
                 // answers an exec, so its boot steps follow the start step directly.
                 id
-            } else if readiness == gantry_core::Readiness::Ssh
-                && let Some(spec) = connect_spec(n)
-            {
+            } else if readiness == gantry_core::Readiness::Ssh && connect_spec(n).is_some() {
                 let (ssh, cancel, timeout) = (
                     ctx.ssh.clone(),
                     ctx.cancel.clone(),
                     ctx.provider.boot_timeout(),
                 );
                 let ready = format!("ready:{}", n.name);
+                let node = n.clone();
                 steps.push(Step::new(
                     ready.clone(),
                     Some(n.name.clone()),
                     vec![id],
-                    move || wait_ssh(ssh.clone(), spec.clone(), timeout, cancel.clone()),
+                    move || wait_ssh(ssh.clone(), node.clone(), timeout, cancel.clone()),
                 ));
                 ready
             } else {

@@ -130,6 +130,7 @@ mod tests {
             state,
             tags: Default::default(),
             created_at: String::new(),
+            host_key: None,
         }
     }
 

@@ -2,6 +2,10 @@
 //!
 //! It holds `agent.lock` for its whole life (a second agent for the same node exits at once),
 //! serves SSH on the node's address, and on SIGTERM stops serving and takes its children down.
+//! It writes its pid to `agent.pid` once it holds the lock and to `agent.ready` once its
+//! listener is bound: that, not a connection to the address, is how gantry knows it is up. If
+//! the address is taken it exits with [`crate::AGENT_EXIT_ADDRESS_IN_USE`] (through
+//! [`LocalError::AddressInUse`]).
 
 use std::path::Path;
 
@@ -29,9 +33,12 @@ pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
         Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
         Err(std::fs::TryLockError::Error(e)) => return Err(LocalError::io("lock", &lock_path)(e)),
     }
+    // A ready marker left by an agent that died is gone before our pid names the lock holder.
+    let ready_path = dir.ready();
+    let _ = std::fs::remove_file(&ready_path);
+    let pid = std::process::id();
     let pid_path = dir.pid();
-    std::fs::write(&pid_path, std::process::id().to_string())
-        .map_err(LocalError::io("write", &pid_path))?;
+    std::fs::write(&pid_path, format!("{pid}\n")).map_err(LocalError::io("write", &pid_path))?;
 
     let host_key = KeyPair::load_or_generate(&dir.host_key())?;
     let cfg = ServerConfig {
@@ -55,16 +62,33 @@ pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
             _ = int.recv() => {},
         }
     };
-    let ready_path = node_dir.join("agent.ready");
-    let _ = std::fs::remove_file(&ready_path);
-    let ready = move || {
-        let _ = std::fs::write(&ready_path, b"ready\n");
+    let listen = cfg.listen;
+    let ready = {
+        let ready_path = ready_path.clone();
+        // Called by `serve` once the listener is bound.
+        move || {
+            let _ = std::fs::write(&ready_path, format!("{pid}\n"));
+        }
     };
     let result = gantry_ssh::serve(cfg, ready, shutdown).await;
-    let _ = std::fs::remove_file(node_dir.join("agent.ready"));
+    let _ = std::fs::remove_file(&ready_path);
     let _ = std::fs::remove_file(&pid_path);
     drop(lock);
-    result.map(|()| true).map_err(LocalError::from)
+    match result {
+        Ok(()) => Ok(true),
+        Err(gantry_ssh::SshError::Serve { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            Err(LocalError::AddressInUse {
+                node: meta.name.clone(),
+                address: listen.to_string(),
+                hint: "gantry moves a new node to another address; an existing node starts \
+                       once the address is free"
+                    .into(),
+            })
+        }
+        Err(e) => Err(LocalError::from(e)),
+    }
 }
 
 /// The environment of every process on the node.

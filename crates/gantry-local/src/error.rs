@@ -19,11 +19,35 @@ pub enum LocalError {
     },
     #[error("no free loopback address for a new node (tried {tried} addresses)")]
     NoAddress { tried: usize },
-    #[error("node agent for {node} did not answer on {address} within {secs} s; see {}", log.display())]
+    #[error("node agent for {node} ({address}) was not ready within {secs} s; see {}", log.display())]
     AgentTimeout {
         node: String,
         address: String,
         secs: u64,
+        log: PathBuf,
+    },
+    /// The machine-wide directory is not this user's private directory.
+    #[error("unsafe machine-wide directory {}: {problem}; {fix}", path.display())]
+    UnsafeDir {
+        path: PathBuf,
+        problem: String,
+        fix: String,
+    },
+    /// Something else listens on the node's address, so its agent cannot serve there.
+    #[error(
+        "{address} (the SSH address of node {node}) is taken by another process, so the node's \
+         agent cannot listen there; {hint}"
+    )]
+    AddressInUse {
+        node: String,
+        address: String,
+        hint: String,
+    },
+    /// The agent exited before it was ready.
+    #[error("node agent for {node} exited before it was ready ({status}); see {}", log.display())]
+    AgentFailed {
+        node: String,
+        status: String,
         log: PathBuf,
     },
     #[error("ssh: {0}")]

@@ -25,6 +25,10 @@ pub struct NodeMeta {
     pub tags: Tags,
     pub authorized_keys: Vec<String>,
     pub created_at: String,
+    /// The agent's SSH host public key (OpenSSH line), recorded at create so gantry pins it
+    /// before its first connection. None in nodes made by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_public_key: Option<String>,
 }
 
 impl NodeMeta {
@@ -61,8 +65,13 @@ impl NodeDir {
     pub fn lock(&self) -> PathBuf {
         self.0.join("agent.lock")
     }
+    /// The pid of the lock holder, written right after it took the lock.
     pub fn pid(&self) -> PathBuf {
         self.0.join("agent.pid")
+    }
+    /// The agent's pid again, written once its listener is bound.
+    pub fn ready(&self) -> PathBuf {
+        self.0.join("agent.ready")
     }
     pub fn log(&self) -> PathBuf {
         self.0.join("agent.log")

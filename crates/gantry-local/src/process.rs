@@ -3,13 +3,24 @@
 //! The agent and everything it starts carry `GANTRY_NODE_UID=<uid>` in their environment, which
 //! survives `setsid`, double forks and daemonisation. Scanning `/proc/*/environ` for it finds
 //! every process of a node, including ones that left the agent's process group.
+//!
+//! The agent itself is found from its node directory: it holds `agent.lock`, wrote its pid to
+//! `agent.pid` once it held it and to `agent.ready` once its listener was bound, and runs as
+//! `gantry agent --node-dir DIR`. That is how gantry decides an agent is up (something merely
+//! answering on the node's address may be anyone's), and how it finds a node's marker when its
+//! `node.json` is unreadable.
 
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use crate::meta::NodeDir;
 
 /// Environment marker carried by every process of a node.
 pub const UID_ENV: &str = "GANTRY_NODE_UID";
@@ -84,5 +95,156 @@ pub fn agent_running(lock: &Path) -> bool {
         Ok(()) => false,
         Err(std::fs::TryLockError::WouldBlock) => true,
         Err(_) => false,
+    }
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` runs `... agent --node-dir DIR` for the node directory `dir`.
+pub fn is_agent_of(pid: i32, dir: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if is_zombie(pid) {
+        return false;
+    }
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.windows(3).any(|w| {
+        w[0] == b"agent"
+            && w[1] == b"--node-dir"
+            && same_dir(Path::new(std::ffi::OsStr::from_bytes(w[2])), dir)
+    })
+}
+
+/// The same directory, however it is spelled (device and inode), or the same path when either
+/// is gone.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
+}
+
+/// The pid of the agent serving the node in `nd`, if it is up: `agent.ready` names a live
+/// agent of this directory that holds the node's lock (it is the pid the lock holder wrote to
+/// `agent.pid`). A node whose agent was started by an earlier version (its `agent.ready` says
+/// only `ready`) counts as up when its lock holder is such an agent.
+pub fn ready_agent(nd: &NodeDir) -> Option<i32> {
+    let ready = std::fs::read_to_string(nd.ready()).ok()?;
+    let holder = read_pid(&nd.pid())?;
+    let ready = match ready.trim() {
+        "ready" => holder,
+        pid => pid.parse().ok()?,
+    };
+    (ready == holder && agent_running(&nd.lock()) && is_agent_of(ready, &nd.0)).then_some(ready)
+}
+
+/// Pids of the agents of the node directory `dir` (normally one): the pid in `agent.pid`, and
+/// any process whose command line names the directory (one that lost its pid file).
+pub fn agent_pids_of(nd: &NodeDir) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    if let Some(pid) = read_pid(&nd.pid()).filter(|p| is_agent_of(*p, &nd.0)) {
+        out.insert(pid);
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())
+            && is_agent_of(pid, &nd.0)
+        {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+/// The `GANTRY_NODE_UID` markers of the node's agents (see [`agent_pids_of`]).
+pub fn agent_uids_of(nd: &NodeDir) -> BTreeSet<String> {
+    let prefix = format!("{UID_ENV}=");
+    agent_pids_of(nd)
+        .into_iter()
+        .filter_map(|pid| std::fs::read(PathBuf::from(format!("/proc/{pid}/environ"))).ok())
+        .filter_map(|env| {
+            env.split(|b| *b == 0)
+                .find_map(|kv| kv.strip_prefix(prefix.as_bytes()).map(<[u8]>::to_vec))
+        })
+        .filter_map(|uid| String::from_utf8(uid).ok())
+        .filter(|uid| !uid.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process whose command line is `sh -c CMD agent --node-dir DIR`: an agent of
+    /// `DIR` as far as the command line goes.
+    fn fake_agent(dir: &Path) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg("sleep 30; exit 0")
+            .arg("agent")
+            .arg("--node-dir")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            // Its own group, so the test ends its `sleep` too.
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_agent_is_ready_only_as_the_lock_holder_named_in_both_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let nd = NodeDir(tmp.path().to_path_buf());
+        let mut agent = fake_agent(&nd.0);
+        let pid = agent.id() as i32;
+        // Until it has exec'd, the child shows this test's command line.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !is_agent_of(pid, &nd.0) {
+            assert!(
+                Instant::now() < deadline,
+                "the stand-in agent did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(nd.lock())
+            .unwrap();
+        std::fs::write(nd.pid(), format!("{pid}\n")).unwrap();
+        assert_eq!(ready_agent(&nd), None, "no ready marker yet");
+        std::fs::write(nd.ready(), format!("{pid}\n")).unwrap();
+        assert_eq!(ready_agent(&nd), None, "the lock is not held");
+        lock.lock().unwrap();
+        assert_eq!(ready_agent(&nd), Some(pid));
+        // A ready marker naming anyone but the lock holder, or a process that is not an agent
+        // of this directory, is not an agent that is up.
+        std::fs::write(nd.ready(), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(ready_agent(&nd), None);
+        std::fs::write(nd.pid(), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(
+            ready_agent(&nd),
+            None,
+            "this test is no agent of the directory"
+        );
+        // An agent of an earlier version wrote `ready` without its pid.
+        std::fs::write(nd.pid(), format!("{pid}\n")).unwrap();
+        std::fs::write(nd.ready(), "ready\n").unwrap();
+        assert_eq!(ready_agent(&nd), Some(pid));
+        assert_eq!(agent_pids_of(&nd), BTreeSet::from([pid]));
+        let other = tempfile::tempdir().unwrap();
+        assert!(!is_agent_of(pid, other.path()));
+        nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        agent.wait().unwrap();
+        assert_eq!(ready_agent(&nd), None, "a dead agent is not up");
     }
 }

@@ -1,10 +1,12 @@
 //! [`LocalProvider`]: the `Provider` implementation over sandbox directories and agents.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -14,9 +16,11 @@ use gantry_provider::{
 };
 
 use crate::LocalError;
-use crate::alloc::{FileLock, all_nodes, alloc_lock_path, pick_address, release, reserve};
+use crate::alloc::{
+    FileLock, MachineDir, all_nodes, pick_address, release, release_all_of, reserve,
+};
 use crate::meta::{NodeDir, NodeMeta};
-use crate::process::{UID_ENV, agent_running, kill_node_processes};
+use crate::process::{UID_ENV, agent_running, agent_uids_of, kill_node_processes, ready_agent};
 
 /// How long `stop` lets a node's processes shut down gracefully before killing them.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -27,6 +31,13 @@ const DELETE_GRACE: Duration = Duration::from_millis(500);
 
 /// How long an agent may take to start listening.
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How many addresses a create tries when something else takes the picked one before the
+/// agent binds it.
+const ADDRESS_ATTEMPTS: usize = 5;
+
+/// Exit status of `gantry agent` when the node's address is taken (see [`crate::run_agent`]).
+pub const AGENT_EXIT_ADDRESS_IN_USE: i32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
@@ -39,16 +50,30 @@ pub struct LocalConfig {
     pub user: String,
     /// OpenSSH public keys allowed to log in to new nodes (the project key).
     pub authorized_keys: Vec<String>,
+    /// The allocation directory shared by every gantry home of this user on this machine:
+    /// [`crate::default_machine_dir`] (tests pass their own).
+    pub machine_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
 pub struct LocalProvider {
     cfg: LocalConfig,
+    /// Tightens the modes of what earlier versions left open, once per provider.
+    secured: Arc<Once>,
 }
 
 impl LocalProvider {
     pub fn new(cfg: LocalConfig) -> Self {
-        Self { cfg }
+        Self {
+            cfg,
+            secured: Arc::new(Once::new()),
+        }
+    }
+
+    /// Makes `root` and every directory gantry made below it private (0700), once: homes made
+    /// by versions that used 0755 get fixed the first time a command touches them. Blocking.
+    fn secure(&self) {
+        self.secured.call_once(|| secure_tree(&self.cfg.root));
     }
 
     fn cluster_dir(&self, project: &str, cluster: &str) -> PathBuf {
@@ -62,8 +87,11 @@ impl LocalProvider {
 
 fn perr(op: &str, resource: &str, e: LocalError) -> ProviderError {
     let kind = match &e {
-        LocalError::AgentTimeout { .. } => ErrorKind::Retryable,
+        // As before the agent reported readiness itself: an agent that died at start is tried
+        // again by the caller's retries.
+        LocalError::AgentTimeout { .. } | LocalError::AgentFailed { .. } => ErrorKind::Retryable,
         LocalError::NoAddress { .. } => ErrorKind::Unavailable,
+        LocalError::UnsafeDir { .. } => ErrorKind::InvalidInput,
         _ => ErrorKind::Other,
     };
     ProviderError::new("local", op, resource, kind, e.to_string()).with_source(e)
@@ -99,7 +127,66 @@ fn info(dir: &Path, meta: &NodeMeta) -> NodeInfo {
         state,
         tags: meta.tags.clone(),
         created_at: meta.created_at.clone(),
+        host_key: meta.host_public_key.clone().or_else(|| {
+            // Nodes made before node.json recorded it: the key's public half beside it.
+            std::fs::read_to_string(NodeDir(dir.to_path_buf()).host_key().with_extension("pub"))
+                .ok()
+                .map(|l| l.trim().to_string())
+        }),
     }
+}
+
+/// Makes `dir` private to this user (0700) if it is this user's and open to others.
+fn tighten(dir: &Path) -> Result<(), LocalError> {
+    let meta = std::fs::metadata(dir).map_err(LocalError::io("inspect", dir))?;
+    if meta.is_dir() && meta.uid() == nix::unistd::getuid().as_raw() && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(LocalError::io("chmod", dir))?;
+    }
+    Ok(())
+}
+
+/// Tightens `root` and the project, cluster and node directories below it (with each node's
+/// `home/` and `bin/`). Best effort: what cannot be changed is logged and left.
+fn secure_tree(root: &Path) {
+    fn subdirs(d: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|r| {
+                r.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    let mut dirs = vec![root.to_path_buf()];
+    for project in subdirs(root) {
+        for cluster in subdirs(&project) {
+            for node in subdirs(&cluster) {
+                let nd = NodeDir(node.clone());
+                dirs.extend([node, nd.home(), nd.bin()]);
+            }
+            dirs.push(cluster);
+        }
+        dirs.push(project);
+    }
+    for d in dirs {
+        match tighten(&d) {
+            Ok(()) => {}
+            Err(LocalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot make a local node directory private"),
+        }
+    }
+}
+
+/// Creates `dir` and missing parents with mode 0700.
+fn private_dir_all(dir: &Path) -> Result<(), LocalError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(LocalError::io("create", dir))
 }
 
 fn now_rfc3339() -> String {
@@ -125,28 +212,44 @@ fn remove_partial(cluster_dir: &Path, name: Option<&str>) {
     }
 }
 
-fn create_blocking(
-    cfg: &LocalConfig,
-    cluster_dir: &Path,
-    req: &NodeRequest,
-) -> Result<(PathBuf, NodeMeta), LocalError> {
+/// A node directory with its metadata; `fresh`: made by this call (its address was never
+/// served, so it may still move).
+pub struct Prepared {
+    pub dir: PathBuf,
+    pub meta: NodeMeta,
+    pub fresh: bool,
+}
+
+/// The first half of `create_node`: the node's directory under its final name, with an
+/// address reserved for it (or the existing node, not fresh). Blocking.
+pub fn prepare_node(cfg: &LocalConfig, req: &NodeRequest) -> Result<Prepared, LocalError> {
+    let machine = MachineDir::open(&cfg.machine_dir)?;
+    let cluster_dir = cfg.root.join(&req.project).join(&req.cluster);
     let final_dir = cluster_dir.join(&req.name);
-    let _guard = FileLock::acquire(&alloc_lock_path())?;
+    let _guard = FileLock::acquire(&machine.alloc_lock())?;
     if final_dir.join(crate::meta::META_FILE).is_file() {
-        return Ok((final_dir.clone(), NodeMeta::read(&final_dir)?));
+        return Ok(Prepared {
+            meta: NodeMeta::read(&final_dir)?,
+            dir: final_dir,
+            fresh: false,
+        });
     }
-    remove_partial(cluster_dir, Some(&req.name));
+    remove_partial(&cluster_dir, Some(&req.name));
     let used: BTreeSet<_> = all_nodes(&cfg.root)
         .into_iter()
         .map(|(_, m)| m.address)
         .collect();
-    let address = pick_address(&cfg.root, &used, cfg.ssh_port, &final_dir)?;
-    reserve(address, &final_dir)?;
+    let address = pick_address(&machine, &cfg.root, &used, cfg.ssh_port, &final_dir)?;
+    reserve(&machine, address, &final_dir)?;
     let tmp = cluster_dir.join(format!(".{}.tmp-{}", req.name, rand::random::<u32>()));
     let nd = NodeDir(tmp.clone());
+    // Private from the start: the node's files (rendered configs, credentials, whatever its
+    // software writes) are readable by this user only.
+    private_dir_all(&cluster_dir)?;
     for d in [nd.home(), nd.bin()] {
-        std::fs::create_dir_all(&d).map_err(LocalError::io("create", &d))?;
+        private_dir_all(&d)?;
     }
+    let host_key = gantry_ssh::KeyPair::load_or_generate(&nd.host_key())?;
     let meta = NodeMeta {
         name: req.name.clone(),
         uid: uuid::Uuid::new_v4().to_string(),
@@ -160,14 +263,86 @@ fn create_blocking(
         tags: req.tags.clone(),
         authorized_keys: cfg.authorized_keys.clone(),
         created_at: now_rfc3339(),
+        host_public_key: Some(host_key.public_openssh()),
     };
     write_hostname_shim(&nd, &meta)?;
-    gantry_ssh::KeyPair::load_or_generate(&nd.host_key())?;
     meta.write(&tmp)?;
     // The node appears under its name only once complete; a crash before this leaves a hidden
     // partial directory that the next create or the cluster's deletion removes.
     std::fs::rename(&tmp, &final_dir).map_err(LocalError::io("rename", &final_dir))?;
-    Ok((final_dir, meta))
+    Ok(Prepared {
+        dir: final_dir,
+        meta,
+        fresh: true,
+    })
+}
+
+/// The second half of `create_node` (and all of `start_node`): the node's agent, up. When
+/// something else took the address first (another user's listener can bind any 127.x
+/// address), a fresh node moves to another address (nothing has used its address yet, and
+/// failing a whole `up` for it would hand a neighbour a cheap way to block gantry); an
+/// existing node cannot move (peers and configs name its address), so that is an error.
+/// Returns the node's metadata, with its final address. Blocking.
+pub fn start_agent(cfg: &LocalConfig, node: Prepared) -> Result<NodeMeta, LocalError> {
+    let Prepared {
+        dir,
+        mut meta,
+        fresh,
+    } = node;
+    let mut attempt = 1;
+    loop {
+        match ensure_agent_blocking(cfg, &dir, &meta) {
+            Err(LocalError::AddressInUse { address, .. })
+                if fresh && attempt < ADDRESS_ATTEMPTS =>
+            {
+                tracing::warn!(
+                    node = %meta.name,
+                    %address,
+                    "another process took the new node's address before its agent could listen; \
+                     picking another"
+                );
+                meta = readdress(cfg, &dir, meta)?;
+                attempt += 1;
+            }
+            Err(LocalError::AddressInUse { node, address, .. }) => {
+                let hint = if fresh {
+                    format!(
+                        "{ADDRESS_ATTEMPTS} addresses in a row were taken between gantry's \
+                         check and the agent's bind: another user or program is taking the \
+                         addresses gantry picks; find it with `ss -ltnp` and stop it"
+                    )
+                } else {
+                    "free the address (find the listener with `ss -ltnp`), or destroy the node \
+                     and create it again to give it a new address"
+                        .to_string()
+                };
+                return Err(LocalError::AddressInUse {
+                    node,
+                    address,
+                    hint,
+                });
+            }
+            r => return r.map(|()| meta),
+        }
+    }
+}
+
+/// Gives a fresh node whose address was taken another one.
+fn readdress(cfg: &LocalConfig, dir: &Path, mut meta: NodeMeta) -> Result<NodeMeta, LocalError> {
+    let machine = MachineDir::open(&cfg.machine_dir)?;
+    let _guard = FileLock::acquire(&machine.alloc_lock())?;
+    let used: BTreeSet<_> = all_nodes(&cfg.root)
+        .into_iter()
+        .map(|(_, m)| m.address)
+        .collect();
+    let old = meta.address;
+    let address = pick_address(&machine, &cfg.root, &used, cfg.ssh_port, dir)?;
+    reserve(&machine, address, dir)?;
+    meta.address = address;
+    write_hostname_shim(&NodeDir(dir.to_path_buf()), &meta)?;
+    meta.write(dir)?;
+    release(&machine, old, dir);
+    Ok(meta)
 }
 
 /// `hostname` on a node prints the node's name, as on a real machine (`-i`/`-I`: its address).
@@ -184,12 +359,35 @@ fn write_hostname_shim(nd: &NodeDir, meta: &NodeMeta) -> Result<(), LocalError> 
         .map_err(LocalError::io("chmod", &path))
 }
 
-/// Starts the node's agent unless one runs, and waits until it accepts connections.
+/// What the agent gets from the CLI's environment: its node marker and the few variables it
+/// needs. Nothing else: the CLI's environment may hold cloud credentials and tokens, and
+/// `/proc/<agent>/environ` is readable by every process of the node.
+fn agent_env(meta: &NodeMeta) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PATH".to_string(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        ),
+        (UID_ENV.to_string(), meta.uid.clone()),
+    ];
+    // The node's processes inherit TZ; LANG for messages; GANTRY_LOG is the agent's log filter.
+    for k in ["TZ", "LANG", "GANTRY_LOG"] {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.to_string(), v));
+        }
+    }
+    env
+}
+
+/// Starts the node's agent unless one serves it, and waits until the agent says it listens.
+///
+/// "Up" is decided from the agent's own files, never from something answering on the node's
+/// address (anyone can listen on a 127.x address): `agent.ready` names the pid of an agent that
+/// bound its listener, and it must be the lock holder of this node (see [`ready_agent`]).
 fn ensure_agent_blocking(cfg: &LocalConfig, dir: &Path, meta: &NodeMeta) -> Result<(), LocalError> {
     let nd = NodeDir(dir.to_path_buf());
     let addr = SocketAddr::from((meta.address, meta.ssh_port));
-    let listening = || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
-    if agent_running(&nd.lock()) && listening() {
+    if ready_agent(&nd).is_some() {
         return Ok(());
     }
     let log_path = nd.log();
@@ -204,7 +402,8 @@ fn ensure_agent_blocking(cfg: &LocalConfig, dir: &Path, meta: &NodeMeta) -> Resu
         .arg("--node-dir")
         .arg(dir)
         .current_dir(dir)
-        .env(UID_ENV, &meta.uid)
+        .env_clear()
+        .envs(agent_env(meta))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
@@ -221,28 +420,35 @@ fn ensure_agent_blocking(cfg: &LocalConfig, dir: &Path, meta: &NodeMeta) -> Resu
         .map_err(LocalError::io("spawn agent", &cfg.agent_exe))?;
     let start = Instant::now();
     loop {
-        if listening() {
+        // Our child, or an agent that took the node's lock first.
+        if ready_agent(&nd).is_some() {
             // Reap it in the background so an agent that dies later is not a zombie of ours.
             std::thread::spawn(move || child.wait());
             return Ok(());
         }
-        if let Ok(Some(_)) = child.try_wait() {
-            // Lost a race against another agent for this node: fine if that one listens.
-            if agent_running(&nd.lock()) {
-                if listening() {
-                    return Ok(());
+        if let Ok(Some(status)) = child.try_wait() {
+            match status.code() {
+                // Lost a race against another agent for this node: wait for that one.
+                Some(0) if agent_running(&nd.lock()) => {}
+                Some(AGENT_EXIT_ADDRESS_IN_USE) => {
+                    return Err(LocalError::AddressInUse {
+                        node: meta.name.clone(),
+                        address: addr.to_string(),
+                        hint: String::new(),
+                    });
                 }
-            } else {
-                return Err(LocalError::AgentTimeout {
-                    node: meta.name.clone(),
-                    address: addr.to_string(),
-                    secs: start.elapsed().as_secs(),
-                    log: log_path,
-                });
+                _ => {
+                    return Err(LocalError::AgentFailed {
+                        node: meta.name.clone(),
+                        status: status.to_string(),
+                        log: log_path,
+                    });
+                }
             }
         }
         if start.elapsed() > AGENT_START_TIMEOUT {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(LocalError::AgentTimeout {
                 node: meta.name.clone(),
                 address: addr.to_string(),
@@ -267,7 +473,9 @@ impl Provider for LocalProvider {
         };
         let project_scoped = filter.equals.contains_key(tags::PROJECT);
         let filter = filter.clone();
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            this.secure();
             let nodes = if project_scoped {
                 // all_nodes expects <root>/<project>/<cluster>/<node>; scan one project.
                 let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -291,13 +499,14 @@ impl Provider for LocalProvider {
     }
 
     async fn create_node(&self, req: &NodeRequest) -> gantry_provider::Result<NodeInfo> {
-        let cfg = self.cfg.clone();
-        let cluster_dir = self.cluster_dir(&req.project, &req.cluster);
+        let this = self.clone();
         let req = req.clone();
         let name = req.name.clone();
         tokio::task::spawn_blocking(move || {
-            let (dir, meta) = create_blocking(&cfg, &cluster_dir, &req)?;
-            ensure_agent_blocking(&cfg, &dir, &meta)?;
+            this.secure();
+            let node = prepare_node(&this.cfg, &req)?;
+            let dir = node.dir.clone();
+            let meta = start_agent(&this.cfg, node)?;
             Ok::<_, LocalError>(info(&dir, &meta))
         })
         .await
@@ -306,12 +515,18 @@ impl Provider for LocalProvider {
     }
 
     async fn start_node(&self, node: &NodeInfo) -> gantry_provider::Result<NodeInfo> {
-        let cfg = self.cfg.clone();
+        let this = self.clone();
         let dir = self.node_dir_of(node);
         let name = node.name.clone();
         tokio::task::spawn_blocking(move || {
+            this.secure();
             let meta = NodeMeta::read(&dir)?;
-            ensure_agent_blocking(&cfg, &dir, &meta)?;
+            let node = Prepared {
+                dir: dir.clone(),
+                meta,
+                fresh: false,
+            };
+            let meta = start_agent(&this.cfg, node)?;
             Ok::<_, LocalError>(info(&dir, &meta))
         })
         .await
@@ -325,7 +540,7 @@ impl Provider for LocalProvider {
         tokio::task::spawn_blocking(move || {
             let meta = NodeMeta::read(&dir)?;
             kill_node_processes(&meta.uid, STOP_GRACE);
-            let _ = std::fs::remove_file(dir.join("agent.ready"));
+            let _ = std::fs::remove_file(NodeDir(dir.clone()).ready());
             Ok::<_, LocalError>(info(&dir, &meta))
         })
         .await
@@ -337,6 +552,8 @@ impl Provider for LocalProvider {
         let dir = self.node_dir_of(node);
         let name = node.name.clone();
         let root = self.cfg.root.clone();
+        let machine_dir = self.cfg.machine_dir.clone();
+        let node_name = name.clone();
         tokio::task::spawn_blocking(move || {
             if !dir.starts_with(&root) {
                 return Err(LocalError::Other(format!(
@@ -351,13 +568,30 @@ impl Provider for LocalProvider {
                     Some(meta)
                 }
                 Err(_) if !dir.exists() => return Ok(()),
-                Err(_) => None,
+                Err(e) => {
+                    // Without node.json the node's marker is unknown: its agent still carries
+                    // it (found by its lock and command line), and so does every process the
+                    // node started.
+                    let uids = agent_uids_of(&NodeDir(dir.clone()));
+                    tracing::warn!(
+                        node = %node_name,
+                        error = %e,
+                        agents = uids.len(),
+                        "deleting a node whose metadata is unreadable; stopping it by its agent's marker"
+                    );
+                    for uid in &uids {
+                        kill_node_processes(uid, DELETE_GRACE);
+                    }
+                    None
+                }
             };
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(LocalError::io("remove", &dir))?;
             }
-            if let Some(meta) = meta {
-                release(meta.address, &dir);
+            let machine = MachineDir::open(&machine_dir)?;
+            match meta {
+                Some(meta) => release(&machine, meta.address, &dir),
+                None => release_all_of(&machine, &dir),
             }
             Ok(())
         })

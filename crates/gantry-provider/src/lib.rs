@@ -96,6 +96,11 @@ pub struct NodeInfo {
     pub tags: Tags,
     /// RFC 3339.
     pub created_at: String,
+    /// The node's SSH host public key (an OpenSSH line), when the provider knows it for sure
+    /// (it made the key itself, as the local provider does). The engine pins exactly this key
+    /// before it first connects, instead of trusting the first key it is shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
 }
 
 /// What went wrong, so callers can decide to retry.

@@ -108,6 +108,7 @@ impl Provider for MemoryProvider {
             state: NodeState::Running,
             tags: req.tags.clone(),
             created_at: "2026-01-01T00:00:00Z".into(),
+            host_key: None,
         };
         nodes.insert(req.name.clone(), n.clone());
         Ok(n)

@@ -2,7 +2,9 @@
 //!
 //! gantry connects to machines whose address it just got from a cloud API, so there is no prior
 //! knowledge of their host keys: the first successful contact pins the key, and every later
-//! connection must present the same key (see [`SshError::HostKeyChanged`]). Pins are keyed by
+//! connection must present the same key (see [`SshError::HostKeyChanged`]). Where gantry does
+//! know the key (it generated a local node's host key itself), it pins that key up front
+//! ([`KnownHosts::pin`]), so first contact is checked too. Pins are keyed by
 //! alias rather than address because cloud addresses get reused by other machines.
 //!
 //! The file is OpenSSH's format, one line per alias (`ALIAS ssh-ed25519 AAAA...`), so that
@@ -61,6 +63,44 @@ impl KnownHosts {
             .lines()
             .find(|l| line_matches(l, alias))
             .and_then(key_part))
+    }
+
+    /// Pins `key` (an OpenSSH public key line, `ALGO BASE64 [COMMENT]`) for `alias`, replacing
+    /// any earlier pin: for a key gantry knows to be the node's own, before connecting to it.
+    pub fn pin(&self, alias: &str, key: &str) -> Result<(), SshError> {
+        let parsed = PublicKey::from_openssh(key.trim()).map_err(|e| SshError::InvalidKey {
+            what: format!("host key of {alias}"),
+            reason: e.to_string(),
+        })?;
+        let line = format!("{alias} {}", public_key_data_line(&parsed));
+        let mut replaced = Vec::new();
+        self.update(|lines| {
+            if lines.iter().filter(|l| line_matches(l, alias)).eq([&line]) {
+                return false;
+            }
+            replaced = lines
+                .iter()
+                .filter(|l| line_matches(l, alias))
+                .filter_map(|l| key_part(l))
+                .collect();
+            lines.retain(|l| !line_matches(l, alias));
+            lines.push(line);
+            true
+        })?;
+        for old in replaced {
+            // A different key was trusted for this node: pinned on first contact by whatever
+            // answered then, or left by hand.
+            tracing::warn!(
+                alias,
+                replaced = %PublicKey::from_openssh(&old)
+                    .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+                    .unwrap_or(old),
+                pinned = %parsed.fingerprint(HashAlg::Sha256),
+                known_hosts = %self.path.display(),
+                "replaced a host key pin with the node's own key"
+            );
+        }
+        Ok(())
     }
 
     /// Checks `key` against the pin for `alias`, pinning it when there is none yet.
@@ -253,6 +293,37 @@ mod tests {
         let text = fs::read_to_string(kh.path()).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.starts_with("n10 ssh-ed25519 "));
+    }
+
+    #[test]
+    fn a_known_key_replaces_the_pin_and_refuses_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = KnownHosts::new(dir.path().join("known_hosts"));
+        let (real, squatter) = (KeyPair::generate(), KeyPair::generate());
+        // A stale pin (an earlier node of the name, or a squatter pinned on first contact).
+        kh.verify_or_pin("n1", squatter.private_key().public_key())
+            .unwrap();
+        kh.verify_or_pin("n2", squatter.private_key().public_key())
+            .unwrap();
+        kh.pin("n1", &real.public_openssh()).unwrap();
+        kh.pin("n1", &real.public_openssh()).unwrap();
+        assert!(
+            real.public_openssh()
+                .starts_with(&kh.pinned("n1").unwrap().unwrap())
+        );
+        assert_eq!(
+            kh.verify_or_pin("n1", real.private_key().public_key())
+                .unwrap(),
+            HostKeyCheck::Matches
+        );
+        let err = kh
+            .verify_or_pin("n1", squatter.private_key().public_key())
+            .unwrap_err();
+        assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err}");
+        let text = fs::read_to_string(kh.path()).unwrap();
+        assert_eq!(text.lines().filter(|l| l.starts_with("n1 ")).count(), 1);
+        assert!(kh.pinned("n2").unwrap().is_some(), "other aliases are kept");
+        assert!(kh.pin("n3", "ssh-ed25519 not-base64").is_err());
     }
 
     #[test]

@@ -11,6 +11,11 @@ pub async fn run(node_dir: &Path) -> CliResult {
             eprintln!("another agent already serves {}", node_dir.display());
             Ok(exit::OK)
         }
+        // The provider that started the agent tells this apart from other failures: a new node
+        // then moves to another address.
+        Err(e @ gantry_local::LocalError::AddressInUse { .. }) => {
+            Err(Failure::new(gantry_local::AGENT_EXIT_ADDRESS_IN_USE, e))
+        }
         Err(e) => Err(Failure::new(exit::FAILURE, e)),
     }
 }

@@ -767,6 +767,7 @@ mod tests {
             state: NodeState::Running,
             tags: [(tags::CLUSTER.to_string(), "c".to_string())].into(),
             created_at: "2026-01-01T00:00:00Z".into(),
+            host_key: None,
         };
         let p = encode(vec![node.clone()]).unwrap();
         assert_eq!(decode(&p), Some(vec![node]));

@@ -142,6 +142,9 @@ pub struct NodeJson {
     pub provider_id: String,
     pub created_at: String,
     pub tags: gantry_core::Tags,
+    /// The host key the provider made for the node (local nodes), as in `up`'s report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
 }
 
 impl From<&NodeInfo> for NodeJson {
@@ -156,6 +159,7 @@ impl From<&NodeInfo> for NodeJson {
             provider_id: n.provider_id.clone(),
             created_at: n.created_at.clone(),
             tags: n.tags.clone(),
+            host_key: n.host_key.clone(),
         }
     }
 }

@@ -22,6 +22,7 @@ async fn local_provider_conforms() {
         ssh_port: gantry_local::DEFAULT_SSH_PORT,
         user,
         authorized_keys: vec![key.public_openssh()],
+        machine_dir: gantry_local::default_machine_dir(),
     });
     gantry_provider::conformance::run_all(&p, "conformance").await;
 

@@ -19,6 +19,7 @@ mod interrupt;
 mod inventory;
 mod lifecycle;
 mod lifetime;
+mod local_hardening;
 mod lock;
 // Shared by aws, aws_crash and aws_faults (`port`, `log`, `reset`: for debugging).
 #[allow(dead_code)]
