@@ -56,8 +56,8 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long to retry `DependencyViolation` while deleting supporting resources.
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Everything the provider needs, from the spec.
-#[derive(Debug, Clone)]
+/// Everything the provider needs, from the spec. Its `Debug` redacts the static credentials.
+#[derive(Clone)]
 pub struct AwsConfig {
     pub options: AwsOptions,
     /// Login user for nodes (`ssh.user` of the spec, else [`DEFAULT_USER`]).
@@ -67,6 +67,21 @@ pub struct AwsConfig {
     pub pools: Vec<(String, String)>,
     /// Explicit `(access key id, secret)` instead of the standard chain (tests against moto).
     pub static_credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A secret never reaches a log line or an error message, however the config is printed.
+        f.debug_struct("AwsConfig")
+            .field("options", &self.options)
+            .field("ssh_user", &self.ssh_user)
+            .field("pools", &self.pools)
+            .field(
+                "static_credentials",
+                &self.static_credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1079,5 +1094,37 @@ impl AwsProvider {
                 Err(e) => return Err(sdk(self.region(), op, resource, e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_the_config_redacts_static_credentials() {
+        let cfg = AwsConfig {
+            options: AwsOptions {
+                region: "us-east-1".into(),
+                ..Default::default()
+            },
+            ssh_user: None,
+            pools: vec![],
+            static_credentials: Some(("AKIAEXAMPLEKEYID".into(), "wJalrXUtnFEMI/SECRET".into())),
+        };
+        for text in [format!("{cfg:?}"), format!("{cfg:#?}")] {
+            assert!(!text.contains("wJalrXUtnFEMI"), "secret printed: {text}");
+            assert!(!text.contains("AKIAEXAMPLEKEYID"), "key id printed: {text}");
+            assert!(text.contains("<redacted>"), "{text}");
+            assert!(
+                text.contains("us-east-1"),
+                "the rest is still shown: {text}"
+            );
+        }
+        let none = AwsConfig {
+            static_credentials: None,
+            ..cfg
+        };
+        assert!(format!("{none:?}").contains("static_credentials: None"));
     }
 }
