@@ -8,7 +8,12 @@
 //!
 //! Contract every implementation keeps (checked by [`conformance`]):
 //! - `create_node` is idempotent by node name: calling it again after a crash or a retry returns
-//!   the existing node, never a second one.
+//!   the existing node, never a second one — if that node is the request's world's (its
+//!   `gantry-world` tag, or no world tag and the request's cluster uid). A node of that name made
+//!   by another gantry world is never adopted: [`ErrorKind::Conflict`], naming its owner.
+//! - Supporting resources found by tags are used and deleted only when they are the request's
+//!   (the filter's) world's: [`gantry_core::tags::TagFilter::world`] is matched on the tags read
+//!   back, since it cannot be a server-side filter.
 //! - Everything created carries the request's tags before or as it is created, so `list` finds
 //!   it by tags even if gantry's own records never heard of it.
 //! - `delete_node` of a node that is already gone succeeds.

@@ -232,25 +232,43 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
-    let nodes = provider
-        .list(&gantry_core::tags::TagFilter::cluster(&g.project, cluster))
-        .await
-        .map_err(gantry_engine::EngineError::from)?;
-    if record.is_none() && nodes.is_empty() {
-        return Err(gantry_engine::EngineError::ClusterNotFound {
-            project: g.project.clone(),
-            cluster: cluster.into(),
+    let mut ctx = context::engine_context(g, store, ssh, provider, None);
+    let mut observed = ctx.observe(cluster).await?;
+    // Without a record, the cluster may be on the default Docker engine (where gc and
+    // `destroy --all` look too); no engine running there is the usual case.
+    if record.is_none()
+        && observed.ours.is_empty()
+        && observed.foreign.is_empty()
+        && let Some(engine) = crate::docker::default_engine()
+    {
+        let local = std::mem::replace(&mut ctx.provider, engine);
+        match ctx.observe(cluster).await {
+            Ok(o) if !o.ours.is_empty() || !o.foreign.is_empty() => observed = o,
+            Ok(_) => ctx.provider = local,
+            Err(e) => {
+                tracing::debug!("not looking for docker nodes: {e}");
+                ctx.provider = local;
+            }
         }
-        .into());
     }
+    // Only this world's nodes are destroyed; a cluster only another world has is refused.
+    observed.require_ours(&g.project, cluster, record.as_ref())?;
     if !yes {
+        let others = if observed.foreign.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} node(s) of another gantry world with this name stay)",
+                observed.foreign.len()
+            )
+        };
         confirm(&format!(
-            "destroy cluster {cluster} and its {} node(s)?",
-            nodes.len()
+            "destroy cluster {cluster} and its {} node(s){others}?",
+            observed.ours.len()
         ))?;
     }
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, store, ssh, provider, Some(listener));
+    ctx.listener = Some(listener);
     let result = ops::destroy(&ctx, cluster).await;
     finish();
     print_report(g, &result?, "destroy");

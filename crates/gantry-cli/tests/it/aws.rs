@@ -241,3 +241,137 @@ fn aws_bad_input_fails_clearly_and_creates_nothing() {
     }
     assert_eq!(counts(&moto, "gantry-project", "default"), [0; 7]);
 }
+
+/// The world id of a home's store (what its resources carry in `gantry-world`).
+fn world_of(g: &Gantry) -> String {
+    use gantry_state::StateStore as _;
+    let store = gantry_state::SqliteStore::open(&g.home().join("state.db")).unwrap();
+    crate::support::block_on(store.world_id()).unwrap()
+}
+
+/// Two gantry homes on one AWS account (one moto), same project: B's `up` of A's cluster name
+/// is refused naming A's owner, whether A's instances are there or only its security group;
+/// a key pair of gantry's name holding another key is refused; nothing of A's changes.
+#[test]
+fn aws_two_homes_on_one_account_never_adopt_each_others_resources() {
+    let Some(moto) = Moto::start() else { return };
+    let a = Gantry::new();
+    let b = Gantry::new();
+    let c = "awsworld";
+    gantry(
+        &a,
+        &moto,
+        &["up", "-f", spec(&a, c, 1, 1, "").to_str().unwrap()],
+    )
+    .ok();
+    let a_world = world_of(&a);
+    let owner = format!("root (gantry world {a_world})");
+    assert_eq!(moto.count("instances", "gantry-world", &a_world), 2);
+    assert_eq!(moto.count("security-groups", "gantry-world", &a_world), 1);
+    assert_eq!(moto.count("key-pairs", "gantry-world", &a_world), 1);
+    let ids = || {
+        boto(
+            &moto,
+            &format!(
+                "r = ec2.describe_instances(Filters=[{{'Name': 'tag:gantry-cluster', 'Values': ['{c}']}}])\n\
+                 print(sorted((i['InstanceId'], i['State']['Name'], sorted((t['Key'], t['Value']) for t in i['Tags'])) for x in r['Reservations'] for i in x['Instances']))"
+            ),
+        )
+    };
+    let before = ids();
+
+    // B's up (and plan) of the same name: refused, naming A's owner; nothing created or changed.
+    let out = gantry(
+        &b,
+        &moto,
+        &["up", "-f", spec(&b, c, 2, 2, "").to_str().unwrap()],
+    )
+    .expect(2);
+    assert!(
+        out.stderr.contains("belongs to another gantry world") && out.stderr.contains(&owner),
+        "{}",
+        out.stderr
+    );
+    let out = gantry(
+        &b,
+        &moto,
+        &["plan", "-f", spec(&b, c, 2, 2, "").to_str().unwrap()],
+    )
+    .expect(2);
+    assert!(out.stderr.contains(&owner), "{}", out.stderr);
+    assert_eq!(ids(), before, "B's up changed A's instances");
+    assert_eq!(moto.count("instances", "gantry-cluster", c), 2);
+    assert_eq!(moto.count("security-groups", "gantry-cluster", c), 1);
+
+    // Only A's security group and key pair are left (its instances terminated behind gantry's
+    // back): B's up still never uses them.
+    boto(
+        &moto,
+        &format!(
+            "r = ec2.describe_instances(Filters=[{{'Name': 'tag:gantry-cluster', 'Values': ['{c}']}}])\n\
+             ids = [i['InstanceId'] for x in r['Reservations'] for i in x['Instances']]\n\
+             ec2.terminate_instances(InstanceIds=ids)\nprint(len(ids))"
+        ),
+    );
+    let out = gantry(
+        &b,
+        &moto,
+        &["up", "-f", spec(&b, c, 1, 1, "").to_str().unwrap()],
+    )
+    .expect(1);
+    assert!(
+        out.stderr.contains("security group")
+            && out.stderr.contains("another gantry world")
+            && out.stderr.contains(&owner),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        moto.count("instances", "gantry-cluster", c),
+        0,
+        "B launched nothing"
+    );
+    assert_eq!(moto.count("security-groups", "gantry-cluster", c), 1);
+    let b_world = world_of(&b);
+    assert_eq!(counts(&moto, "gantry-world", &b_world), [0; 7]);
+    // A's destroy takes its own leftovers.
+    gantry(&a, &moto, &["destroy", c, "--yes"]).ok();
+    assert_eq!(counts(&moto, "gantry-cluster", c), [0; 7]);
+
+    // A key pair of gantry's name for the cluster, holding someone else's key: refused.
+    let k = "awskey";
+    boto(
+        &moto,
+        &format!(
+            "ec2.import_key_pair(KeyName='gantry-default-{k}', PublicKeyMaterial=b'ssh-ed25519 \
+             AAAAC3NzaC1lZDI1NTE5AAAAIOkXYFYEuSrbmK4hXZsN5BPExivHVo8DuIZA1HEhOHvr mallory')\nprint(1)"
+        ),
+    );
+    let out = gantry(
+        &b,
+        &moto,
+        &["up", "-f", spec(&b, k, 1, 1, "").to_str().unwrap()],
+    )
+    .expect(1);
+    assert!(
+        out.stderr.contains(&format!("key pair gantry-default-{k}"))
+            && out.stderr.contains("does not hold this project's key"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        moto.count("instances", "gantry-cluster", k),
+        0,
+        "no node launched"
+    );
+    gantry(&b, &moto, &["destroy", k, "--yes"]).ok();
+    let left = boto(
+        &moto,
+        "print(','.join(k['KeyName'] for k in ec2.describe_key_pairs()['KeyPairs']))",
+    );
+    assert_eq!(
+        left,
+        format!("gantry-default-{k}"),
+        "the foreign key pair is never deleted"
+    );
+}
