@@ -59,6 +59,44 @@ pub fn node_name(cluster: &str, pool: &str, index: u32) -> String {
     format!("{cluster}-{pool}-{index}")
 }
 
+/// A pool of another cluster that makes the same node names as a pool of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameCollision {
+    /// This cluster's pool.
+    pub pool: String,
+    pub other_cluster: String,
+    pub other_pool: String,
+}
+
+/// The pools of `cluster` whose node names another cluster's pool makes too. A node name is
+/// `<cluster>-<pool>-<n>` and `n` has no `-`, so two (cluster, pool) pairs make the same names
+/// exactly when `<cluster>-<pool>` is the same string: cluster `a` with pool `b-c` and cluster
+/// `a-b` with pool `c` both make `a-b-c-1`, whatever their counts. `others` are (cluster, pool)
+/// pairs; those of `cluster` itself are ignored.
+pub fn name_collisions<'a>(
+    cluster: &str,
+    pools: impl IntoIterator<Item = &'a str>,
+    others: &[(String, String)],
+) -> Vec<NameCollision> {
+    let mut out = Vec::new();
+    for pool in pools {
+        let prefix = format!("{cluster}-{pool}");
+        for (oc, op) in others {
+            if oc != cluster && format!("{oc}-{op}") == prefix {
+                let c = NameCollision {
+                    pool: pool.to_string(),
+                    other_cluster: oc.clone(),
+                    other_pool: op.clone(),
+                };
+                if !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Splits a node name given the cluster name (pool names may contain '-').
 pub fn parse_node_name(cluster: &str, name: &str) -> Option<NodeName> {
     let rest = name.strip_prefix(cluster)?.strip_prefix('-')?;
@@ -96,5 +134,28 @@ mod tests {
         for good in ["demo", "a", "db-2", "x9"] {
             validate_name(good).unwrap();
         }
+    }
+
+    #[test]
+    fn clusters_whose_names_and_pools_make_the_same_node_names_collide() {
+        let others = [
+            ("a".to_string(), "b-c".to_string()),
+            ("a".to_string(), "db".to_string()),
+            ("a-b".to_string(), "x".to_string()),
+            ("a-b".to_string(), "c".to_string()),
+        ];
+        let hit = name_collisions("a-b", ["c", "d"], &others);
+        assert_eq!(
+            hit,
+            [NameCollision {
+                pool: "c".into(),
+                other_cluster: "a".into(),
+                other_pool: "b-c".into(),
+            }],
+            "a-b/c and a/b-c both make a-b-c-N; the cluster's own pools never collide"
+        );
+        assert_eq!(node_name("a-b", "c", 1), node_name("a", "b-c", 1));
+        assert!(name_collisions("a", ["b"], &others).is_empty());
+        assert_eq!(name_collisions("a", ["b-x"], &others).len(), 1);
     }
 }

@@ -49,6 +49,20 @@ pub enum EngineError {
         /// What the record says: `no record` or `the record says UID`.
         recorded: String,
     },
+    /// Another cluster of the project makes the same node names (cluster `a` pool `b-c` and
+    /// cluster `a-b` pool `c` both make `a-b-c-1`): their nodes, host-key pins and Docker
+    /// containers would be mistaken for each other.
+    #[error(
+        "node names collide: cluster {cluster} pool {pool} makes {example}, and so does cluster \
+         {other_cluster} pool {other_pool}"
+    )]
+    NameCollision {
+        cluster: String,
+        pool: String,
+        other_cluster: String,
+        other_pool: String,
+        example: String,
+    },
     #[error("cluster {cluster} belongs to provider {existing}, the spec says {wanted}")]
     ProviderMismatch {
         cluster: String,

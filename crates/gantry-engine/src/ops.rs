@@ -535,9 +535,43 @@ async fn sync_records(ctx: &Context, cluster: &str) -> Result<Vec<NodeInfo>, Eng
     Ok(nodes)
 }
 
+/// Refuses a spec whose node names another cluster of the project makes too (see
+/// [`gantry_core::names::name_collisions`]): the other clusters this store records (their
+/// specs' pools) and every cluster the provider lists in the project, whoever made it.
+async fn check_names(ctx: &Context, spec: &ClusterSpec) -> Result<(), EngineError> {
+    let mut others: Vec<(String, String)> = Vec::new();
+    for r in ctx.store.list_clusters(&ctx.project).await? {
+        if r.name == spec.name {
+            continue;
+        }
+        if let Ok(s) = serde_json::from_str::<ClusterSpec>(&r.spec_json) {
+            others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
+        }
+    }
+    let f = TagFilter::project(&ctx.project);
+    for n in ctx.retry_outside_steps(|| ctx.provider.list(&f)).await? {
+        if let (Some(c), Some(p)) = (n.tags.get(tags::CLUSTER), n.tags.get(tags::POOL)) {
+            others.push((c.clone(), p.clone()));
+        }
+    }
+    let pools = spec.pools.iter().map(|p| p.name.as_str());
+    match gantry_core::names::name_collisions(&spec.name, pools, &others).first() {
+        None => Ok(()),
+        Some(c) => Err(EngineError::NameCollision {
+            cluster: spec.name.clone(),
+            pool: c.pool.clone(),
+            other_cluster: c.other_cluster.clone(),
+            other_pool: c.other_pool.clone(),
+            example: gantry_core::node_name(&spec.name, &c.pool, 1),
+        }),
+    }
+}
+
 /// What `up` would do, without doing it. Refuses what `up` would refuse about the nodes it
-/// finds (another world's cluster of this name, stale nodes of an earlier one).
+/// finds (another world's cluster of this name, stale nodes of an earlier one) and about the
+/// names it would give (another cluster's node names).
 pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
+    check_names(ctx, spec).await?;
     let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
     let observed = ctx.observe(&spec.name).await?;
     observed.check_up(&ctx.project, &spec.name, existing.as_ref())?;
@@ -600,8 +634,10 @@ async fn up_locked(
             wanted: spec.provider_name().into(),
         });
     }
-    // Whose nodes carry this name, before anything is recorded or created: another world's
-    // cluster, or stale nodes of an earlier one, are refused and leave no record behind.
+    // Before anything is recorded or created: node names another cluster makes too, another
+    // world's cluster of this name, or stale nodes of an earlier one are refused and leave no
+    // record behind.
+    check_names(ctx, spec).await?;
     let observed = ctx.observe(&spec.name).await?;
     observed.check_up(&ctx.project, &spec.name, existing.as_ref())?;
     let hash = spec.hash();
