@@ -40,6 +40,39 @@ pub fn validate_name(name: &str) -> Result<(), CoreError> {
     Ok(())
 }
 
+/// Longest login user name accepted (Linux's limit).
+pub const MAX_USER_LEN: usize = 32;
+
+/// Checks a login user name (the spec's `ssh.user`, or one a provider reports): 1..=32
+/// characters of `[A-Za-z0-9._-]`, not starting with `-` or `.`. It ends up in ssh-config and
+/// inventories, so nothing that could be read as another option or line gets through.
+pub fn validate_user(user: &str) -> Result<(), CoreError> {
+    let bad = |reason: &str| {
+        Err(CoreError::InvalidName {
+            name: user.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if user.is_empty() {
+        return bad("must not be empty");
+    }
+    if user.len() > MAX_USER_LEN {
+        return bad(&format!("must be at most {MAX_USER_LEN} characters"));
+    }
+    if user.starts_with(['-', '.']) {
+        return bad("must not start with '-' or '.'");
+    }
+    if let Some(c) = user
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(&format!(
+            "contains {c:?}; use letters, digits, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
 /// The parts of a node name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeName {
@@ -124,6 +157,24 @@ mod tests {
         assert_eq!((p.pool.as_str(), p.index), ("db-main", 12));
         assert!(parse_node_name("demo", "demo-db-0").is_none());
         assert!(parse_node_name("demo", "other-db-1").is_none());
+    }
+
+    #[test]
+    fn user_names_are_plain_login_names() {
+        for good in ["root", "ec2-user", "alice.b", "_svc", "u1"] {
+            validate_user(good).unwrap();
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            ".x",
+            "a b",
+            "a\nb",
+            "a;b",
+            &"u".repeat(33),
+        ] {
+            assert!(validate_user(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

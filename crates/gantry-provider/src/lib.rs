@@ -26,6 +26,7 @@ use gantry_core::Tags;
 use gantry_core::tags::TagFilter;
 use serde::{Deserialize, Serialize};
 
+pub mod checked;
 pub mod conformance;
 pub mod testkit;
 

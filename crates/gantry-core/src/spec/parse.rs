@@ -838,11 +838,12 @@ impl Cx {
             return Some(None);
         };
         let user = self.string(user)?;
-        if user.trim().is_empty() || user.chars().any(char::is_whitespace) {
+        if let Err(e) = crate::names::validate_user(user) {
             self.err(
                 f.pos(),
-                format!("invalid ssh user {user:?}"),
-                "give a login name without spaces, or remove `user` to use the default",
+                format!("invalid ssh user: {e}"),
+                "give a login name (letters, digits, '.', '_', '-'), or remove `user` to use the \
+                 default",
             );
             return None;
         }
