@@ -17,6 +17,7 @@ mod error;
 mod images;
 mod listing;
 mod network;
+mod rules;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,15 +27,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceStateName, IpPermission, IpRange, ResourceType, Tag,
-    TagSpecification, UserIdGroupPair,
+    Filter, Instance, InstanceStateName, ResourceType, Tag, TagSpecification,
 };
 use gantry_core::AwsOptions;
+use gantry_core::Tags;
 use gantry_core::tags::{self, TagFilter, World};
-use gantry_core::{AllowRule, Tags};
 use gantry_provider::{
-    ClusterRequest, ErrorKind, NodeInfo, NodeRequest, NodeState, Provider, ProviderError,
-    SshEndpoint,
+    ChangeAction, ClusterRequest, ErrorKind, NodeInfo, NodeRequest, NodeState, Provider,
+    ProviderError, ResourceChange, SshEndpoint,
 };
 use sha2::Digest;
 use tokio::sync::OnceCell;
@@ -584,7 +584,7 @@ impl AwsProvider {
     /// The CIDR `from: caller` stands for: `caller_cidr` of the spec, else
     /// `GANTRY_CALLER_CIDR`, else the address a "what is my IP" service sees (/32 or /128),
     /// asked once per provider.
-    async fn caller_cidr(&self) -> gantry_provider::Result<String> {
+    pub(crate) async fn caller_cidr(&self) -> gantry_provider::Result<String> {
         self.caller
             .get_or_try_init(|| async {
                 if let Some(c) = &self.cfg.options.caller_cidr {
@@ -697,83 +697,90 @@ impl AwsProvider {
                     .group_id(&id)
                     .build()
             });
-        let id = sg.group_id().unwrap_or_default().to_string();
-        let rules: Vec<AllowRule> = if req.allow.is_empty() {
-            vec![AllowRule {
-                port: 22,
-                from: "caller".into(),
-            }]
-        } else {
-            req.allow.clone()
+        self.converge_rules(req, &sg).await?;
+        Ok(sg.group_id().unwrap_or_default().to_string())
+    }
+
+    /// What `ensure_cluster_resources` would change: the security group (created, or its rules
+    /// authorized and revoked) and the key pair (imported).
+    async fn plan_resources(
+        &self,
+        req: &ClusterRequest,
+    ) -> gantry_provider::Result<Vec<ResourceChange>> {
+        let c = self.clients().await?;
+        let t = cluster_tags(req);
+        let f = TagFilter::cluster(&req.project, &req.cluster).in_world(world_of(&t));
+        let name = format!("gantry-{}-{}", req.project, req.cluster);
+        let r = self.region();
+        let found = c
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(tag_filters(&f)))
+            .send()
+            .await
+            .map_err(|e| sdk(r, "DescribeSecurityGroups", &name, e))?;
+        let groups = found.security_groups();
+        let own = groups
+            .iter()
+            .filter(|g| f.matches(&tags_of(g.tags())))
+            .min_by_key(|g| g.group_id().unwrap_or_default());
+        let change = |action, resource: &str, detail: String| ResourceChange {
+            action,
+            resource: resource.to_string(),
+            detail,
         };
-        let mut perms = Vec::new();
-        for r in &rules {
-            let exists = |p: &IpPermission| {
-                p.from_port() == Some(i32::from(r.port))
-                    && p.to_port() == Some(i32::from(r.port))
-                    && match r.from.as_str() {
-                        "cluster" => p
-                            .user_id_group_pairs()
-                            .iter()
-                            .any(|g| g.group_id() == Some(id.as_str())),
-                        cidr => {
-                            p.ip_ranges().iter().any(|x| x.cidr_ip() == Some(cidr))
-                                || p.ipv6_ranges().iter().any(|x| x.cidr_ipv6() == Some(cidr))
-                        }
-                    }
-            };
-            let b = IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(i32::from(r.port))
-                .to_port(i32::from(r.port));
-            let perm = match r.from.as_str() {
-                "cluster" => b
-                    .user_id_group_pairs(UserIdGroupPair::builder().group_id(&id).build())
-                    .build(),
-                "caller" => {
-                    let cidr = self.caller_cidr().await?;
-                    if sg.ip_permissions().iter().any(|p| {
-                        p.from_port() == Some(i32::from(r.port))
-                            && p.ip_ranges()
-                                .iter()
-                                .any(|x| x.cidr_ip() == Some(cidr.as_str()))
-                    }) {
-                        continue;
-                    }
-                    b.ip_ranges(IpRange::builder().cidr_ip(cidr).build())
-                        .build()
+        let mut out = Vec::new();
+        match own {
+            Some(sg) => {
+                let id = sg.group_id().unwrap_or_default();
+                let resource = format!("security group {name} ({id})");
+                let (add, remove) =
+                    rules::diff(&self.wanted_rules(req, id).await?, &rules::existing(sg));
+                out.extend(
+                    add.iter()
+                        .map(|x| change(ChangeAction::Add, &resource, x.describe())),
+                );
+                out.extend(
+                    remove
+                        .iter()
+                        .map(|x| change(ChangeAction::Remove, &resource, x.describe())),
+                );
+            }
+            None => {
+                if let Some(g) = groups.first() {
+                    let what = format!("security group {}", g.group_id().unwrap_or_default());
+                    return Err(foreign(
+                        r,
+                        "DescribeSecurityGroups",
+                        &what,
+                        &tags_of(g.tags()),
+                    ));
                 }
-                cidr if cidr.contains(':') => b
-                    .ipv6_ranges(
-                        aws_sdk_ec2::types::Ipv6Range::builder()
-                            .cidr_ipv6(cidr)
-                            .build(),
-                    )
-                    .build(),
-                cidr => b
-                    .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
-                    .build(),
-            };
-            if sg.ip_permissions().iter().any(exists) {
-                continue;
-            }
-            perms.push(perm);
-        }
-        for p in perms {
-            match c
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(&id)
-                .ip_permissions(p)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if error::code(&e) == Some("InvalidPermission.Duplicate") => {}
-                Err(e) => return Err(sdk(self.region(), "AuthorizeSecurityGroupIngress", &id, e)),
+                let resource = format!("security group {name}");
+                out.push(change(
+                    ChangeAction::Create,
+                    &resource,
+                    "the cluster's firewall".into(),
+                ));
+                for x in self.wanted_rules(req, "this group").await? {
+                    out.push(change(ChangeAction::Add, &resource, x.describe()));
+                }
             }
         }
-        Ok(id)
+        let key = key_pair_name(&req.project, &req.cluster);
+        let exists = match c.ec2.describe_key_pairs().key_names(&key).send().await {
+            Ok(o) => !o.key_pairs().is_empty(),
+            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => false,
+            Err(e) => return Err(sdk(r, "DescribeKeyPairs", &key, e)),
+        };
+        if !exists {
+            out.push(change(
+                ChangeAction::Create,
+                &format!("key pair {key}"),
+                "the project's public key".into(),
+            ));
+        }
+        Ok(out)
     }
 
     /// The cluster's key pair: imported from the project key, or an existing one of that name
@@ -1158,6 +1165,13 @@ impl Provider for AwsProvider {
             },
         );
         Ok(())
+    }
+
+    async fn plan_cluster_resources(
+        &self,
+        req: &ClusterRequest,
+    ) -> gantry_provider::Result<Vec<ResourceChange>> {
+        self.plan_resources(req).await
     }
 
     async fn delete_cluster_resources(&self, f: &TagFilter) -> gantry_provider::Result<()> {

@@ -592,6 +592,44 @@ pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineEr
     ))
 }
 
+/// What `up` would change in the cluster's supporting resources (a security group's rules, a key
+/// pair), without changing anything: the provider's
+/// [`Provider::plan_cluster_resources`](gantry_provider::Provider::plan_cluster_resources) for
+/// the request `up` would make.
+pub async fn plan_resources(
+    ctx: &Context,
+    spec: &ClusterSpec,
+) -> Result<Vec<gantry_provider::ResourceChange>, EngineError> {
+    let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
+    let world = ctx.store.world_id().await?;
+    let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
+    let expires = existing
+        .map(|c| c.expires_at)
+        .unwrap_or_else(|| OffsetDateTime::now_utc() + spec.lifetime);
+    let expires = rfc3339(expires);
+    let input = PlanInput {
+        project: &ctx.project,
+        cluster_uid: &uid,
+        owner: &ctx.owner,
+        world: &world,
+        expires: &expires,
+    };
+    let creq = cluster_request(ctx, spec, &crate::plan::cluster_tags(spec, &input));
+    ctx.retry_outside_steps(|| ctx.provider.plan_cluster_resources(&creq))
+        .await
+}
+
+/// The supporting resources `up` asks the provider for.
+fn cluster_request(ctx: &Context, spec: &ClusterSpec, tags: &gantry_core::Tags) -> ClusterRequest {
+    ClusterRequest {
+        project: ctx.project.clone(),
+        cluster: spec.name.clone(),
+        tags: tags.clone(),
+        allow: spec.network.allow.clone(),
+        ssh_public_key: ctx.ssh.key.public_openssh(),
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
     /// Allow the plan to delete nodes (shrink) without failing with `NeedsConfirmation`.
@@ -786,13 +824,7 @@ fn up_steps(
     // The nodes this run looks up again are found among this world's only. No record uid is
     // needed: `up` has made every node it keeps carry this world's tag (`adopt`).
     let own = TagFilter::cluster(&ctx.project, &spec.name).in_world(World::new(world));
-    let creq = ClusterRequest {
-        project: ctx.project.clone(),
-        cluster: spec.name.clone(),
-        tags: cluster_tags.clone(),
-        allow: spec.network.allow.clone(),
-        ssh_public_key: ctx.ssh.key.public_openssh(),
-    };
+    let creq = cluster_request(ctx, spec, cluster_tags);
     {
         let provider = provider.clone();
         steps.push(Step::new("resources", None, vec![], move || {

@@ -17,7 +17,10 @@ use async_trait::async_trait;
 use gantry_core::Tags;
 use gantry_core::tags::{self, TagFilter};
 
-use crate::{ClusterRequest, ErrorKind, NodeInfo, NodeRequest, Provider, ProviderError, Result};
+use crate::{
+    ClusterRequest, ErrorKind, NodeInfo, NodeRequest, Provider, ProviderError, ResourceChange,
+    Result,
+};
 
 /// Why a node a provider returned is not accepted; `Ok` when it is: its name is exactly
 /// `<cluster>-<pool>-<index>` of valid `gantry-cluster`, `gantry-pool` and `gantry-index` tags
@@ -134,6 +137,10 @@ impl Provider for Checked {
 
     async fn ensure_cluster_resources(&self, req: &ClusterRequest) -> Result<()> {
         self.inner.ensure_cluster_resources(req).await
+    }
+
+    async fn plan_cluster_resources(&self, req: &ClusterRequest) -> Result<Vec<ResourceChange>> {
+        self.inner.plan_cluster_resources(req).await
     }
 
     async fn delete_cluster_resources(&self, filter: &TagFilter) -> Result<()> {

@@ -56,6 +56,37 @@ pub struct ClusterRequest {
     pub ssh_public_key: String,
 }
 
+/// One change [`Provider::ensure_cluster_resources`] would make (what `gantry plan` shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub action: ChangeAction,
+    /// The resource, e.g. `security group gantry-default-demo (sg-0abc)`.
+    pub resource: String,
+    /// The change, e.g. `tcp 8080 from 0.0.0.0/0`.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    /// A resource is created.
+    Create,
+    /// Something is added to one (a firewall rule).
+    Add,
+    /// Something gantry added earlier is removed (a firewall rule no longer in the spec).
+    Remove,
+}
+
+impl ChangeAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChangeAction::Create => "create",
+            ChangeAction::Add => "add",
+            ChangeAction::Remove => "remove",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
@@ -189,6 +220,13 @@ pub trait Provider: Send + Sync {
     /// Creates network/firewall/key resources a cluster needs. Idempotent. Default: none needed.
     async fn ensure_cluster_resources(&self, _req: &ClusterRequest) -> Result<()> {
         Ok(())
+    }
+
+    /// What [`Provider::ensure_cluster_resources`] would change for `req`, changing nothing
+    /// (`gantry plan`). Optional capability: the default (a provider without supporting
+    /// resources) reports nothing.
+    async fn plan_cluster_resources(&self, _req: &ClusterRequest) -> Result<Vec<ResourceChange>> {
+        Ok(vec![])
     }
 
     /// Deletes the cluster-wide resources found by `filter`. Default: none exist.

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use gantry_engine::ops::{self, Power, Report, UpOptions};
 use serde_json::json;
 
-use super::{NodeJson, load_spec, parse_target, resolve_nodes};
+use super::{NodeJson, load_spec, parse_target, resolve_nodes, warn_about_spec};
 use crate::cli::{Global, OutputFormat, SpecArgs};
 use crate::context::{self, Home};
 use crate::exit::{self, CliResult, Failure};
@@ -117,6 +117,7 @@ pub(super) fn print_report(g: &Global, r: &Report, what: &str) {
 
 pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     let (spec, text) = load_spec(&a.file)?;
+    warn_about_spec(&a.file, &spec, &text);
     // Blueprints are checked before anything is created.
     let prepared = super::blueprint::prepare_for(&spec, &a.file, &text)?;
     let home = Home::resolve(g.home.as_deref())?;
@@ -183,13 +184,16 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
 }
 
 pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
-    let (spec, _) = load_spec(&a.file)?;
+    let (spec, text) = load_spec(&a.file)?;
+    let warnings = warn_about_spec(&a.file, &spec, &text);
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let provider = context::provider_for_spec(&home, &ssh, &spec)?;
     let ctx = context::engine_context(g, store, ssh, provider, None);
     let p = ops::plan_up(&ctx, &spec).await?;
+    // The supporting resources too: a rule removed from the spec is revoked by `up`.
+    let resources = ops::plan_resources(&ctx, &spec).await?;
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
     let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
     let start = names(&mut p.start.iter().map(|n| n.name.as_str()));
@@ -199,6 +203,7 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
         OutputFormat::Json => output::print_json(&json!({
             "cluster": spec.name, "create": create, "start": start, "delete": delete, "keep": keep,
             "current": keep.len() + start.len() + delete.len(), "desired": spec.node_count(),
+            "resources": resources, "warnings": warnings,
         })),
         OutputFormat::Text => {
             let current = keep.len() + start.len() + delete.len();
@@ -217,7 +222,20 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
             for n in &delete {
                 println!("  - delete {n}");
             }
-            if p.is_empty() {
+            for r in &resources {
+                match r.action {
+                    gantry_provider::ChangeAction::Create => {
+                        println!("  + create {} ({})", r.resource, r.detail)
+                    }
+                    gantry_provider::ChangeAction::Add => {
+                        println!("  + allow  {} ({})", r.detail, r.resource)
+                    }
+                    gantry_provider::ChangeAction::Remove => {
+                        println!("  - revoke {} ({})", r.detail, r.resource)
+                    }
+                }
+            }
+            if p.is_empty() && resources.is_empty() {
                 println!("  (no change)");
             }
         }
