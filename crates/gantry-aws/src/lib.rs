@@ -993,6 +993,7 @@ impl Provider for AwsProvider {
                 .build(),
         );
         let key = format!("{:?}", server.equals);
+        let cluster_scoped = f.equals.contains_key(tags::CLUSTER);
         let mut out = Vec::new();
         let mut adopt = Vec::new();
         for i in self
@@ -1007,8 +1008,11 @@ impl Provider for AwsProvider {
             }
             let n = self.info(i);
             // Claimed here, so that one caller tags it, not every concurrent one (nor a batch
-            // of this process tagging it now).
+            // of this process tagging it now). Only a listing of one cluster (what a run of
+            // that cluster makes) writes tags: project-wide listings (`ls`, `up`'s check of
+            // node names across clusters) read, and never touch other clusters' instances.
             if derived
+                && cluster_scoped
                 && let Some(id) = i.instance_id()
                 && self
                     .tagging
