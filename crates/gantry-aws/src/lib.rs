@@ -17,6 +17,7 @@ mod error;
 mod images;
 mod listing;
 mod network;
+mod rules;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,15 +27,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::types::{
-    Filter, Instance, InstanceStateName, IpPermission, IpRange, ResourceType, Tag,
-    TagSpecification, UserIdGroupPair,
+    Filter, Instance, InstanceStateName, ResourceType, Tag, TagSpecification,
 };
 use gantry_core::AwsOptions;
-use gantry_core::tags::{self, TagFilter};
-use gantry_core::{AllowRule, Tags};
+use gantry_core::Tags;
+use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{
-    ClusterRequest, ErrorKind, NodeInfo, NodeRequest, NodeState, Provider, ProviderError,
-    SshEndpoint,
+    ChangeAction, ClusterRequest, ErrorKind, NodeInfo, NodeRequest, NodeState, Provider,
+    ProviderError, ResourceChange, SshEndpoint,
 };
 use sha2::Digest;
 use tokio::sync::OnceCell;
@@ -56,8 +56,8 @@ const STATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long to retry `DependencyViolation` while deleting supporting resources.
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Everything the provider needs, from the spec.
-#[derive(Debug, Clone)]
+/// Everything the provider needs, from the spec. Its `Debug` redacts the static credentials.
+#[derive(Clone)]
 pub struct AwsConfig {
     pub options: AwsOptions,
     /// Login user for nodes (`ssh.user` of the spec, else [`DEFAULT_USER`]).
@@ -67,6 +67,21 @@ pub struct AwsConfig {
     pub pools: Vec<(String, String)>,
     /// Explicit `(access key id, secret)` instead of the standard chain (tests against moto).
     pub static_credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for AwsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A secret never reaches a log line or an error message, however the config is printed.
+        f.debug_struct("AwsConfig")
+            .field("options", &self.options)
+            .field("ssh_user", &self.ssh_user)
+            .field("pools", &self.pools)
+            .field(
+                "static_credentials",
+                &self.static_credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +158,32 @@ pub(crate) fn cluster_tags(req: &ClusterRequest) -> Tags {
     t.insert(tags::PROJECT.into(), req.project.clone());
     t.insert(tags::CLUSTER.into(), req.cluster.clone());
     t
+}
+
+/// The world a request's resources must belong to: its `gantry-world` tag and (for what an older
+/// gantry made without one) its cluster uid.
+pub(crate) fn world_of(t: &Tags) -> World {
+    let w = World::new(t.get(tags::WORLD).cloned().unwrap_or_default());
+    match t.get(tags::CLUSTER_UID) {
+        Some(uid) => w.with_uid(uid.clone()),
+        None => w,
+    }
+}
+
+/// The refusal of a supporting resource found by the cluster's tags that another world made.
+pub(crate) fn foreign(region: &str, op: &str, what: &str, t: &Tags) -> ProviderError {
+    err(
+        region,
+        op,
+        what,
+        ErrorKind::Conflict,
+        format!(
+            "{what} carries this cluster's tags but belongs to another gantry world: made by {}; \
+             gantry never uses it",
+            tags::owner_of(t)
+        ),
+    )
+    .with_hint("choose another cluster name (or --project), or ask its owner to destroy it")
 }
 
 /// The deterministic name of a cluster's key pair (the project's public key, imported once per
@@ -494,17 +535,18 @@ impl AwsProvider {
         Ok(())
     }
 
-    /// The cluster's resources: from memory, else found by tags.
+    /// The cluster's resources: from memory, else found by tags (this world's only).
     async fn cluster_res(
         &self,
         project: &str,
         cluster: &str,
+        world: &World,
     ) -> gantry_provider::Result<ClusterRes> {
         if let Some(r) = self.res.lock().expect("res lock").get(cluster) {
             return Ok(r.clone());
         }
         let c = self.clients().await?;
-        let f = TagFilter::cluster(project, cluster);
+        let f = TagFilter::cluster(project, cluster).in_world(world.clone());
         let sgs = c
             .ec2
             .describe_security_groups()
@@ -512,7 +554,12 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| sdk(self.region(), "DescribeSecurityGroups", cluster, e))?;
-        let Some(sg) = sgs.security_groups().first() else {
+        let Some(sg) = sgs
+            .security_groups()
+            .iter()
+            .filter(|g| f.matches(&tags_of(g.tags())))
+            .min_by_key(|g| g.group_id().unwrap_or_default())
+        else {
             return Err(self
                 .e(
                     "DescribeSecurityGroups",
@@ -538,7 +585,7 @@ impl AwsProvider {
     /// The CIDR `from: caller` stands for: `caller_cidr` of the spec, else
     /// `GANTRY_CALLER_CIDR`, else the address a "what is my IP" service sees (/32 or /128),
     /// asked once per provider.
-    async fn caller_cidr(&self) -> gantry_provider::Result<String> {
+    pub(crate) async fn caller_cidr(&self) -> gantry_provider::Result<String> {
         self.caller
             .get_or_try_init(|| async {
                 if let Some(c) = &self.cfg.options.caller_cidr {
@@ -585,7 +632,7 @@ impl AwsProvider {
         vpc: Option<&str>,
     ) -> gantry_provider::Result<String> {
         let c = self.clients().await?;
-        let f = TagFilter::cluster(&req.project, &req.cluster);
+        let f = TagFilter::cluster(&req.project, &req.cluster).in_world(world_of(t));
         let name = format!("gantry-{}-{}", req.project, req.cluster);
         let r = self.region();
         let id = network::find_or_create(
@@ -597,12 +644,27 @@ impl AwsProvider {
                     .send()
                     .await
                     .map_err(|e| sdk(r, "DescribeSecurityGroups", &name, e))?;
-                Ok(found
-                    .security_groups()
+                let groups = found.security_groups();
+                let own = groups
                     .iter()
+                    .filter(|g| f.matches(&tags_of(g.tags())))
                     .filter_map(|g| g.group_id())
                     .min()
-                    .map(str::to_string))
+                    .map(str::to_string);
+                // Only another world's group of this cluster: never authorized into or used
+                // (and creating ours would clash with its name).
+                if own.is_none()
+                    && let Some(g) = groups.first()
+                {
+                    let what = format!("security group {}", g.group_id().unwrap_or_default());
+                    return Err(foreign(
+                        r,
+                        "DescribeSecurityGroups",
+                        &what,
+                        &tags_of(g.tags()),
+                    ));
+                }
+                Ok(own)
             },
             || async {
                 let out = c
@@ -636,110 +698,277 @@ impl AwsProvider {
                     .group_id(&id)
                     .build()
             });
-        let id = sg.group_id().unwrap_or_default().to_string();
-        let rules: Vec<AllowRule> = if req.allow.is_empty() {
-            vec![AllowRule {
-                port: 22,
-                from: "caller".into(),
-            }]
-        } else {
-            req.allow.clone()
-        };
-        let mut perms = Vec::new();
-        for r in &rules {
-            let exists = |p: &IpPermission| {
-                p.from_port() == Some(i32::from(r.port))
-                    && p.to_port() == Some(i32::from(r.port))
-                    && match r.from.as_str() {
-                        "cluster" => p
-                            .user_id_group_pairs()
-                            .iter()
-                            .any(|g| g.group_id() == Some(id.as_str())),
-                        cidr => {
-                            p.ip_ranges().iter().any(|x| x.cidr_ip() == Some(cidr))
-                                || p.ipv6_ranges().iter().any(|x| x.cidr_ipv6() == Some(cidr))
-                        }
-                    }
-            };
-            let b = IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(i32::from(r.port))
-                .to_port(i32::from(r.port));
-            let perm = match r.from.as_str() {
-                "cluster" => b
-                    .user_id_group_pairs(UserIdGroupPair::builder().group_id(&id).build())
-                    .build(),
-                "caller" => {
-                    let cidr = self.caller_cidr().await?;
-                    if sg.ip_permissions().iter().any(|p| {
-                        p.from_port() == Some(i32::from(r.port))
-                            && p.ip_ranges()
-                                .iter()
-                                .any(|x| x.cidr_ip() == Some(cidr.as_str()))
-                    }) {
-                        continue;
-                    }
-                    b.ip_ranges(IpRange::builder().cidr_ip(cidr).build())
-                        .build()
-                }
-                cidr if cidr.contains(':') => b
-                    .ipv6_ranges(
-                        aws_sdk_ec2::types::Ipv6Range::builder()
-                            .cidr_ipv6(cidr)
-                            .build(),
-                    )
-                    .build(),
-                cidr => b
-                    .ip_ranges(IpRange::builder().cidr_ip(cidr).build())
-                    .build(),
-            };
-            if sg.ip_permissions().iter().any(exists) {
-                continue;
-            }
-            perms.push(perm);
-        }
-        for p in perms {
-            match c
-                .ec2
-                .authorize_security_group_ingress()
-                .group_id(&id)
-                .ip_permissions(p)
-                .send()
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if error::code(&e) == Some("InvalidPermission.Duplicate") => {}
-                Err(e) => return Err(sdk(self.region(), "AuthorizeSecurityGroupIngress", &id, e)),
-            }
-        }
-        Ok(id)
+        self.converge_rules(req, &sg).await?;
+        Ok(sg.group_id().unwrap_or_default().to_string())
     }
 
+    /// What `ensure_cluster_resources` would change: the security group (created, or its rules
+    /// authorized and revoked) and the key pair (imported).
+    async fn plan_resources(
+        &self,
+        req: &ClusterRequest,
+    ) -> gantry_provider::Result<Vec<ResourceChange>> {
+        let c = self.clients().await?;
+        let t = cluster_tags(req);
+        let f = TagFilter::cluster(&req.project, &req.cluster).in_world(world_of(&t));
+        let name = format!("gantry-{}-{}", req.project, req.cluster);
+        let r = self.region();
+        let found = c
+            .ec2
+            .describe_security_groups()
+            .set_filters(Some(tag_filters(&f)))
+            .send()
+            .await
+            .map_err(|e| sdk(r, "DescribeSecurityGroups", &name, e))?;
+        let groups = found.security_groups();
+        let own = groups
+            .iter()
+            .filter(|g| f.matches(&tags_of(g.tags())))
+            .min_by_key(|g| g.group_id().unwrap_or_default());
+        let change = |action, resource: &str, detail: String| ResourceChange {
+            action,
+            resource: resource.to_string(),
+            detail,
+        };
+        let mut out = Vec::new();
+        match own {
+            Some(sg) => {
+                let id = sg.group_id().unwrap_or_default();
+                let resource = format!("security group {name} ({id})");
+                let (add, remove) =
+                    rules::diff(&self.wanted_rules(req, id).await?, &rules::existing(sg));
+                out.extend(
+                    add.iter()
+                        .map(|x| change(ChangeAction::Add, &resource, x.describe())),
+                );
+                out.extend(
+                    remove
+                        .iter()
+                        .map(|x| change(ChangeAction::Remove, &resource, x.describe())),
+                );
+            }
+            None => {
+                if let Some(g) = groups.first() {
+                    let what = format!("security group {}", g.group_id().unwrap_or_default());
+                    return Err(foreign(
+                        r,
+                        "DescribeSecurityGroups",
+                        &what,
+                        &tags_of(g.tags()),
+                    ));
+                }
+                let resource = format!("security group {name}");
+                out.push(change(
+                    ChangeAction::Create,
+                    &resource,
+                    "the cluster's firewall".into(),
+                ));
+                for x in self.wanted_rules(req, "this group").await? {
+                    out.push(change(ChangeAction::Add, &resource, x.describe()));
+                }
+            }
+        }
+        let key = key_pair_name(&req.project, &req.cluster);
+        let exists = match c.ec2.describe_key_pairs().key_names(&key).send().await {
+            Ok(o) => !o.key_pairs().is_empty(),
+            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => false,
+            Err(e) => return Err(sdk(r, "DescribeKeyPairs", &key, e)),
+        };
+        if !exists {
+            out.push(change(
+                ChangeAction::Create,
+                &format!("key pair {key}"),
+                "the project's public key".into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The cluster's key pair: imported from the project key, or an existing one of that name
+    /// used only if it holds the project key and is not another world's. A key pair someone else
+    /// imported under gantry's name would let them, not us, log in to every node: refused.
     async fn ensure_key(&self, req: &ClusterRequest, t: &Tags) -> gantry_provider::Result<String> {
         let c = self.clients().await?;
         let name = key_pair_name(&req.project, &req.cluster);
-        match c.ec2.describe_key_pairs().key_names(&name).send().await {
-            Ok(o) if !o.key_pairs().is_empty() => return Ok(name),
-            Ok(_) => {}
-            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => {}
-            Err(e) => return Err(sdk(self.region(), "DescribeKeyPairs", &name, e)),
+        for attempt in 0..2 {
+            let existing = match c
+                .ec2
+                .describe_key_pairs()
+                .key_names(&name)
+                .include_public_key(true)
+                .send()
+                .await
+            {
+                Ok(o) => o.key_pairs().first().cloned(),
+                Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => None,
+                Err(e) => return Err(sdk(self.region(), "DescribeKeyPairs", &name, e)),
+            };
+            if let Some(k) = existing {
+                return self.check_key(c, &name, &k, req, t).await;
+            }
+            match c
+                .ec2
+                .import_key_pair()
+                .key_name(&name)
+                .public_key_material(aws_sdk_ec2::primitives::Blob::new(
+                    req.ssh_public_key.trim().as_bytes().to_vec(),
+                ))
+                .tag_specifications(tag_spec(ResourceType::KeyPair, t))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(name),
+                // Someone imported it meanwhile (or a lost answer was resent): look at it.
+                Err(e) if error::code(&e) == Some("InvalidKeyPair.Duplicate") && attempt == 0 => {}
+                Err(e) => return Err(sdk(self.region(), "ImportKeyPair", &name, e)),
+            }
         }
-        match c
-            .ec2
-            .import_key_pair()
-            .key_name(&name)
-            .public_key_material(aws_sdk_ec2::primitives::Blob::new(
-                req.ssh_public_key.trim().as_bytes().to_vec(),
-            ))
-            .tag_specifications(tag_spec(ResourceType::KeyPair, t))
-            .send()
-            .await
+        Err(self.e(
+            "ImportKeyPair",
+            &name,
+            ErrorKind::Retryable,
+            "the key pair kept appearing and vanishing",
+        ))
+    }
+
+    /// Accepts an existing key pair only when it is this world's (or an older gantry's without
+    /// a world tag) and holds the project's public key; tags an older one with the world.
+    async fn check_key(
+        &self,
+        c: &Clients,
+        name: &str,
+        k: &aws_sdk_ec2::types::KeyPairInfo,
+        req: &ClusterRequest,
+        t: &Tags,
+    ) -> gantry_provider::Result<String> {
+        let kt = tags_of(k.tags());
+        if let Some(w) = kt.get(tags::WORLD)
+            && Some(w) != t.get(tags::WORLD)
         {
-            Ok(_) => Ok(name),
-            Err(e) if error::code(&e) == Some("InvalidKeyPair.Duplicate") => Ok(name),
-            Err(e) => Err(sdk(self.region(), "ImportKeyPair", &name, e)),
+            return Err(foreign(
+                self.region(),
+                "DescribeKeyPairs",
+                &format!("key pair {name}"),
+                &kt,
+            ));
+        }
+        let same = match (k.public_key(), k.key_fingerprint()) {
+            (Some(pk), _) => same_public_key(pk, &req.ssh_public_key),
+            (None, Some(fp)) => fingerprint_matches(fp, &req.ssh_public_key),
+            (None, None) => false,
+        };
+        if !same {
+            return Err(self
+                .e(
+                    "DescribeKeyPairs",
+                    name,
+                    ErrorKind::Conflict,
+                    format!(
+                        "key pair {name} exists and does not hold this project's key (its \
+                         fingerprint is {}); gantry will not launch nodes that key opens",
+                        k.key_fingerprint().unwrap_or("unknown")
+                    ),
+                )
+                .with_hint(format!(
+                    "if it is a leftover of yours, delete it (`aws ec2 delete-key-pair \
+                     --key-name {name}`); otherwise choose another cluster name or --project"
+                )));
+        }
+        if !kt.contains_key(tags::WORLD)
+            && let (Some(id), Some(w)) = (k.key_pair_id(), t.get(tags::WORLD))
+        {
+            c.ec2
+                .create_tags()
+                .resources(id)
+                .tags(Tag::builder().key(tags::WORLD).value(w).build())
+                .send()
+                .await
+                .map_err(|e| sdk(self.region(), "CreateTags", name, e))?;
+        }
+        Ok(name.to_string())
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (only for key fingerprints: not worth a dependency).
+fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
         }
     }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// `type base64` of an OpenSSH public key line (the comment and spacing do not matter).
+fn key_blob(line: &str) -> Option<(&str, &str)> {
+    let mut it = line.split_whitespace();
+    Some((it.next()?, it.next()?))
+}
+
+fn same_public_key(a: &str, b: &str) -> bool {
+    matches!((key_blob(a), key_blob(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Whether an EC2 key fingerprint is the project key's. EC2 gives ed25519 keys the base64
+/// SHA-256 of the key (OpenSSH's form, with or without padding); moto gives the hex SHA-256 of
+/// the key's DER SubjectPublicKeyInfo. Both are computed here.
+fn fingerprint_matches(fp: &str, public_key: &str) -> bool {
+    let Some((kind, b64)) = key_blob(public_key) else {
+        return false;
+    };
+    let Some(blob) = base64_decode(b64) else {
+        return false;
+    };
+    let fp = fp.trim().trim_start_matches("SHA256:");
+    let sha = sha2::Sha256::digest(&blob);
+    let b64 = base64_encode(&sha);
+    if fp == b64 || fp == b64.trim_end_matches('=') {
+        return true;
+    }
+    if kind == "ssh-ed25519" && blob.len() >= 32 {
+        // SubjectPublicKeyInfo of an Ed25519 key: a fixed prefix, then the 32 key bytes.
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        der.extend_from_slice(&blob[blob.len() - 32..]);
+        let hex: Vec<String> = sha2::Sha256::digest(&der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if fp.eq_ignore_ascii_case(&hex.join(":")) {
+            return true;
+        }
+    }
+    false
 }
 
 #[async_trait]
@@ -765,6 +994,7 @@ impl Provider for AwsProvider {
                 .build(),
         );
         let key = format!("{:?}", server.equals);
+        let cluster_scoped = f.equals.contains_key(tags::CLUSTER);
         let mut out = Vec::new();
         let mut adopt = Vec::new();
         for i in self
@@ -779,8 +1009,11 @@ impl Provider for AwsProvider {
             }
             let n = self.info(i);
             // Claimed here, so that one caller tags it, not every concurrent one (nor a batch
-            // of this process tagging it now).
+            // of this process tagging it now). Only a listing of one cluster (what a run of
+            // that cluster makes) writes tags: project-wide listings (`ls`, `up`'s check of
+            // node names across clusters) read, and never touch other clusters' instances.
             if derived
+                && cluster_scoped
                 && let Some(id) = i.instance_id()
                 && self
                     .tagging
@@ -826,7 +1059,9 @@ impl Provider for AwsProvider {
             .get(tags::CLUSTER_UID)
             .cloned()
             .unwrap_or_else(|| format!("{}/{}", req.project, req.cluster));
-        let res = self.cluster_res(&req.project, &req.cluster).await?;
+        let res = self
+            .cluster_res(&req.project, &req.cluster, &world_of(&req.tags))
+            .await?;
         let ami = self.ami_for(&req.image).await?;
         let o = &self.cfg.options;
         let slot = req.index.saturating_sub(1) as usize;
@@ -937,6 +1172,13 @@ impl Provider for AwsProvider {
         Ok(())
     }
 
+    async fn plan_cluster_resources(
+        &self,
+        req: &ClusterRequest,
+    ) -> gantry_provider::Result<Vec<ResourceChange>> {
+        self.plan_resources(req).await
+    }
+
     async fn delete_cluster_resources(&self, f: &TagFilter) -> gantry_provider::Result<()> {
         let c = self.clients().await?;
         // Instances first: terminate what is left and wait until every one is terminated.
@@ -951,7 +1193,11 @@ impl Provider for AwsProvider {
                 .values("shutting-down")
                 .build(),
         );
+        // The filter's world is matched here, on the tags read back (see `TagFilter::world`).
         for i in self.describe(fs).await? {
+            if !f.matches(&batch::effective_tags(&i).0) {
+                continue;
+            }
             let id = i.instance_id().unwrap_or_default().to_string();
             if !gone(&i) {
                 self.delete_node(&self.info(&i)).await?;
@@ -975,6 +1221,9 @@ impl Provider for AwsProvider {
                 )
             })?;
         for g in sgs.security_groups() {
+            if !f.matches(&tags_of(g.tags())) {
+                continue;
+            }
             let id = g.group_id().unwrap_or_default();
             self.retry_dependency("DeleteSecurityGroup", id, move || async move {
                 c.ec2.delete_security_group().group_id(id).send().await
@@ -994,6 +1243,9 @@ impl Provider for AwsProvider {
             .await
             .map_err(|e| sdk(self.region(), "DescribeKeyPairs", "key pairs", e))?;
         for k in keys.key_pairs() {
+            if !f.matches(&tags_of(k.tags())) {
+                continue;
+            }
             let Some(name) = k.key_name() else { continue };
             match c.ec2.delete_key_pair().key_name(name).send().await {
                 Ok(_) => {}
@@ -1080,5 +1332,71 @@ impl AwsProvider {
                 Err(e) => return Err(sdk(self.region(), op, resource, e)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkXYFYEuSrbmK4hXZsN5BPExivHVo8DuIZA1HEhOHvr me@host";
+
+    #[test]
+    fn key_pairs_are_compared_by_key_not_comment() {
+        assert!(same_public_key(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkXYFYEuSrbmK4hXZsN5BPExivHVo8DuIZA1HEhOHvr",
+            KEY
+        ));
+        assert!(!same_public_key(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1jYXRzZW5sZW5zZW5zZW5zZW5zZW5zZW5zZW5zZW5z x",
+            KEY
+        ));
+        assert!(!same_public_key("", KEY));
+        // moto's form (hex SHA-256 of the DER key) and EC2's (base64 SHA-256 of the key).
+        assert!(fingerprint_matches(
+            "75:86:78:51:d6:96:35:40:04:34:fe:d8:5a:6b:ce:05:bb:32:c2:0f:ad:ff:06:c0:6d:fa:7c:72:88:f3:96:30",
+            KEY
+        ));
+        let blob = base64_decode(key_blob(KEY).unwrap().1).unwrap();
+        let ec2 = base64_encode(&sha2::Sha256::digest(&blob));
+        assert!(fingerprint_matches(&ec2, KEY));
+        assert!(fingerprint_matches(ec2.trim_end_matches('='), KEY));
+        assert!(!fingerprint_matches("00:11", KEY));
+        assert_eq!(
+            base64_encode(b"any carnal pleas"),
+            "YW55IGNhcm5hbCBwbGVhcw=="
+        );
+        assert_eq!(
+            base64_decode("YW55IGNhcm5hbCBwbGVhcw==").unwrap(),
+            b"any carnal pleas"
+        );
+    }
+
+    #[test]
+    fn debug_of_the_config_redacts_static_credentials() {
+        let cfg = AwsConfig {
+            options: AwsOptions {
+                region: "us-east-1".into(),
+                ..Default::default()
+            },
+            ssh_user: None,
+            pools: vec![],
+            static_credentials: Some(("AKIAEXAMPLEKEYID".into(), "wJalrXUtnFEMI/SECRET".into())),
+        };
+        for text in [format!("{cfg:?}"), format!("{cfg:#?}")] {
+            assert!(!text.contains("wJalrXUtnFEMI"), "secret printed: {text}");
+            assert!(!text.contains("AKIAEXAMPLEKEYID"), "key id printed: {text}");
+            assert!(text.contains("<redacted>"), "{text}");
+            assert!(
+                text.contains("us-east-1"),
+                "the rest is still shown: {text}"
+            );
+        }
+        let none = AwsConfig {
+            static_credentials: None,
+            ..cfg
+        };
+        assert!(format!("{none:?}").contains("static_credentials: None"));
     }
 }

@@ -1,13 +1,15 @@
 //! The network a cluster's instances launch into: the default VPC, a given VPC or subnet, or
 //! (`vpc: create`) a VPC, internet gateway, route table and one subnet per zone, all tagged
-//! with the cluster's tags and found by them.
+//! with the cluster's tags and found by them — this world's only (`TagFilter::world`, matched
+//! on the tags read back): another world's network with the same cluster tags is never used or
+//! deleted.
 
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, ResourceType, Subnet};
 use gantry_core::Tags;
 use gantry_core::tags::TagFilter;
 use gantry_provider::{ClusterRequest, ErrorKind};
 
-use crate::{AwsProvider, filter, sdk, tag_filters, tag_spec};
+use crate::{AwsProvider, filter, sdk, tag_filters, tag_spec, tags_of, world_of};
 
 pub(crate) struct Net {
     pub(crate) vpc: Option<String>,
@@ -32,7 +34,11 @@ pub(crate) async fn subnets_for(
             if let Some(v) = v {
                 fs.push(filter("vpc-id", v));
             }
-            let subs = describe_subnets(p, fs).await?;
+            let subs: Vec<Subnet> = describe_subnets(p, fs)
+                .await?
+                .into_iter()
+                .filter(|s| f.matches(&tags_of(s.tags())))
+                .collect();
             Ok(order(&subs, &o.zones))
         }
         (Some(id), _) if id.starts_with("vpc-") => {
@@ -91,7 +97,7 @@ pub(crate) async fn ensure(
 ) -> gantry_provider::Result<Net> {
     let o = &p.cfg.options;
     let c = p.clients().await?;
-    let f = TagFilter::cluster(&req.project, &req.cluster);
+    let f = TagFilter::cluster(&req.project, &req.cluster).in_world(world_of(t));
     if let Some(s) = &o.subnet {
         let subs = c
             .ec2
@@ -236,12 +242,20 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
                 .await
                 .map_err(|e| sdk(r, "DescribeVpcs", "cluster vpc", e))?;
             // Deterministic if an older version left two: the lowest id.
-            Ok(out
+            let own = out
                 .vpcs()
                 .iter()
+                .filter(|v| f.matches(&tags_of(v.tags())))
                 .filter_map(|v| v.vpc_id())
                 .min()
-                .map(str::to_string))
+                .map(str::to_string);
+            if own.is_none()
+                && let Some(v) = out.vpcs().first()
+            {
+                let what = format!("vpc {}", v.vpc_id().unwrap_or_default());
+                return Err(crate::foreign(r, "DescribeVpcs", &what, &tags_of(v.tags())));
+            }
+            Ok(own)
         },
         || async {
             let out = c
@@ -277,6 +291,7 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
             Ok(out
                 .internet_gateways()
                 .iter()
+                .filter(|g| f.matches(&tags_of(g.tags())))
                 .filter_map(|g| g.internet_gateway_id())
                 .min()
                 .map(str::to_string))
@@ -340,7 +355,7 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
             Ok(out
                 .route_tables()
                 .iter()
-                .filter(|t| t.vpc_id() == Some(vpc))
+                .filter(|t| t.vpc_id() == Some(vpc) && f.matches(&tags_of(t.tags())))
                 .filter_map(|t| t.route_table_id())
                 .min()
                 .map(str::to_string))
@@ -398,7 +413,7 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
                 let subs = describe_subnets(p, tag_filters(f)).await?;
                 Ok(subs
                     .iter()
-                    .filter(|s| s.vpc_id() == Some(vpc))
+                    .filter(|s| s.vpc_id() == Some(vpc) && f.matches(&tags_of(s.tags())))
                     .filter(|s| z.is_none() || s.availability_zone() == z.as_deref())
                     .filter_map(|s| s.subnet_id())
                     .min()
@@ -464,7 +479,10 @@ async fn create(p: &AwsProvider, f: &TagFilter, t: &Tags) -> gantry_provider::Re
         .filter_map(|a| a.subnet_id().map(str::to_string))
         .collect();
     for s in describe_subnets(p, tag_filters(f)).await? {
-        let Some(sub) = s.subnet_id().filter(|_| s.vpc_id() == Some(vpc)) else {
+        let Some(sub) = s
+            .subnet_id()
+            .filter(|_| s.vpc_id() == Some(vpc) && f.matches(&tags_of(s.tags())))
+        else {
             continue;
         };
         if s.map_public_ip_on_launch() != Some(true) {
@@ -513,12 +531,15 @@ async fn describe_route_table(
     Ok(out.route_tables().first().cloned())
 }
 
-/// Deletes the network resources carrying the filter's tags: subnets, route tables, internet
-/// gateways, VPCs (in that order, retrying dependency violations).
+/// Deletes the network resources carrying the filter's tags (and of its world): subnets, route
+/// tables, internet gateways, VPCs (in that order, retrying dependency violations).
 pub(crate) async fn delete(p: &AwsProvider, f: &TagFilter) -> gantry_provider::Result<()> {
     let c = p.clients().await?;
     let r = p.region().to_string();
     for s in describe_subnets(p, tag_filters(f)).await? {
+        if !f.matches(&tags_of(s.tags())) {
+            continue;
+        }
         let id = s.subnet_id().unwrap_or_default();
         p.retry_dependency("DeleteSubnet", id, move || async move {
             c.ec2.delete_subnet().subnet_id(id).send().await
@@ -533,6 +554,9 @@ pub(crate) async fn delete(p: &AwsProvider, f: &TagFilter) -> gantry_provider::R
         .await
         .map_err(|e| sdk(&r, "DescribeRouteTables", "route tables", e))?;
     for t in rts.route_tables() {
+        if !f.matches(&tags_of(t.tags())) {
+            continue;
+        }
         let id = t.route_table_id().unwrap_or_default();
         for a in t.associations() {
             if a.main() == Some(true) {
@@ -562,6 +586,9 @@ pub(crate) async fn delete(p: &AwsProvider, f: &TagFilter) -> gantry_provider::R
         .await
         .map_err(|e| sdk(&r, "DescribeInternetGateways", "internet gateways", e))?;
     for g in igws.internet_gateways() {
+        if !f.matches(&tags_of(g.tags())) {
+            continue;
+        }
         let id = g.internet_gateway_id().unwrap_or_default();
         for a in g.attachments() {
             if let Some(v) = a.vpc_id() {
@@ -593,6 +620,9 @@ pub(crate) async fn delete(p: &AwsProvider, f: &TagFilter) -> gantry_provider::R
         .await
         .map_err(|e| sdk(&r, "DescribeVpcs", "vpcs", e))?;
     for v in vpcs.vpcs() {
+        if !f.matches(&tags_of(v.tags())) {
+            continue;
+        }
         let id = v.vpc_id().unwrap_or_default();
         p.retry_dependency("DeleteVpc", id, move || async move {
             c.ec2.delete_vpc().vpc_id(id).send().await

@@ -172,6 +172,10 @@ fn creq(project: &str, cluster: &str, allow: Vec<AllowRule>) -> ClusterRequest {
     t.insert(tags::PROJECT.into(), project.into());
     t.insert(tags::CLUSTER.into(), cluster.into());
     t.insert(tags::CLUSTER_UID.into(), format!("{cluster}-uid"));
+    t.insert(
+        tags::WORLD.into(),
+        gantry_provider::conformance::WORLD.into(),
+    );
     ClusterRequest {
         project: project.into(),
         cluster: cluster.into(),
@@ -190,6 +194,7 @@ fn nreq(project: &str, cluster: &str, index: u32) -> NodeRequest {
         pool: "db",
         index,
         owner: "test",
+        world: gantry_provider::conformance::WORLD,
         expires: "2099-01-01T00:00:00Z",
         extra: &extra,
     });

@@ -105,6 +105,12 @@ pub fn current_user() -> String {
         .unwrap_or_else(|| "root".into())
 }
 
+/// Every provider the binary builds goes through here: what it returns is checked
+/// ([`gantry_provider::checked`]) before any name, address or user reaches a file or a path.
+fn checked(p: Arc<dyn Provider>) -> Arc<dyn Provider> {
+    gantry_provider::checked::Checked::wrap(p)
+}
+
 /// The provider a spec names.
 pub fn provider_for_spec(
     home: &Home,
@@ -113,7 +119,7 @@ pub fn provider_for_spec(
 ) -> Result<Arc<dyn Provider>, Failure> {
     match &spec.provider {
         gantry_core::ProviderSpec::Local(opts) => local_provider(home, ssh, opts.ssh_port),
-        gantry_core::ProviderSpec::Docker(opts) => crate::docker::provider(spec, opts),
+        gantry_core::ProviderSpec::Docker(opts) => crate::docker::provider(spec, opts).map(checked),
         gantry_core::ProviderSpec::Aws(opts) => aws_provider(spec, opts),
     }
 }
@@ -124,7 +130,7 @@ fn aws_provider(
     spec: &ClusterSpec,
     opts: &gantry_core::AwsOptions,
 ) -> Result<Arc<dyn Provider>, Failure> {
-    Ok(Arc::new(gantry_aws::AwsProvider::new(
+    Ok(checked(Arc::new(gantry_aws::AwsProvider::new(
         gantry_aws::AwsConfig {
             options: opts.clone(),
             ssh_user: spec.ssh_user.clone(),
@@ -135,7 +141,7 @@ fn aws_provider(
                 .collect(),
             static_credentials: None,
         },
-    )))
+    ))))
 }
 
 /// An AWS provider that only lists: one region, the standard credential chain, the spec's
@@ -146,7 +152,7 @@ pub fn aws_region_provider(
     region: &str,
     endpoint: Option<&str>,
 ) -> Result<Arc<dyn Provider>, Failure> {
-    Ok(Arc::new(gantry_aws::AwsProvider::new(
+    Ok(checked(Arc::new(gantry_aws::AwsProvider::new(
         gantry_aws::AwsConfig {
             options: gantry_core::AwsOptions {
                 region: region.into(),
@@ -157,7 +163,7 @@ pub fn aws_region_provider(
             pools: vec![],
             static_credentials: None,
         },
-    )))
+    ))))
 }
 
 #[cfg(not(feature = "aws"))]
@@ -191,14 +197,14 @@ pub fn local_provider(
 ) -> Result<Arc<dyn Provider>, Failure> {
     let exe =
         std::env::current_exe().context("failed to find the gantry binary to run node agents")?;
-    Ok(Arc::new(LocalProvider::new(LocalConfig {
+    Ok(checked(Arc::new(LocalProvider::new(LocalConfig {
         root: home.local_root(),
         agent_exe: exe,
         ssh_port: port.unwrap_or(gantry_local::DEFAULT_SSH_PORT),
         user: current_user(),
         authorized_keys: vec![ssh.key.public_openssh()],
         machine_dir: gantry_local::default_machine_dir(),
-    })))
+    }))))
 }
 
 /// The provider of an existing cluster, from its recorded spec (local when there is no record:

@@ -189,8 +189,8 @@ pub async fn shell(
 pub fn default_engine() -> Option<Arc<dyn Provider>> {
     #[cfg(feature = "docker")]
     {
-        Some(Arc::new(gantry_docker::DockerProvider::new(
-            gantry_docker::DockerConfig::new(None, "none"),
+        Some(gantry_provider::checked::Checked::wrap(Arc::new(
+            gantry_docker::DockerProvider::new(gantry_docker::DockerConfig::new(None, "none")),
         )))
     }
     #[cfg(not(feature = "docker"))]

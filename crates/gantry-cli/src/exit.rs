@@ -55,6 +55,12 @@ impl From<gantry_engine::EngineError> for Failure {
             E::Interrupted => Failure::new(INTERRUPTED, e).hint("run the same command again to resume; it converges"),
             E::NeedsConfirmation { .. } => Failure::new(NOT_CONFIRMED, e).hint("re-run with --yes to allow it"),
             E::ClusterNotFound { .. } => Failure::new(USAGE, e).hint("`gantry ls` lists the clusters of this project"),
+            E::NameCollision { .. } => Failure::new(USAGE, e).hint("rename the pool or the cluster so that `<cluster>-<pool>` differs from every other cluster's"),
+            E::ForeignCluster { .. } => Failure::new(USAGE, e).hint("gantry never touches another world's resources: choose another cluster name (or --project), or ask their owner"),
+            E::StaleNodes { cluster, .. } => {
+                let hint = format!("`gantry destroy {cluster}` removes them (and the record), or `gantry gc` deletes them once they are older than its grace period");
+                Failure::new(USAGE, e).hint(hint)
+            }
             E::NoNodes { .. } => Failure::new(USAGE, e).hint("`gantry show CLUSTER` lists its nodes"),
             E::BlueprintInvalid(_) | E::BlueprintLoad { .. } => Failure::new(USAGE, e),
             E::LifetimeTooLong { .. } => Failure::new(USAGE, e)

@@ -15,7 +15,7 @@ pub mod tags;
 pub mod target;
 
 pub use error::{CoreError, SpecError, SpecErrorItem};
-pub use names::{NodeName, node_name, parse_node_name, validate_name};
+pub use names::{NodeName, node_name, parse_node_name, validate_name, validate_user};
 pub use spec::{
     AllowRule, AwsOptions, ClusterSpec, DockerOptions, LocalOptions, NetworkSpec, PoolSpec,
     ProviderSpec, Readiness,

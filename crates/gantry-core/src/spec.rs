@@ -12,7 +12,10 @@ use crate::Tags;
 
 pub(crate) mod parse;
 pub(crate) mod yaml;
-pub use parse::{MAX_POOL_COUNT, parse, parse_duration, render_error};
+pub use parse::{
+    MAX_POOL_COUNT, OPEN_PORTS_WITHOUT_WARNING, parse, parse_duration, render_error,
+    render_warnings, warnings,
+};
 
 /// Default cluster lifetime when the spec gives none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -117,6 +120,13 @@ pub enum ProviderSpec {
 }
 
 impl ProviderSpec {
+    /// Whether the spec's `allow` rules open a firewall to the addresses they name (a cloud's
+    /// security group), rather than only reaching this machine (local nodes, Docker ports
+    /// published on 127.0.0.1).
+    pub fn opens_firewall(&self) -> bool {
+        matches!(self, ProviderSpec::Aws(_))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ProviderSpec::Local(_) => "local",

@@ -523,3 +523,57 @@ fn docker_provider_options() {
         check(input, expect);
     }
 }
+
+#[test]
+fn rules_open_to_the_internet_warn_with_their_position() {
+    let text = "apiVersion: gantry/v1
+name: demo
+provider:
+  aws:
+    region: us-east-1
+pools:
+  - name: db
+    count: 1
+network:
+  allow:
+    - {port: 22, from: 0.0.0.0/0}
+    - {port: 8080, from: 0.0.0.0/0}
+    - port: 9000
+      from: ::/0
+    - {port: 443, from: ::/0}
+    - {port: 5432, from: 10.0.0.0/8}
+";
+    let spec = gantry_core::spec::parse("s.yaml", text).unwrap();
+    let w = gantry_core::spec::warnings(text, &spec);
+    let at: Vec<(usize, usize, &str)> = w
+        .iter()
+        .map(|i| (i.line, i.column, i.message.as_str()))
+        .collect();
+    assert_eq!(
+        at,
+        [
+            (
+                12,
+                26,
+                "port 8080 is open to the whole internet (`from: 0.0.0.0/0`)"
+            ),
+            (
+                14,
+                13,
+                "port 9000 is open to the whole internet (`from: ::/0`)"
+            ),
+        ]
+    );
+    let shown = gantry_core::spec::render_warnings("s.yaml", &w, text);
+    assert!(
+        shown.starts_with(
+            "s.yaml:12:26: warning: port 8080 is open to the whole internet (`from: 0.0.0.0/0`)\n"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("  hint: give the addresses"), "{shown}");
+    // Local nodes and Docker's 127.0.0.1 ports open nothing to the internet: no warning.
+    let local = text.replace("  aws:\n    region: us-east-1\n", "  local: {}\n");
+    let spec = gantry_core::spec::parse("s.yaml", &local).unwrap();
+    assert!(gantry_core::spec::warnings(&local, &spec).is_empty());
+}

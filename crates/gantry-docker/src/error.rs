@@ -25,6 +25,16 @@ pub enum DockerError {
          gantry never touches it"
     )]
     NameConflict { name: String, found: String },
+    /// A container or network of that name is gantry's, but another gantry world's (another
+    /// home using this engine with the same project and cluster names).
+    #[error(
+        "{what} {name} belongs to another gantry world: made by {owner}; gantry never touches it"
+    )]
+    Foreign {
+        what: &'static str,
+        name: String,
+        owner: String,
+    },
     /// The container exists but is not running (exec needs a running container).
     #[error("container {container} is not running ({state})")]
     NotRunning { container: String, state: String },
@@ -124,6 +134,13 @@ impl DockerError {
                     "remove or rename that container yourself (`docker rm {name}`), or use \
                      another cluster name or project"
                 )),
+            ),
+            DockerError::Foreign { .. } => (
+                ErrorKind::Conflict,
+                Some(
+                    "choose another cluster name (or --project), or ask its owner to destroy it"
+                        .to_string(),
+                ),
             ),
             DockerError::BootTimeout { .. } | DockerError::NotRunning { .. } => {
                 (ErrorKind::Retryable, None)

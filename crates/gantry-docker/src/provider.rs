@@ -16,7 +16,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
     RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
 };
-use gantry_core::tags::{self, TagFilter, Tags};
+use gantry_core::tags::{self, TagFilter, Tags, World};
 use gantry_core::{ClusterSpec, DockerOptions};
 use gantry_provider::{ClusterRequest, NodeInfo, NodeRequest, NodeState, Provider, Result};
 use tokio::sync::{Mutex, OnceCell};
@@ -114,6 +114,18 @@ struct NetInfo {
     name: String,
     /// (network address, prefix length, gateway) when gantry may pin addresses in it.
     subnet: Option<(Ipv4Addr, u8, Option<Ipv4Addr>)>,
+    /// Its labels (gantry's tags, when gantry made it).
+    labels: Tags,
+}
+
+/// The world a request's resources must belong to: its `gantry-world` tag, and (for what an
+/// older gantry made without one) its cluster uid.
+fn world_of_request(t: &Tags) -> World {
+    let w = World::new(t.get(tags::WORLD).cloned().unwrap_or_default());
+    match t.get(tags::CLUSTER_UID) {
+        Some(uid) => w.with_uid(uid.clone()),
+        None => w,
+    }
 }
 
 impl DockerProvider {
@@ -377,6 +389,7 @@ impl DockerProvider {
                 Ok(_) => Ok(NetInfo {
                     name: n.clone(),
                     subnet: None,
+                    labels: Tags::new(),
                 }),
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
@@ -391,6 +404,15 @@ impl DockerProvider {
         let name = network_name(project, cluster);
         let _guard = self.net_lock.lock().await;
         if let Some(info) = self.find_network(&name).await? {
+            // Another world's network of this name (its cluster has no node yet, or lost them):
+            // never joined, so its owner's cluster and ours never share a network.
+            if !world_of_request(tags_in).owns(&info.labels) {
+                return Err(DockerError::Foreign {
+                    what: "network",
+                    name,
+                    owner: tags::owner_of(&info.labels),
+                });
+            }
             return Ok(info);
         }
         // Cluster-wide labels only: a node's pool and index do not describe the network.
@@ -480,6 +502,12 @@ impl DockerProvider {
             .map(|n| NetInfo {
                 name: name.to_string(),
                 subnet: user_subnet(n.ipam.as_ref()),
+                labels: n
+                    .labels
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|(k, _)| k.starts_with("gantry-"))
+                    .collect(),
             }))
     }
 
@@ -598,7 +626,21 @@ impl DockerProvider {
                         },
                     });
                 }
-                // Ours (a retry, or a run that crashed after creating it): adopt it.
+                // Gantry's node of this name, but whose? Adopted only when it is this world's (a
+                // retry, or a run that crashed after creating it); another home's container
+                // with the same project and cluster names is refused, naming its owner.
+                let tags_now = self
+                    .node_by_name(&cname)
+                    .await?
+                    .map(|n| n.tags)
+                    .unwrap_or_default();
+                if !world_of_request(&req.tags).owns(&tags_now) {
+                    return Err(DockerError::Foreign {
+                        what: "container",
+                        name: cname,
+                        owner: tags::owner_of(&tags_now),
+                    });
+                }
                 self.start_and_wait(&cname).await?;
                 return self.node_by_name(&cname).await?.ok_or_else(|| {
                     DockerError::Invalid(format!("container {cname} vanished after start"))
@@ -771,7 +813,12 @@ impl DockerProvider {
             }))
             .await
             .map_err(DockerError::api("list volumes", "tags"))?;
+        // The engine filters by label equality; whose a resource is (`filter.world`) is checked
+        // here, on its labels.
         for v in vols.volumes.unwrap_or_default() {
+            if !filter.matches(&gantry_labels(&v.labels)) {
+                continue;
+            }
             self.remove_volume(&v.name).await?;
         }
         for kind in ["network", "probe"] {
@@ -782,6 +829,9 @@ impl DockerProvider {
                 .await
                 .map_err(DockerError::api("list networks", kind))?;
             for n in nets {
+                if !filter.matches(&gantry_labels(n.labels.as_ref().unwrap_or(&HashMap::new()))) {
+                    continue;
+                }
                 let id = n.id.clone().or(n.name.clone()).unwrap_or_default();
                 match d.remove_network(&id).await {
                     Ok(())
@@ -924,6 +974,15 @@ impl DockerProvider {
             .await?;
         Ok(())
     }
+}
+
+/// gantry's tags among a resource's labels.
+fn gantry_labels(labels: &HashMap<String, String>) -> Tags {
+    labels
+        .iter()
+        .filter(|(k, _)| k.starts_with("gantry-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The subnet of gantry's own cluster network, which gantry creates with an explicit subnet

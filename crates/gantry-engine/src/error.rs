@@ -22,6 +22,47 @@ pub enum EngineError {
     LockLost { cluster: String },
     #[error("cluster {cluster} not found in project {project}")]
     ClusterNotFound { project: String, cluster: String },
+    /// Nodes tagged with the cluster's name belong to another gantry world (another home, or an
+    /// older gantry's cluster this store has no record of): gantry never adopts, changes or
+    /// deletes them.
+    #[error(
+        "cluster {cluster} of project {project} belongs to another gantry world: {nodes} node(s) \
+         made by {owners}"
+    )]
+    ForeignCluster {
+        project: String,
+        cluster: String,
+        nodes: usize,
+        /// `gantry-owner` and world of each distinct maker.
+        owners: String,
+    },
+    /// Nodes of this world carry the cluster's name but not its recorded uid: left by an
+    /// earlier cluster of that name whose record is gone. `up` does not adopt them.
+    #[error(
+        "cluster {cluster} has node(s) of an earlier cluster of that name: {names} (cluster uid \
+         {found}, {recorded})"
+    )]
+    StaleNodes {
+        cluster: String,
+        names: String,
+        found: String,
+        /// What the record says: `no record` or `the record says UID`.
+        recorded: String,
+    },
+    /// Another cluster of the project makes the same node names (cluster `a` pool `b-c` and
+    /// cluster `a-b` pool `c` both make `a-b-c-1`): their nodes, host-key pins and Docker
+    /// containers would be mistaken for each other.
+    #[error(
+        "node names collide: cluster {cluster} pool {pool} makes {example}, and so does cluster \
+         {other_cluster} pool {other_pool}"
+    )]
+    NameCollision {
+        cluster: String,
+        pool: String,
+        other_cluster: String,
+        other_pool: String,
+        example: String,
+    },
     #[error("cluster {cluster} belongs to provider {existing}, the spec says {wanted}")]
     ProviderMismatch {
         cluster: String,

@@ -5,6 +5,11 @@
 //! Rules:
 //! - Only nodes tagged `gantry-project = <project>` and with a `gantry-cluster` tag are ever
 //!   considered; anything else is invisible to gc.
+//! - Only this world's nodes are ever destroyed or deleted ([`World::owns`]: tagged with this
+//!   world's id, or, made by a gantry from before worlds, carrying the uid of a cluster this
+//!   store records). Another world's nodes (another gantry home on the same Docker engine or
+//!   AWS account), expired or not, are reported in [`GcPlan::foreign`] with their owner and
+//!   never touched; they play no part in deciding whether a cluster of this world expired.
 //! - A cluster is **expired** when its record's `expires_at` is before `now`, or, for a cluster
 //!   found only by tags (no record), when every node's `gantry-expires` tag is before `now`.
 //!   Expired clusters are destroyed whole (every node carrying the cluster's tags), with no
@@ -18,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gantry_core::tags;
+use gantry_core::tags::{self, World};
 use gantry_provider::NodeInfo;
 use gantry_state::ClusterRecord;
 use time::OffsetDateTime;
@@ -28,6 +33,8 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Debug, Clone)]
 pub struct GcInput<'a> {
     pub project: &'a str,
+    /// This world's id (the store's `world_id`).
+    pub world: &'a str,
     pub records: &'a [ClusterRecord],
     /// What the provider lists for the project (by tags).
     pub nodes: &'a [NodeInfo],
@@ -82,6 +89,18 @@ pub struct Orphan {
     pub eligible_in: Option<Duration>,
 }
 
+/// Nodes of a cluster name that another world made: shown, never touched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForeignCluster {
+    pub cluster: String,
+    /// Who made them ([`tags::owner_of`]), each maker once.
+    pub owners: Vec<String>,
+    /// Their names, sorted.
+    pub nodes: Vec<String>,
+    /// Whether every one of them is past its `gantry-expires` (gc still leaves them alone).
+    pub expired: bool,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GcPlan {
     /// Destroy these clusters, in name order.
@@ -90,6 +109,8 @@ pub struct GcPlan {
     pub orphans: Vec<Orphan>,
     /// Orphans left alone this time (within the grace period, or of unknown age).
     pub waiting: Vec<Orphan>,
+    /// Other worlds' nodes, by cluster name: never destroyed or deleted.
+    pub foreign: Vec<ForeignCluster>,
 }
 
 impl GcPlan {
@@ -148,17 +169,39 @@ pub fn plan_gc(input: &GcInput<'_>) -> GcPlan {
         .filter(|r| r.project == input.project)
         .map(|r| (r.name.as_str(), r))
         .collect();
+    let mut world = World::new(input.world);
+    world
+        .legacy_uids
+        .extend(records.values().map(|r| r.uid.clone()));
     let mut by_cluster: BTreeMap<&str, Vec<&NodeInfo>> = BTreeMap::new();
+    let mut foreign: BTreeMap<&str, Vec<&NodeInfo>> = BTreeMap::new();
     for n in input.nodes {
         if n.tags.get(tags::PROJECT).map(String::as_str) != Some(input.project) {
             continue;
         }
-        match n.tags.get(tags::CLUSTER) {
-            Some(c) if !c.is_empty() => by_cluster.entry(c.as_str()).or_default().push(n),
-            _ => {}
+        let Some(c) = n.tags.get(tags::CLUSTER).filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        if world.owns(&n.tags) {
+            by_cluster.entry(c.as_str()).or_default().push(n);
+        } else {
+            foreign.entry(c.as_str()).or_default().push(n);
         }
     }
     let mut out = GcPlan::default();
+    for (cluster, nodes) in foreign {
+        let mut owners: Vec<String> = nodes.iter().map(|n| tags::owner_of(&n.tags)).collect();
+        owners.sort();
+        owners.dedup();
+        let mut names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        names.sort();
+        out.foreign.push(ForeignCluster {
+            cluster: cluster.into(),
+            owners,
+            nodes: names,
+            expired: tag_expiry(nodes.iter().copied()).is_some_and(|t| t < input.now),
+        });
+    }
     let mut names: Vec<&str> = records.keys().chain(by_cluster.keys()).copied().collect();
     names.sort_unstable();
     names.dedup();
@@ -214,6 +257,7 @@ mod tests {
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-03-01 12:00 UTC);
+    const WORLD: &str = "w-mine";
     const HOUR: Duration = Duration::from_secs(3600);
     const MIN: Duration = Duration::from_secs(60);
 
@@ -254,6 +298,7 @@ mod tests {
             pool: "db",
             index: i,
             owner: "me",
+            world: WORLD,
             expires: &rfc(expires),
             extra: &extra,
         });
@@ -274,6 +319,7 @@ mod tests {
     fn gc(records: &[ClusterRecord], nodes: &[NodeInfo], grace: Duration) -> GcPlan {
         plan_gc(&GcInput {
             project: "p",
+            world: WORLD,
             records,
             nodes,
             now: NOW,
@@ -423,5 +469,47 @@ mod tests {
         // What is left after carrying it out plans to nothing.
         let p2 = gc(&records[1..], &nodes[1..2], HOUR);
         assert!(p2.is_empty() && p2.waiting.is_empty(), "{p2:?}");
+    }
+
+    /// Another world's nodes (a colleague's home on the same engine) are never gc's to take,
+    /// expired or not, however old; they are reported with their owner. Nodes without a world
+    /// tag (an older gantry's) are ours only when a record here carries their uid.
+    #[test]
+    fn other_worlds_nodes_are_shown_never_touched() {
+        let theirs = |cluster: &str, i: u32, expires: OffsetDateTime| {
+            let mut n = node("p", cluster, "their-uid", i, expires, NOW - 10 * HOUR);
+            n.tags.insert(tags::WORLD.into(), "w-theirs".into());
+            n.tags.insert(tags::OWNER.into(), "alice".into());
+            n
+        };
+        let legacy = |cluster: &str, uid: &str| {
+            let mut n = node("p", cluster, uid, 1, NOW + HOUR, NOW - 10 * HOUR);
+            n.tags.remove(tags::WORLD);
+            n
+        };
+        let records = [record("kept", "kept-uid", NOW + HOUR)];
+        let nodes = [
+            theirs("live", 1, NOW + HOUR),
+            theirs("live", 2, NOW + HOUR),
+            theirs("dead", 1, NOW - HOUR),
+            // An older gantry's node of a cluster this store records: ours, not an orphan.
+            legacy("kept", "kept-uid"),
+            // An older gantry's node nobody here records: not ours.
+            legacy("old", "unknown-uid"),
+        ];
+        let p = gc(&records, &nodes, Duration::ZERO);
+        assert!(p.is_empty(), "nothing of another world is destroyed: {p:?}");
+        assert!(p.waiting.is_empty(), "{p:?}");
+        let shown: Vec<(&str, bool, usize)> = p
+            .foreign
+            .iter()
+            .map(|f| (f.cluster.as_str(), f.expired, f.nodes.len()))
+            .collect();
+        assert_eq!(
+            shown,
+            [("dead", true, 1), ("live", false, 2), ("old", false, 1)]
+        );
+        assert_eq!(p.foreign[1].owners, ["alice (gantry world w-theirs)"]);
+        assert!(p.foreign[2].owners[0].contains("world unknown"), "{p:?}");
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
-use gantry_core::tags::TagFilter;
+use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{ClusterRequest, NodeInfo, NodeState, Provider};
 use gantry_ssh::{ClientConfig, ConnectSpec, Session};
 use gantry_state::{ClusterRecord, NodeRecord, RunRecord, StateStore};
@@ -54,23 +54,59 @@ pub struct Context {
 }
 
 impl Context {
+    /// Everything tagged with the cluster's name, whoever made it.
     pub fn filter(&self, cluster: &str) -> TagFilter {
         TagFilter::cluster(&self.project, cluster)
     }
 
-    /// The provider's nodes of `cluster`. Listing is idempotent, and it happens outside the
-    /// step dispatcher (which retries its own steps), so a throttled or failing API is retried
-    /// here: up to [`OUTSIDE_STEP_ATTEMPTS`] attempts with jittered backoff, stopping at once
-    /// on cancellation or on an error that is not retryable.
-    pub async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>, EngineError> {
-        let f = self.filter(cluster);
-        self.retry_outside_steps(|| self.provider.list(&f)).await
+    /// This gantry world: the store's id and, for resources made before worlds existed, the
+    /// uid of `cluster`'s record (of every recorded cluster of the project when None).
+    pub async fn world(&self, cluster: Option<&str>) -> Result<World, EngineError> {
+        let mut w = World::new(self.store.world_id().await?);
+        match cluster {
+            Some(c) => {
+                if let Some(r) = self.store.get_cluster(&self.project, c).await? {
+                    w.legacy_uids.insert(r.uid);
+                }
+            }
+            None => {
+                for r in self.store.list_clusters(&self.project).await? {
+                    w.legacy_uids.insert(r.uid);
+                }
+            }
+        }
+        Ok(w)
     }
 
-    /// Deletes `cluster`'s supporting resources (idempotent by design), retried like
-    /// [`Context::list_nodes`].
-    pub async fn delete_cluster_resources(&self, cluster: &str) -> Result<(), EngineError> {
+    /// Every node tagged with `cluster`'s name, split into this world's and other worlds'.
+    /// Listing is idempotent, and it happens outside the step dispatcher (which retries its own
+    /// steps), so a throttled or failing API is retried here: up to [`OUTSIDE_STEP_ATTEMPTS`]
+    /// attempts with jittered backoff, stopping at once on cancellation or on an error that is
+    /// not retryable.
+    pub async fn observe(&self, cluster: &str) -> Result<Observed, EngineError> {
+        let world = self.world(Some(cluster)).await?;
         let f = self.filter(cluster);
+        let all = self.retry_outside_steps(|| self.provider.list(&f)).await?;
+        let (ours, foreign) = all.into_iter().partition(|n| world.owns(&n.tags));
+        Ok(Observed {
+            world,
+            ours,
+            foreign,
+        })
+    }
+
+    /// The provider's nodes of `cluster` that are this world's (see [`Context::observe`]):
+    /// the only ones any operation changes.
+    pub async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>, EngineError> {
+        Ok(self.observe(cluster).await?.ours)
+    }
+
+    /// Deletes `cluster`'s supporting resources of this world (idempotent by design), retried
+    /// like [`Context::observe`].
+    pub async fn delete_cluster_resources(&self, cluster: &str) -> Result<(), EngineError> {
+        let f = self
+            .filter(cluster)
+            .in_world(self.world(Some(cluster)).await?);
         self.retry_outside_steps(|| self.provider.delete_cluster_resources(&f))
             .await
     }
@@ -101,6 +137,97 @@ impl Context {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// A cluster's nodes as the provider lists them, by world.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub world: World,
+    /// This world's nodes: the only ones gantry adopts, changes or deletes.
+    pub ours: Vec<NodeInfo>,
+    /// Nodes with the cluster's tags that another world made (or an older gantry made for a
+    /// cluster this store does not record): shown, never touched.
+    pub foreign: Vec<NodeInfo>,
+}
+
+impl Observed {
+    /// The foreign nodes as an error naming their makers.
+    pub fn foreign_error(&self, project: &str, cluster: &str) -> EngineError {
+        let mut owners: Vec<String> = self
+            .foreign
+            .iter()
+            .map(|n| tags::owner_of(&n.tags))
+            .collect();
+        owners.sort();
+        owners.dedup();
+        EngineError::ForeignCluster {
+            project: project.into(),
+            cluster: cluster.into(),
+            nodes: self.foreign.len(),
+            owners: owners.join(", "),
+        }
+    }
+
+    /// Refuses a cluster that only another world has (no record here, no node of ours): what
+    /// `destroy`, `stop`/`start` and `extend` say instead of acting on someone else's nodes.
+    pub fn require_ours(
+        &self,
+        project: &str,
+        cluster: &str,
+        record: Option<&ClusterRecord>,
+    ) -> Result<(), EngineError> {
+        if record.is_some() || !self.ours.is_empty() {
+            return Ok(());
+        }
+        if self.foreign.is_empty() {
+            return Err(EngineError::ClusterNotFound {
+                project: project.into(),
+                cluster: cluster.into(),
+            });
+        }
+        Err(self.foreign_error(project, cluster))
+    }
+
+    /// What `up` (and `plan`) refuses before changing anything: another world's nodes with this
+    /// cluster's name, and nodes of this world that carry another uid than the record's (left
+    /// by an earlier cluster of that name; adopting them would hand an old cluster's machines
+    /// to a new one).
+    pub fn check_up(
+        &self,
+        project: &str,
+        cluster: &str,
+        record: Option<&ClusterRecord>,
+    ) -> Result<(), EngineError> {
+        if !self.foreign.is_empty() {
+            return Err(self.foreign_error(project, cluster));
+        }
+        let uid = record.map(|r| r.uid.as_str());
+        let stale: Vec<&NodeInfo> = self
+            .ours
+            .iter()
+            .filter(|n| n.tags.get(tags::CLUSTER_UID).map(String::as_str) != uid)
+            .collect();
+        if let Some(first) = stale.first() {
+            return Err(EngineError::StaleNodes {
+                cluster: cluster.into(),
+                names: stale
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                found: first
+                    .tags
+                    .get(tags::CLUSTER_UID)
+                    .cloned()
+                    .unwrap_or_else(|| "none".into()),
+                recorded: match uid {
+                    Some(u) => format!("the record says {u}"),
+                    None => "and this store has no record of the cluster".into(),
+                },
+            });
+        }
+        Ok(())
     }
 }
 
@@ -431,10 +558,46 @@ async fn sync_records(ctx: &Context, cluster: &str) -> Result<Vec<NodeInfo>, Eng
     Ok(nodes)
 }
 
-/// What `up` would do, without doing it.
+/// Refuses a spec whose node names another cluster of the project makes too (see
+/// [`gantry_core::names::name_collisions`]): the other clusters this store records (their
+/// specs' pools) and every cluster the provider lists in the project, whoever made it.
+async fn check_names(ctx: &Context, spec: &ClusterSpec) -> Result<(), EngineError> {
+    let mut others: Vec<(String, String)> = Vec::new();
+    for r in ctx.store.list_clusters(&ctx.project).await? {
+        if r.name == spec.name {
+            continue;
+        }
+        if let Ok(s) = serde_json::from_str::<ClusterSpec>(&r.spec_json) {
+            others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
+        }
+    }
+    let f = TagFilter::project(&ctx.project);
+    for n in ctx.retry_outside_steps(|| ctx.provider.list(&f)).await? {
+        if let (Some(c), Some(p)) = (n.tags.get(tags::CLUSTER), n.tags.get(tags::POOL)) {
+            others.push((c.clone(), p.clone()));
+        }
+    }
+    let pools = spec.pools.iter().map(|p| p.name.as_str());
+    match gantry_core::names::name_collisions(&spec.name, pools, &others).first() {
+        None => Ok(()),
+        Some(c) => Err(EngineError::NameCollision {
+            cluster: spec.name.clone(),
+            pool: c.pool.clone(),
+            other_cluster: c.other_cluster.clone(),
+            other_pool: c.other_pool.clone(),
+            example: gantry_core::node_name(&spec.name, &c.pool, 1),
+        }),
+    }
+}
+
+/// What `up` would do, without doing it. Refuses what `up` would refuse about the nodes it
+/// finds (another world's cluster of this name, stale nodes of an earlier one) and about the
+/// names it would give (another cluster's node names).
 pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
-    let observed = ctx.list_nodes(&spec.name).await?;
+    check_names(ctx, spec).await?;
     let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
+    let observed = ctx.observe(&spec.name).await?;
+    observed.check_up(&ctx.project, &spec.name, existing.as_ref())?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
     let expires = match existing {
         Some(c) => c.expires_at,
@@ -442,14 +605,53 @@ pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineEr
     };
     Ok(plan(
         spec,
-        &observed,
+        &observed.ours,
         &PlanInput {
             project: &ctx.project,
             cluster_uid: &uid,
             owner: &ctx.owner,
+            world: &observed.world.id,
             expires: &rfc3339(expires),
         },
     ))
+}
+
+/// What `up` would change in the cluster's supporting resources (a security group's rules, a key
+/// pair), without changing anything: the provider's
+/// [`Provider::plan_cluster_resources`](gantry_provider::Provider::plan_cluster_resources) for
+/// the request `up` would make.
+pub async fn plan_resources(
+    ctx: &Context,
+    spec: &ClusterSpec,
+) -> Result<Vec<gantry_provider::ResourceChange>, EngineError> {
+    let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
+    let world = ctx.store.world_id().await?;
+    let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
+    let expires = existing
+        .map(|c| c.expires_at)
+        .unwrap_or_else(|| OffsetDateTime::now_utc() + spec.lifetime);
+    let expires = rfc3339(expires);
+    let input = PlanInput {
+        project: &ctx.project,
+        cluster_uid: &uid,
+        owner: &ctx.owner,
+        world: &world,
+        expires: &expires,
+    };
+    let creq = cluster_request(ctx, spec, &crate::plan::cluster_tags(spec, &input));
+    ctx.retry_outside_steps(|| ctx.provider.plan_cluster_resources(&creq))
+        .await
+}
+
+/// The supporting resources `up` asks the provider for.
+fn cluster_request(ctx: &Context, spec: &ClusterSpec, tags: &gantry_core::Tags) -> ClusterRequest {
+    ClusterRequest {
+        project: ctx.project.clone(),
+        cluster: spec.name.clone(),
+        tags: tags.clone(),
+        allow: spec.network.allow.clone(),
+        ssh_public_key: ctx.ssh.key.public_openssh(),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -494,6 +696,12 @@ async fn up_locked(
             wanted: spec.provider_name().into(),
         });
     }
+    // Before anything is recorded or created: node names another cluster makes too, another
+    // world's cluster of this name, or stale nodes of an earlier one are refused and leave no
+    // record behind.
+    check_names(ctx, spec).await?;
+    let observed = ctx.observe(&spec.name).await?;
+    observed.check_up(&ctx.project, &spec.name, existing.as_ref())?;
     let hash = spec.hash();
     let mut record = match existing {
         Some(mut c) => {
@@ -533,19 +741,17 @@ async fn up_locked(
     // Recorded before anything is created: a crash from here on leaves a cluster gantry knows.
     ctx.store.put_cluster(&record).await?;
 
-    let observed = ctx.list_nodes(&spec.name).await?;
-    let observed = lifetime::adopt(ctx, observed, &record).await?;
+    let world = observed.world.id.clone();
+    let observed = lifetime::adopt(ctx, observed.ours, &record, &world).await?;
     let expires = rfc3339(record.expires_at);
-    let p = plan(
-        spec,
-        &observed,
-        &PlanInput {
-            project: &ctx.project,
-            cluster_uid: &record.uid,
-            owner: &ctx.owner,
-            expires: &expires,
-        },
-    );
+    let input = PlanInput {
+        project: &ctx.project,
+        cluster_uid: &record.uid,
+        owner: &ctx.owner,
+        world: &world,
+        expires: &expires,
+    };
+    let p = plan(spec, &observed, &input);
     if !p.delete.is_empty() && !opts.allow_delete {
         let names = p
             .delete
@@ -559,7 +765,13 @@ async fn up_locked(
         });
     }
 
-    let steps = up_steps(ctx, spec, &record, &p);
+    let steps = up_steps(
+        ctx,
+        spec,
+        &crate::plan::cluster_tags(spec, &input),
+        &world,
+        &p,
+    );
     let cancel = merged_cancel(ctx, &run.lock);
     let (out, total) = run.run_steps(ctx, "up", &spec.name, steps, &cancel).await;
     let mut nodes = sync_records(ctx, &spec.name).await?;
@@ -630,16 +842,19 @@ fn merged_cancel(ctx: &Context, lock: &ClusterLock) -> CancellationToken {
     merged
 }
 
-fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan) -> Vec<Step> {
+fn up_steps(
+    ctx: &Context,
+    spec: &ClusterSpec,
+    cluster_tags: &gantry_core::Tags,
+    world: &str,
+    p: &Plan,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     let provider = ctx.provider.clone();
-    let creq = ClusterRequest {
-        project: ctx.project.clone(),
-        cluster: spec.name.clone(),
-        tags: p.create.first().map(|r| r.tags.clone()).unwrap_or_default(),
-        allow: spec.network.allow.clone(),
-        ssh_public_key: ctx.ssh.key.public_openssh(),
-    };
+    // The nodes this run looks up again are found among this world's only. No record uid is
+    // needed: `up` has made every node it keeps carry this world's tag (`adopt`).
+    let own = TagFilter::cluster(&ctx.project, &spec.name).in_world(World::new(world));
+    let creq = cluster_request(ctx, spec, cluster_tags);
     {
         let provider = provider.clone();
         steps.push(Step::new("resources", None, vec![], move || {
@@ -649,7 +864,7 @@ fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan)
     }
     let ready_step = |node: String, after: String, info: Option<NodeInfo>| {
         let (provider, ssh, cancel) = (provider.clone(), ctx.ssh.clone(), ctx.cancel.clone());
-        let (project, cluster) = (ctx.project.clone(), spec.name.clone());
+        let own = own.clone();
         let readiness = spec.readiness;
         let name = node.clone();
         Step::new(
@@ -659,7 +874,7 @@ fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan)
             move || {
                 let (provider, ssh, cancel, info) =
                     (provider.clone(), ssh.clone(), cancel.clone(), info.clone());
-                let (project, cluster, name) = (project.clone(), cluster.clone(), name.clone());
+                let (own, name) = (own.clone(), name.clone());
                 async move {
                     if readiness == gantry_core::Readiness::Api {
                         return Ok(());
@@ -668,7 +883,7 @@ fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan)
                     let info = match info {
                         Some(i) => i,
                         None => provider
-                            .list(&TagFilter::cluster(&project, &cluster))
+                            .list(&own)
                             .await?
                             .into_iter()
                             .find(|n| n.name == name)
@@ -743,7 +958,6 @@ fn up_steps(ctx: &Context, spec: &ClusterSpec, record: &ClusterRecord, p: &Plan)
     for n in &p.delete {
         steps.push(delete_step(ctx, n, vec![]));
     }
-    let _ = record;
     steps
 }
 
@@ -806,10 +1020,15 @@ async fn destroy_if(
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let nodes = ctx.list_nodes(cluster).await?;
-        if !still(record.as_ref(), &nodes) {
+        let observed = ctx.observe(cluster).await?;
+        if !still(record.as_ref(), &observed.ours) {
             return Ok(None);
         }
+        // Only this world's nodes are deleted; a cluster only another world has is refused.
+        if !observed.foreign.is_empty() {
+            observed.require_ours(&ctx.project, cluster, record.as_ref())?;
+        }
+        let nodes = observed.ours;
         // Every incarnation whose secrets go with it: the record's and the nodes' own.
         let mut uids: std::collections::BTreeSet<String> = nodes
             .iter()
@@ -880,13 +1099,9 @@ pub async fn power(
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let nodes: Vec<NodeInfo> = ctx.list_nodes(cluster).await?;
-        if nodes.is_empty() && record.is_none() {
-            return Err(EngineError::ClusterNotFound {
-                project: ctx.project.clone(),
-                cluster: cluster.into(),
-            });
-        }
+        let observed = ctx.observe(cluster).await?;
+        observed.require_ours(&ctx.project, cluster, record.as_ref())?;
+        let nodes: Vec<NodeInfo> = observed.ours;
         let chosen: Vec<NodeInfo> = nodes
             .into_iter()
             .filter(|n| select.is_none_or(|f| f(n)))

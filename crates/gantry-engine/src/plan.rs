@@ -33,8 +33,30 @@ pub struct PlanInput<'a> {
     pub project: &'a str,
     pub cluster_uid: &'a str,
     pub owner: &'a str,
+    /// The id of this gantry world (the `gantry-world` tag).
+    pub world: &'a str,
     /// RFC 3339.
     pub expires: &'a str,
+}
+
+/// Tags of the cluster's supporting resources (network, firewall, key): the nodes' tags
+/// without the per-node keys, so they carry the cluster, its uid, owner and world even when no
+/// node is created.
+pub fn cluster_tags(spec: &ClusterSpec, input: &PlanInput<'_>) -> Tags {
+    let mut t = tags::node_tags(&NodeTagInput {
+        project: input.project,
+        cluster: &spec.name,
+        cluster_uid: input.cluster_uid,
+        pool: "",
+        index: 0,
+        owner: input.owner,
+        world: input.world,
+        expires: input.expires,
+        extra: &spec.tags,
+    });
+    t.remove(tags::POOL);
+    t.remove(tags::INDEX);
+    t
 }
 
 pub fn plan(spec: &ClusterSpec, observed: &[NodeInfo], input: &PlanInput<'_>) -> Plan {
@@ -75,6 +97,7 @@ fn request(
         pool: &pool.name,
         index,
         owner: input.owner,
+        world: input.world,
         expires: input.expires,
         extra: &spec.tags,
     });
@@ -138,6 +161,7 @@ mod tests {
         project: "p",
         cluster_uid: "u",
         owner: "o",
+        world: "w",
         expires: "2099-01-01T00:00:00Z",
     };
 
@@ -154,6 +178,10 @@ mod tests {
         );
         assert_eq!(p.create[1].tags[tags::INDEX], "2");
         assert_eq!(p.create[0].tags[tags::CLUSTER_UID], "u");
+        assert_eq!(p.create[0].tags[tags::WORLD], "w");
+        let ct = cluster_tags(&spec(&[("db", 1)]), &INPUT);
+        assert_eq!(ct[tags::WORLD], "w");
+        assert!(!ct.contains_key(tags::POOL) && !ct.contains_key(tags::INDEX));
         assert!(p.delete.is_empty() && p.start.is_empty());
     }
 

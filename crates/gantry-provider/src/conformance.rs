@@ -6,6 +6,10 @@ use gantry_core::tags::{self, TagFilter};
 
 use crate::{NodeRequest, NodeState, Provider};
 
+/// The `gantry-world` of every node the suite creates: a provider's own tests that make the
+/// cluster's supporting resources first give them this world, as `up` would.
+pub const WORLD: &str = "conformance-world";
+
 fn request(project: &str, cluster: &str, pool: &str, index: u32) -> NodeRequest {
     let extra = gantry_core::Tags::new();
     let t = tags::node_tags(&tags::NodeTagInput {
@@ -15,6 +19,7 @@ fn request(project: &str, cluster: &str, pool: &str, index: u32) -> NodeRequest 
         pool,
         index,
         owner: "conformance",
+        world: WORLD,
         expires: "2099-01-01T00:00:00Z",
         extra: &extra,
     });

@@ -8,7 +8,12 @@
 //!
 //! Contract every implementation keeps (checked by [`conformance`]):
 //! - `create_node` is idempotent by node name: calling it again after a crash or a retry returns
-//!   the existing node, never a second one.
+//!   the existing node, never a second one — if that node is the request's world's (its
+//!   `gantry-world` tag, or no world tag and the request's cluster uid). A node of that name made
+//!   by another gantry world is never adopted: [`ErrorKind::Conflict`], naming its owner.
+//! - Supporting resources found by tags are used and deleted only when they are the request's
+//!   (the filter's) world's: [`gantry_core::tags::TagFilter::world`] is matched on the tags read
+//!   back, since it cannot be a server-side filter.
 //! - Everything created carries the request's tags before or as it is created, so `list` finds
 //!   it by tags even if gantry's own records never heard of it.
 //! - `delete_node` of a node that is already gone succeeds.
@@ -21,6 +26,7 @@ use gantry_core::Tags;
 use gantry_core::tags::TagFilter;
 use serde::{Deserialize, Serialize};
 
+pub mod checked;
 pub mod conformance;
 pub mod testkit;
 
@@ -48,6 +54,37 @@ pub struct ClusterRequest {
     pub allow: Vec<gantry_core::AllowRule>,
     /// OpenSSH-format public key that must be authorised on every node.
     pub ssh_public_key: String,
+}
+
+/// One change [`Provider::ensure_cluster_resources`] would make (what `gantry plan` shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub action: ChangeAction,
+    /// The resource, e.g. `security group gantry-default-demo (sg-0abc)`.
+    pub resource: String,
+    /// The change, e.g. `tcp 8080 from 0.0.0.0/0`.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    /// A resource is created.
+    Create,
+    /// Something is added to one (a firewall rule).
+    Add,
+    /// Something gantry added earlier is removed (a firewall rule no longer in the spec).
+    Remove,
+}
+
+impl ChangeAction {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChangeAction::Create => "create",
+            ChangeAction::Add => "add",
+            ChangeAction::Remove => "remove",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +225,13 @@ pub trait Provider: Send + Sync {
     /// Creates network/firewall/key resources a cluster needs. Idempotent. Default: none needed.
     async fn ensure_cluster_resources(&self, _req: &ClusterRequest) -> Result<()> {
         Ok(())
+    }
+
+    /// What [`Provider::ensure_cluster_resources`] would change for `req`, changing nothing
+    /// (`gantry plan`). Optional capability: the default (a provider without supporting
+    /// resources) reports nothing.
+    async fn plan_cluster_resources(&self, _req: &ClusterRequest) -> Result<Vec<ResourceChange>> {
+        Ok(vec![])
     }
 
     /// Deletes the cluster-wide resources found by `filter`. Default: none exist.

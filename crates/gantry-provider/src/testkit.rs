@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
-use gantry_core::tags::TagFilter;
+use gantry_core::tags::{self, TagFilter};
 
 use crate::{ErrorKind, NodeInfo, NodeRequest, NodeState, Provider, ProviderError, Result};
 
@@ -95,6 +95,26 @@ impl Provider for MemoryProvider {
         self.enter(format!("create {}", req.name))?;
         let mut nodes = self.nodes.lock().unwrap();
         if let Some(n) = nodes.get(&req.name) {
+            // Idempotent for this world's node only (see the trait's contract).
+            let mut world = gantry_core::tags::World::new(
+                req.tags.get(tags::WORLD).cloned().unwrap_or_default(),
+            );
+            world
+                .legacy_uids
+                .extend(req.tags.get(tags::CLUSTER_UID).cloned());
+            if !world.owns(&n.tags) {
+                return Err(ProviderError::new(
+                    "memory",
+                    "create",
+                    &req.name,
+                    ErrorKind::Conflict,
+                    format!(
+                        "node {} belongs to another gantry world: made by {}",
+                        req.name,
+                        tags::owner_of(&n.tags)
+                    ),
+                ));
+            }
             return Ok(n.clone());
         }
         let i = self.seq.fetch_add(1, Ordering::SeqCst) + 1;

@@ -28,6 +28,7 @@ pub async fn run_all(store: &dyn StateStore) {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let ns = |area: &str| format!("conformance-{nonce}-{area}");
     check_meta(store).await;
+    check_world(store).await;
     check_clusters(store, &ns("clusters")).await;
     check_nodes(store, &ns("nodes")).await;
     check_runs(store, &ns("runs")).await;
@@ -121,6 +122,31 @@ async fn check_meta(store: &dyn StateStore) {
         version >= 1,
         "schema_version must be at least 1, got {version}"
     );
+}
+
+/// `world_id` is created once and then the same for every call, concurrent ones included (the
+/// store may be shared, so the suite cannot know whether this call creates it).
+async fn check_world(store: &dyn StateStore) {
+    let first = ok("world_id", store.world_id().await);
+    assert!(!first.trim().is_empty(), "world_id must not be empty");
+    assert_eq!(
+        ok("world_id again", store.world_id().await),
+        first,
+        "world_id must answer the same id every time"
+    );
+    let (a, b, c, d) = tokio::join!(
+        store.world_id(),
+        store.world_id(),
+        store.world_id(),
+        store.world_id()
+    );
+    for id in [a, b, c, d] {
+        assert_eq!(
+            ok("concurrent world_id", id),
+            first,
+            "concurrent world_id calls must agree"
+        );
+    }
 }
 
 async fn check_clusters(store: &dyn StateStore, project: &str) {

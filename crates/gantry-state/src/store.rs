@@ -32,6 +32,14 @@ pub trait StateStore: Send + Sync {
     /// The schema version the store is at (1-based).
     async fn schema_version(&self) -> Result<u32, StateError>;
 
+    /// The id of the gantry *world* this store is: every resource gantry makes carries it in the
+    /// `gantry-world` tag, and gc, bulk destroy and adoption act only on resources of their own
+    /// world. Everyone who shares the store (a team on one PostgreSQL or etcd) is one world.
+    ///
+    /// Gets or creates it atomically: the first call on a new store stores a fresh random,
+    /// non-empty id; every later call, from any process sharing the store, answers that id.
+    async fn world_id(&self) -> Result<String, StateError>;
+
     /// Inserts or wholly overwrites the cluster keyed by `(project, name)`.
     async fn put_cluster(&self, c: &ClusterRecord) -> Result<(), StateError>;
 

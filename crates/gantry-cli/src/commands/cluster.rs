@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use gantry_engine::ops::{self, Power, Report, UpOptions};
 use serde_json::json;
 
-use super::{NodeJson, load_spec, parse_target, resolve_nodes};
+use super::{NodeJson, load_spec, parse_target, resolve_nodes, warn_about_spec};
 use crate::cli::{Global, OutputFormat, SpecArgs};
 use crate::context::{self, Home};
 use crate::exit::{self, CliResult, Failure};
@@ -117,6 +117,7 @@ pub(super) fn print_report(g: &Global, r: &Report, what: &str) {
 
 pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     let (spec, text) = load_spec(&a.file)?;
+    warn_about_spec(&a.file, &spec, &text);
     // Blueprints are checked before anything is created.
     let prepared = super::blueprint::prepare_for(&spec, &a.file, &text)?;
     let home = Home::resolve(g.home.as_deref())?;
@@ -183,13 +184,16 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
 }
 
 pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
-    let (spec, _) = load_spec(&a.file)?;
+    let (spec, text) = load_spec(&a.file)?;
+    let warnings = warn_about_spec(&a.file, &spec, &text);
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let provider = context::provider_for_spec(&home, &ssh, &spec)?;
     let ctx = context::engine_context(g, &home, store, ssh, provider, None);
     let p = ops::plan_up(&ctx, &spec).await?;
+    // The supporting resources too: a rule removed from the spec is revoked by `up`.
+    let resources = ops::plan_resources(&ctx, &spec).await?;
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
     let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
     let start = names(&mut p.start.iter().map(|n| n.name.as_str()));
@@ -199,6 +203,7 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
         OutputFormat::Json => output::print_json(&json!({
             "cluster": spec.name, "create": create, "start": start, "delete": delete, "keep": keep,
             "current": keep.len() + start.len() + delete.len(), "desired": spec.node_count(),
+            "resources": resources, "warnings": warnings,
         })),
         OutputFormat::Text => {
             let current = keep.len() + start.len() + delete.len();
@@ -217,7 +222,20 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
             for n in &delete {
                 println!("  - delete {n}");
             }
-            if p.is_empty() {
+            for r in &resources {
+                match r.action {
+                    gantry_provider::ChangeAction::Create => {
+                        println!("  + create {} ({})", r.resource, r.detail)
+                    }
+                    gantry_provider::ChangeAction::Add => {
+                        println!("  + allow  {} ({})", r.detail, r.resource)
+                    }
+                    gantry_provider::ChangeAction::Remove => {
+                        println!("  - revoke {} ({})", r.detail, r.resource)
+                    }
+                }
+            }
+            if p.is_empty() && resources.is_empty() {
                 println!("  (no change)");
             }
         }
@@ -232,25 +250,43 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
-    let nodes = provider
-        .list(&gantry_core::tags::TagFilter::cluster(&g.project, cluster))
-        .await
-        .map_err(gantry_engine::EngineError::from)?;
-    if record.is_none() && nodes.is_empty() {
-        return Err(gantry_engine::EngineError::ClusterNotFound {
-            project: g.project.clone(),
-            cluster: cluster.into(),
+    let mut ctx = context::engine_context(g, &home, store, ssh, provider, None);
+    let mut observed = ctx.observe(cluster).await?;
+    // Without a record, the cluster may be on the default Docker engine (where gc and
+    // `destroy --all` look too); no engine running there is the usual case.
+    if record.is_none()
+        && observed.ours.is_empty()
+        && observed.foreign.is_empty()
+        && let Some(engine) = crate::docker::default_engine()
+    {
+        let local = std::mem::replace(&mut ctx.provider, engine);
+        match ctx.observe(cluster).await {
+            Ok(o) if !o.ours.is_empty() || !o.foreign.is_empty() => observed = o,
+            Ok(_) => ctx.provider = local,
+            Err(e) => {
+                tracing::debug!("not looking for docker nodes: {e}");
+                ctx.provider = local;
+            }
         }
-        .into());
     }
+    // Only this world's nodes are destroyed; a cluster only another world has is refused.
+    observed.require_ours(&g.project, cluster, record.as_ref())?;
     if !yes {
+        let others = if observed.foreign.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} node(s) of another gantry world with this name stay)",
+                observed.foreign.len()
+            )
+        };
         confirm(&format!(
-            "destroy cluster {cluster} and its {} node(s)?",
-            nodes.len()
+            "destroy cluster {cluster} and its {} node(s){others}?",
+            observed.ours.len()
         ))?;
     }
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
+    ctx.listener = Some(listener);
     let result = ops::destroy(&ctx, cluster).await;
     finish();
     print_report(g, &result?, "destroy");

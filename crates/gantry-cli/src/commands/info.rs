@@ -173,18 +173,42 @@ pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {
         output::print_json(&hosts);
         return Ok(exit::OK);
     }
-    print!("{}", ssh_config_text(&home, &g.project, &nodes));
+    print!("{}", ssh_config_text(&home, &g.project, &nodes)?);
     Ok(exit::OK)
 }
 
-/// The OpenSSH client config for `nodes` (shared by `ssh-config` and `inventory`).
+/// A path as an ssh_config argument: in double quotes (a GANTRY_HOME with spaces), `%` doubled
+/// (ssh expands `%` tokens in `IdentityFile` and `UserKnownHostsFile`). A path with `"`, `\` or
+/// a control character cannot be written so that every OpenSSH reads it back: refused.
+pub(super) fn ssh_config_path(p: &std::path::Path) -> Result<String, Failure> {
+    let bad = || {
+        Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "cannot name {} in an ssh config: the path has a quote, backslash or control \
+                 character",
+                p.display()
+            ),
+        )
+        .hint("use a GANTRY_HOME without them")
+    };
+    let s = p.to_str().ok_or_else(bad)?;
+    if s.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        return Err(bad());
+    }
+    Ok(format!("\"{}\"", s.replace('%', "%%")))
+}
+
+/// The OpenSSH client config for `nodes` (shared by `ssh-config` and `inventory`). Names,
+/// addresses and users were checked when the provider listed them
+/// ([`gantry_provider::checked`]); paths are quoted.
 pub(super) fn ssh_config_text(
     home: &Home,
     project: &str,
     nodes: &[gantry_provider::NodeInfo],
-) -> String {
-    let key = home.key_path(project);
-    let kh = home.known_hosts(project);
+) -> Result<String, Failure> {
+    let key = ssh_config_path(&home.key_path(project))?;
+    let kh = ssh_config_path(&home.known_hosts(project))?;
     let mut out = String::new();
     for n in nodes {
         let Some(e) = &n.ssh else { continue };
@@ -196,11 +220,9 @@ pub(super) fn ssh_config_text(
             host = e.host,
             port = e.port,
             user = e.user,
-            key = key.display(),
-            kh = kh.display(),
         ));
     }
-    out
+    Ok(out)
 }
 
 pub async fn runs(g: &Global, cluster: Option<&str>, limit: usize) -> CliResult {
@@ -270,4 +292,19 @@ pub async fn logs(g: &Global, run: &str) -> CliResult {
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_config_paths_are_quoted_and_refused_when_they_cannot_be() {
+        let p = |s: &str| ssh_config_path(std::path::Path::new(s));
+        assert_eq!(p("/a/b c/id").unwrap(), "\"/a/b c/id\"");
+        assert_eq!(p("/a/100%/id").unwrap(), "\"/a/100%%/id\"");
+        for bad in ["/a\"b", "/a\\b", "/a\nProxyCommand x"] {
+            assert!(p(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub async fn inventory(
         InventoryFormat::SshConfig => {
             print!(
                 "{}",
-                super::info::ssh_config_text(&home, &g.project, &nodes)
+                super::info::ssh_config_text(&home, &g.project, &nodes)?
             )
         }
         InventoryFormat::Hosts => print!("{}", hosts(&nodes)),
@@ -80,7 +80,7 @@ pub async fn inventory(
         }
         InventoryFormat::Prometheus => output::print_json(&prometheus(&nodes, port)),
         InventoryFormat::Ansible => {
-            let (text, clashes) = ansible_ini(&home, &g.project, &nodes);
+            let (text, clashes) = ansible_ini(&home, &g.project, &nodes)?;
             for c in clashes {
                 eprintln!("warning: {c}");
             }
@@ -164,9 +164,14 @@ fn add_to_group<'a>(
 /// An INI inventory: a group per cluster and per pool (`CLUSTER_POOL`), every connection
 /// setting as host vars. Host keys are checked strictly against gantry's pins (`up` pinned
 /// them). Returns the text and warnings about group names that two sources map to.
-fn ansible_ini(home: &Home, project: &str, nodes: &[NodeInfo]) -> (String, Vec<String>) {
+fn ansible_ini(
+    home: &Home,
+    project: &str,
+    nodes: &[NodeInfo],
+) -> Result<(String, Vec<String>), Failure> {
     let key = home.key_path(project);
-    let kh = home.known_hosts(project);
+    // ssh reads `-o UserKnownHostsFile=...` like a config line: the path is quoted inside.
+    let kh = super::info::ssh_config_path(&home.known_hosts(project))?;
     let mut out = format!("# gantry inventory of project {project}\n");
     // group name -> (source, hosts); BTreeMap keeps the output stable.
     let mut clusters = Groups::new();
@@ -189,7 +194,7 @@ fn ansible_ini(home: &Home, project: &str, nodes: &[NodeInfo]) -> (String, Vec<S
             let Some(e) = &n.ssh else { continue };
             let common = format!(
                 "-o {} -o {} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes",
-                sh_quote(&format!("UserKnownHostsFile={}", kh.display())),
+                sh_quote(&format!("UserKnownHostsFile={kh}")),
                 sh_quote(&format!("HostKeyAlias={}", n.name)),
             );
             let vars = [
@@ -216,7 +221,7 @@ fn ansible_ini(home: &Home, project: &str, nodes: &[NodeInfo]) -> (String, Vec<S
             out.push_str(&format!("{}\n", n.name));
         }
     }
-    (out, clashes)
+    Ok((out, clashes))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gantry_core::tags::{self, TagFilter};
+use gantry_core::tags::{self, TagFilter, World};
 use gantry_engine::gc::{self, GcInput, GcPlan, Orphan};
 use gantry_engine::ops::{self, ExtendFrom, Report};
 use gantry_provider::{NodeInfo, Provider};
@@ -81,10 +81,14 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
 }
 
 /// The project's clusters as gantry knows them: records and nodes found by tags (on this
-/// machine's local provider and on the default Docker engine).
+/// machine's local provider and on the default Docker engine), and which of them are this
+/// world's.
 struct Known {
     records: Vec<ClusterRecord>,
+    /// Every node found, this world's and others'.
     nodes: Vec<NodeInfo>,
+    /// This world, with the uid of every recorded cluster (for nodes an older gantry made).
+    world: World,
     /// Clusters whose nodes the default Docker engine listed, and that engine.
     docker: BTreeMap<String, Arc<dyn Provider>>,
 }
@@ -97,6 +101,15 @@ impl Known {
             .list_clusters(&g.project)
             .await
             .context("failed to read the state store")?;
+        let mut world = World::new(
+            store
+                .world_id()
+                .await
+                .context("failed to read the state store")?,
+        );
+        world
+            .legacy_uids
+            .extend(records.iter().map(|r| r.uid.clone()));
         let local = context::local_provider(home, &ssh, None)?;
         let mut nodes = local
             .list(&TagFilter::project(&g.project))
@@ -120,6 +133,7 @@ impl Known {
         Ok(Known {
             records,
             nodes,
+            world,
             docker,
         })
     }
@@ -143,15 +157,34 @@ impl Known {
         Ok(provider)
     }
 
-    /// name → (record, nodes), every cluster with a record or a tagged node.
+    /// name → (record, nodes), every cluster with a record or a node of this world.
     fn clusters(&self) -> BTreeMap<String, (Option<&ClusterRecord>, Vec<NodeInfo>)> {
         let mut out: BTreeMap<String, (Option<&ClusterRecord>, Vec<NodeInfo>)> = BTreeMap::new();
         for r in &self.records {
             out.entry(r.name.clone()).or_default().0 = Some(r);
         }
-        for n in &self.nodes {
+        for n in self.nodes.iter().filter(|n| self.world.owns(&n.tags)) {
             if let Some(c) = n.tags.get(tags::CLUSTER) {
                 out.entry(c.clone()).or_default().1.push(n.clone());
+            }
+        }
+        out
+    }
+
+    /// name → who made them, for clusters whose nodes are all another world's (and that have no
+    /// record here): never offered for destruction.
+    fn foreign(&self) -> BTreeMap<String, Vec<String>> {
+        let ours = self.clusters();
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| !self.world.owns(&n.tags)) {
+            if let Some(c) = n.tags.get(tags::CLUSTER)
+                && !ours.contains_key(c)
+            {
+                let owners = out.entry(c.clone()).or_default();
+                let o = tags::owner_of(&n.tags);
+                if !owners.contains(&o) {
+                    owners.push(o);
+                }
             }
         }
         out
@@ -189,6 +222,31 @@ pub async fn destroy(
     let home = Home::resolve(g.home.as_deref())?;
     let known = Known::load(g, &home).await?;
     let clusters = known.clusters();
+    let foreign = known.foreign();
+    // A named cluster that only another world has: refused, naming who made it.
+    if let Some((name, owners)) = names
+        .iter()
+        .find_map(|n| foreign.get(n.as_str()).map(|o| (n, o)))
+    {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "cluster {name} of project {} belongs to another gantry world: made by {}; \
+                 nothing destroyed",
+                g.project,
+                owners.join(", ")
+            ),
+        )
+        .hint("gantry never touches another world's resources: ask their owner"));
+    }
+    if names.is_empty() && g.output == OutputFormat::Text {
+        for (name, owners) in &foreign {
+            eprintln!(
+                "not offered: cluster {name} belongs to another gantry world (made by {})",
+                owners.join(", ")
+            );
+        }
+    }
     let unknown: Vec<&str> = names
         .iter()
         .filter(|n| !clusters.contains_key(n.as_str()))
@@ -300,7 +358,7 @@ fn orphan_json(o: &Orphan) -> Value {
 }
 
 fn print_gc_plan(project: &str, grace: Duration, p: &GcPlan, now: OffsetDateTime) {
-    if p.is_empty() && p.waiting.is_empty() {
+    if p.is_empty() && p.waiting.is_empty() && p.foreign.is_empty() {
         println!("gc: nothing to do in project {project}");
         return;
     }
@@ -343,6 +401,16 @@ fn print_gc_plan(project: &str, grace: Duration, p: &GcPlan, now: OffsetDateTime
             o.reason.describe()
         );
     }
+    for f in &p.foreign {
+        println!(
+            "  skip    cluster {} of another gantry world (made by {}): {} node(s){}: {}; never touched",
+            f.cluster,
+            f.owners.join(", "),
+            f.nodes.len(),
+            if f.expired { ", expired" } else { "" },
+            f.nodes.join(", ")
+        );
+    }
     if p.is_empty() {
         println!("gc: nothing to do now");
     }
@@ -355,6 +423,7 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
     let now = OffsetDateTime::now_utc();
     let plan = gc::plan_gc(&GcInput {
         project: &g.project,
+        world: &known.world.id,
         records: &known.records,
         nodes: &known.nodes,
         now,
@@ -470,6 +539,12 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
             })).collect::<Vec<_>>(),
             "orphans": plan.orphans.iter().map(orphan_json).collect::<Vec<_>>(),
             "waiting": plan.waiting.iter().map(orphan_json).collect::<Vec<_>>(),
+            "foreign": plan.foreign.iter().map(|f| json!({
+                "cluster": f.cluster,
+                "owners": f.owners,
+                "nodes": f.nodes,
+                "expired": f.expired,
+            })).collect::<Vec<_>>(),
             "destroyed": destroyed,
             "deleted": deleted,
             "skipped": skipped,

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use gantry_core::tags::{self, TagFilter};
+use gantry_core::tags::{self, TagFilter, World};
 use gantry_core::{ClusterSpec, ProviderSpec};
 use gantry_provider::{NodeInfo, NodeState};
 use gantry_state::{ClusterRecord, InventoryRecord, StateStore};
@@ -276,6 +276,20 @@ struct Row<'a> {
     /// `None`: could not be listed (see the warnings).
     nodes: Option<Vec<NodeInfo>>,
     cached_age: Option<Duration>,
+    /// An untracked cluster none of whose nodes is this world's: who made it. Shown, since
+    /// gantry never touches it.
+    foreign: Option<String>,
+}
+
+/// Who made an untracked cluster's nodes, when none of them is `world`'s.
+fn foreign_owner(world: &World, nodes: &[NodeInfo]) -> Option<String> {
+    if nodes.is_empty() || nodes.iter().any(|n| world.owns(&n.tags)) {
+        return None;
+    }
+    let mut owners: Vec<String> = nodes.iter().map(|n| tags::owner_of(&n.tags)).collect();
+    owners.sort();
+    owners.dedup();
+    Some(owners.join(", "))
 }
 
 pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
@@ -286,6 +300,15 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
         .list_clusters(&g.project)
         .await
         .context("failed to read the state store")?;
+    let mut world = World::new(
+        store
+            .world_id()
+            .await
+            .context("failed to read the state store")?,
+    );
+    world
+        .legacy_uids
+        .extend(records.iter().map(|r| r.uid.clone()));
     let mut warnings: Vec<Warning> = Vec::new();
 
     let places: Vec<Place> = records
@@ -489,6 +512,7 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
                 _ => nodes,
             },
             cached_age,
+            foreign: None,
         });
     }
     // What is left carries the project's tags but has no record: untracked.
@@ -506,6 +530,7 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
             provider: provider.into(),
             region,
             record: None,
+            foreign: foreign_owner(&world, &nodes),
             nodes: Some(nodes),
             cached_age,
         });
@@ -516,6 +541,7 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
             provider: "docker".into(),
             region: None,
             record: None,
+            foreign: foreign_owner(&world, &nodes),
             nodes: Some(nodes),
             cached_age: None,
         });
@@ -543,6 +569,7 @@ fn print(g: &Global, rows: &[Row<'_>], warnings: &[Warning], cached: &[(String, 
                         "provider": row.provider,
                         "region": row.region,
                         "status": row.record.map_or("untracked", |r| r.status.as_str()),
+                        "foreign_owner": row.foreign,
                         "nodes_up": c.map(|c| c.0),
                         "nodes_total": c.map(|c| c.1),
                         "tracked": row.record.is_some(),
@@ -633,6 +660,15 @@ fn print(g: &Global, rows: &[Row<'_>], warnings: &[Warning], cached: &[(String, 
             }
             for w in warnings {
                 eprintln!("warning: {}", w.message);
+            }
+            for row in rows {
+                if let Some(owner) = &row.foreign {
+                    eprintln!(
+                        "note: cluster {} belongs to another gantry world (made by {owner}); \
+                         gantry never touches it",
+                        row.name
+                    );
+                }
             }
             if !soon.is_empty() {
                 eprintln!(

@@ -130,6 +130,30 @@ pub fn load_spec(path: &Path) -> Result<(ClusterSpec, String), Failure> {
     }
 }
 
+/// Prints the spec's warnings ([`gantry_core::spec::warnings`]: rules open to the whole
+/// internet) on stderr, located like spec errors, and returns them (for JSON output).
+pub fn warn_about_spec(path: &Path, spec: &ClusterSpec, text: &str) -> Vec<serde_json::Value> {
+    let items = gantry_core::spec::warnings(text, spec);
+    let name = if path == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    eprint!(
+        "{}",
+        gantry_core::spec::render_warnings(&name, &items, text)
+    );
+    items
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "file": name, "line": i.line, "column": i.column,
+                "message": i.message, "hint": i.hint,
+            })
+        })
+        .collect()
+}
+
 /// The stable JSON shape of a node (documented in README.md).
 #[derive(Debug, Serialize)]
 pub struct NodeJson {

@@ -321,6 +321,24 @@ pub async fn put(
     Ok(report_transfers(g, "sent", &r.nodes, &results))
 }
 
+/// `local/<node>`, where `get` from several nodes puts each node's file. Node names come from
+/// the provider and are checked when listed ([`gantry_provider::checked`]); this is the second
+/// line: a name that is not one plain path component (`..`, `/abs`, `a/b`) would put the file
+/// outside `local`, so it is refused.
+fn node_dir(local: &Path, node: &str) -> CliResult<PathBuf> {
+    use std::path::Component;
+    let mut parts = Path::new(node).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(c)), None) if c == node && !node.contains('/') => {
+            Ok(local.join(node))
+        }
+        _ => Err(Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("refusing node name {node:?}: it is not one plain path component"),
+        )),
+    }
+}
+
 pub async fn get(
     g: &Global,
     target: &str,
@@ -334,16 +352,20 @@ pub async fn get(
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("file"));
     let many = r.nodes.len() > 1;
-    let dest = |node: &str| -> PathBuf {
-        if many {
-            local.join(node).join(&base)
+    let dest = |node: &str| -> CliResult<PathBuf> {
+        Ok(if many {
+            node_dir(local, node)?.join(&base)
         } else if local.is_dir() {
             local.join(&base)
         } else {
             local.to_path_buf()
-        }
+        })
     };
-    let dests: Vec<PathBuf> = r.nodes.iter().map(|n| dest(&n.name)).collect();
+    let dests: Vec<PathBuf> = r
+        .nodes
+        .iter()
+        .map(|n| dest(&n.name))
+        .collect::<CliResult<_>>()?;
     for d in &dests {
         if let Some(p) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(p).map_err(|e| {
@@ -466,6 +488,22 @@ fn signal_number(name: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    use super::node_dir;
+
+    #[test]
+    fn get_puts_each_node_in_its_own_directory_and_nowhere_else() {
+        let local = Path::new("/tmp/out");
+        assert_eq!(
+            node_dir(local, "demo-db-1").unwrap(),
+            Path::new("/tmp/out/demo-db-1")
+        );
+        for bad in ["../x", "/abs", "a/b", "..", ".", "", "x/"] {
+            assert!(node_dir(local, bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
     #[test]
     fn signal_names_map_to_numbers() {
         assert_eq!(super::signal_number("TERM"), Some(15));

@@ -189,6 +189,14 @@ fn ls_lists_every_region_caches_and_invalidates() {
     ];
     assert_eq!(rows(&v), want, "{}", ls.stderr);
     assert_eq!(v[2]["status"], "untracked");
+    // Made behind gantry's back (no world tag, no record here): shown as nobody's of this world.
+    assert!(
+        v[2]["foreign_owner"]
+            .as_str()
+            .is_some_and(|o| o.contains("world unknown")),
+        "{v:#}"
+    );
+    assert!(v[0]["foreign_owner"].is_null(), "{v:#}");
     assert_eq!(v[0]["status"], "ready");
     assert_eq!(v[0]["nodes_up"], 2);
     for r in v.as_array().unwrap() {

@@ -440,10 +440,22 @@ fn docker_etcd_blueprint_forms_a_three_member_cluster() {
     e.assert_clean(c);
 }
 
+/// The world id of a home's store (what its resources carry in `gantry-world`).
+fn world_of(g: &Gantry) -> String {
+    use gantry_state::StateStore as _;
+    let store = gantry_state::SqliteStore::open(&g.home().join("state.db")).unwrap();
+    block_on(store.world_id()).unwrap()
+}
+
+/// Two gantry homes on one Docker engine with the same project (issue 10: home B's `gc --grace
+/// 0s` deleted home A's live cluster). B's gc shows A's cluster with its owner and leaves it
+/// alone, B's `destroy --all` does not offer it, B's `destroy NAME` and `up` of the same name
+/// are refused naming A's owner. Nodes of A's own world that lost their record are still A's
+/// orphans: A's gc finds them by their labels on the default engine and deletes them.
 #[test]
-fn docker_gc_finds_orphans_by_labels_on_the_default_engine() {
+fn docker_two_homes_on_one_engine_never_touch_each_others_clusters() {
     let Some(e) = Engine::get() else { return };
-    // A project of its own: gc in a home without records must not see other tests' nodes.
+    // A project of its own: gc in these homes must not see other tests' nodes.
     let project = "dkgc";
     let run = |g: &Gantry, args: &[&str]| {
         let mut cmd = g.command(args);
@@ -452,15 +464,36 @@ fn docker_gc_finds_orphans_by_labels_on_the_default_engine() {
         g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
             .wait(CMD_TIMEOUT)
     };
-    let owner = Gantry::new();
-    let c = "dk-orphan";
-    let spec = e.spec(&owner, c, 2, "");
-    run(&owner, &["up", "-f", spec.to_str().unwrap()]).ok();
-    // Another home has no record of the cluster: its nodes are orphans there, found on the
-    // engine DOCKER_HOST names by their project's labels.
-    let other = Gantry::new();
-    // `ls` there shows the cluster, untracked, from the engine's labels.
-    let ls = run(&other, &["ls", "--output", "json"]).ok().json();
+    let a = Gantry::new();
+    let c = "dk-two";
+    let spec = e.spec(&a, c, 2, "");
+    run(&a, &["up", "-f", spec.to_str().unwrap()]).ok();
+    let a_world = world_of(&a);
+    let owner = format!("root (gantry world {a_world})");
+    let (before, _, _) = e.labelled(c);
+    assert_eq!(before.len(), 2);
+    let (_, labels, _) = e.docker(&["inspect", "-f", "{{json .Config.Labels}}", &before[0]]);
+    assert!(
+        labels.contains(&format!("\"gantry-world\":\"{a_world}\"")),
+        "containers carry A's world: {labels}"
+    );
+    let running = |e: &Engine| {
+        let (_, out, _) = e.docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=gantry-cluster={c}"),
+            "--filter",
+            "status=running",
+        ]);
+        out.lines().count()
+    };
+
+    // Home B (another store, so another world) on the same engine and project.
+    let b = Gantry::new();
+    assert_ne!(world_of(&b), a_world);
+    // `ls` there shows the cluster as another world's, with its owner.
+    let ls = run(&b, &["ls", "--output", "json"]).ok().json();
     let row = ls
         .as_array()
         .unwrap()
@@ -469,20 +502,72 @@ fn docker_gc_finds_orphans_by_labels_on_the_default_engine() {
         .unwrap_or_else(|| panic!("{c} not in `ls`: {ls}"));
     assert_eq!(row["provider"], "docker", "{row}");
     assert_eq!(row["tracked"], false, "{row}");
-    assert_eq!(row["nodes_total"], 2, "{row}");
-    // The owner's `ls` shows it once, tracked.
-    let ls = run(&owner, &["ls", "--output", "json"]).ok().json();
-    let rows: Vec<_> = ls
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["name"] == c)
-        .collect();
-    assert_eq!(rows.len(), 1, "{ls}");
-    assert_eq!(rows[0]["tracked"], true, "{ls}");
-    assert_eq!(rows[0]["nodes_up"], 2, "{ls}");
+    assert_eq!(row["status"], "untracked", "{row}");
+    assert_eq!(row["foreign_owner"], owner.as_str(), "{row}");
+    // gc --grace 0s: shown with its owner, never touched.
+    let out = run(&b, &["gc", "--grace", "0s"]).ok();
+    assert!(
+        out.stdout.contains(&format!(
+            "skip    cluster {c} of another gantry world (made by {owner}): 2 node(s)"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("never touched"), "{}", out.stdout);
+    let plan = run(&b, &["gc", "--grace", "0s", "--output", "json"])
+        .ok()
+        .json();
+    assert!(plan["orphans"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["deleted"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(plan["foreign"][0]["cluster"], c, "{plan}");
+    assert_eq!(plan["foreign"][0]["owners"][0], owner.as_str(), "{plan}");
+    assert_eq!(e.labelled(c).0, before, "B's gc touched A's containers");
+    assert_eq!(running(&e), 2);
+    // destroy --all does not offer it; destroy NAME is refused naming the owner.
+    let out = run(&b, &["destroy", "--all", "--yes"]).ok();
+    assert!(
+        out.stderr.contains(&format!(
+            "not offered: cluster {c} belongs to another gantry world (made by {owner})"
+        )),
+        "{}",
+        out.stderr
+    );
+    let out = run(&b, &["destroy", c, "--yes"]).expect(2);
+    assert!(
+        out.stderr.contains("belongs to another gantry world") && out.stderr.contains(&owner),
+        "{}",
+        out.stderr
+    );
+    // up of the same name: refused naming A's owner; nothing recorded, nothing changed.
+    let spec_b = e.spec(&b, c, 3, "");
+    let out = run(&b, &["up", "-f", spec_b.to_str().unwrap()]).expect(2);
+    assert!(
+        out.stderr.contains("belongs to another gantry world") && out.stderr.contains(&owner),
+        "{}",
+        out.stderr
+    );
+    let shown = run(&b, &["ls", "--output", "json"]).ok().json();
+    assert!(
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["tracked"] == false),
+        "B recorded nothing: {shown}"
+    );
+    assert_eq!(e.labelled(c).0, before, "B's up touched A's containers");
+    assert_eq!(running(&e), 2);
+    run(&a, &["run", c, "--", "true"]).ok();
+
+    // A's own nodes that lost their record are A's orphans: A's gc finds them on the default
+    // engine (DOCKER_HOST) by their labels and deletes them.
+    {
+        use gantry_state::StateStore as _;
+        let store = gantry_state::SqliteStore::open(&a.home().join("state.db")).unwrap();
+        block_on(store.delete_cluster(project, c)).unwrap();
+    }
     let plan = run(
-        &other,
+        &a,
         &["gc", "--dry-run", "--grace", "0s", "--output", "json"],
     )
     .ok()
@@ -498,15 +583,84 @@ fn docker_gc_finds_orphans_by_labels_on_the_default_engine() {
         [format!("{c}-node-1"), format!("{c}-node-2")],
         "{plan}"
     );
-    let out = run(&other, &["gc", "--grace", "0s", "--output", "json"])
+    let out = run(&a, &["gc", "--grace", "0s", "--output", "json"])
         .ok()
         .json();
     assert_eq!(out["deleted"].as_array().unwrap().len(), 2, "{out}");
     let (containers, _, _) = e.labelled(c);
     assert!(containers.is_empty(), "{containers:?}");
-    // The owner's destroy still converges (the network goes, the record goes).
-    run(&owner, &["destroy", c, "--yes"]).ok();
     e.assert_clean(c);
+}
+
+/// The Docker provider itself never adopts another world's container or network of a node's or
+/// cluster's name (what `up` refuses earlier, kept true below it too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_provider_refuses_another_worlds_container_and_network() {
+    use gantry_core::tags;
+    use gantry_provider::{ErrorKind, NodeRequest, Provider};
+    let Some(e) = Engine::get() else { return };
+    let p = gantry_docker::DockerProvider::new(gantry_docker::DockerConfig::new(
+        Some(e.host.clone()),
+        IMAGE,
+    ));
+    let (project, cluster) = ("dkworld", "dk-world");
+    let req = |world: &str, uid: &str| {
+        let t = tags::node_tags(&tags::NodeTagInput {
+            project,
+            cluster,
+            cluster_uid: uid,
+            pool: "node",
+            index: 1,
+            owner: "alice",
+            world,
+            expires: "2099-01-01T00:00:00Z",
+            extra: &Default::default(),
+        });
+        NodeRequest {
+            name: gantry_core::node_name(cluster, "node", 1),
+            project: project.into(),
+            cluster: cluster.into(),
+            pool: "node".into(),
+            index: 1,
+            size: "small".into(),
+            image: "default".into(),
+            labels: Default::default(),
+            tags: t,
+        }
+    };
+    let made = p.create_node(&req("world-a", "uid-a")).await.unwrap();
+    // Idempotent for its own world.
+    let again = p.create_node(&req("world-a", "uid-a")).await.unwrap();
+    assert_eq!(again.provider_id, made.provider_id);
+    // Another world's request for the same node: refused, naming the owner.
+    let err = p.create_node(&req("world-b", "uid-b")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains("alice (gantry world world-a)"),
+        "{err}"
+    );
+    // Its cluster network is A's too: B's cluster resources never join it.
+    let creq = gantry_provider::ClusterRequest {
+        project: project.into(),
+        cluster: cluster.into(),
+        tags: req("world-b", "uid-b").tags,
+        allow: vec![],
+        ssh_public_key: String::new(),
+    };
+    let err = p.ensure_cluster_resources(&creq).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("network"), "{err}");
+    // B deleting "its" resources of that cluster leaves A's network.
+    let b_only = tags::TagFilter::cluster(project, cluster)
+        .in_world(tags::World::new("world-b").with_uid("uid-b"));
+    p.delete_cluster_resources(&b_only).await.unwrap();
+    assert_eq!(e.labelled(cluster).1.len(), 1, "A's network is still there");
+    assert_eq!(p.list(&b_only).await.unwrap().len(), 0);
+    // A cleans up its own.
+    p.delete_node(&made).await.unwrap();
+    let a_only = tags::TagFilter::cluster(project, cluster).in_world(tags::World::new("world-a"));
+    p.delete_cluster_resources(&a_only).await.unwrap();
+    e.assert_clean(cluster);
 }
 
 #[test]

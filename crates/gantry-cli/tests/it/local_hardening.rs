@@ -60,6 +60,7 @@ fn node_request(cluster: &str, index: u32) -> NodeRequest {
         pool: "db",
         index,
         owner: "hardening",
+        world: "hardening-world",
         expires: "2099-01-01T00:00:00Z",
         extra: &extra,
     });

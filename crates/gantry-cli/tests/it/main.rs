@@ -24,6 +24,7 @@ mod lock;
 // Shared by aws, aws_crash and aws_faults (`port`, `log`, `reset`: for debugging).
 #[allow(dead_code)]
 mod moto;
+mod names;
 mod openssh;
 mod project_flag;
 // The hostile neighbour of the hardening tests (used by several modules).

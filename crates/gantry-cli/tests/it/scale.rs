@@ -1,5 +1,5 @@
 //! Grow and shrink through `up`: existing nodes keep their identity and address; removing nodes
-//! needs confirmation.
+//! needs confirmation. Node names another cluster of the project makes too are refused.
 
 use crate::support::*;
 
@@ -77,4 +77,57 @@ fn grow_then_shrink() {
 
     g.run(&["destroy", c, "--yes"]).ok();
     assert!(g.home_pids().is_empty(), "{:?}", g.home_pids());
+}
+
+/// Cluster `a` with pool `b-c` and cluster `a-b` with pool `c` would both make `a-b-c-1` (and
+/// overwrite each other's host-key pin): the second `up` (and `plan`) is refused, naming both
+/// clusters and pools, and creates nothing; the first cluster is untouched.
+#[test]
+fn clusters_whose_node_names_collide_are_refused() {
+    let g = Gantry::new();
+    let first = g.spec(
+        "a.yaml",
+        "a",
+        "apiVersion: gantry/v1\nname: a\nprovider: local\nlifetime: 1h\npools:\n  - name: b-c\n    count: 1\n",
+    );
+    g.run(&["up", "-f", first.to_str().unwrap()]).ok();
+    let second = g.spec(
+        "a-b.yaml",
+        "a-b",
+        "apiVersion: gantry/v1\nname: a-b\nprovider: local\nlifetime: 1h\npools:\n  - name: c\n    count: 2\n",
+    );
+    for cmd in ["plan", "up"] {
+        let out = g.run(&[cmd, "-f", second.to_str().unwrap()]).expect(2);
+        assert!(
+            out.stderr.contains(
+                "node names collide: cluster a-b pool c makes a-b-c-1, and so does cluster a pool b-c"
+            ),
+            "{cmd}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("hint: rename the pool or the cluster"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!g.cluster_dir("a-b").exists(), "nothing of a-b was created");
+    let ls = g.run(&["ls", "--output", "json"]).ok().json();
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"], "a-b was not recorded");
+    assert_eq!(g.nodes("a").len(), 1);
+    g.run(&["run", "a", "--", "true"]).ok();
+    // Without the record, the provider's listing still tells: `a`'s node carries its tags.
+    {
+        use gantry_state::StateStore as _;
+        let store = gantry_state::SqliteStore::open(&g.home().join("state.db")).unwrap();
+        block_on(store.delete_cluster("default", "a")).unwrap();
+    }
+    let out = g.run(&["up", "-f", second.to_str().unwrap()]).expect(2);
+    assert!(out.stderr.contains("node names collide"), "{}", out.stderr);
 }

@@ -90,11 +90,16 @@ pub struct Gantry {
 
 impl Gantry {
     pub fn new() -> Gantry {
+        Gantry::with_home_named("home")
+    }
+
+    /// A home named `name` inside the fixture's temp dir (e.g. one with a space in its path).
+    pub fn with_home_named(name: &str) -> Gantry {
         let dir = tempfile::Builder::new()
             .prefix("gantry-it-")
             .tempdir()
             .expect("tempdir");
-        let home = dir.path().join("home");
+        let home = dir.path().join(name);
         let work = dir.path().join("work");
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&work).unwrap();

@@ -98,9 +98,81 @@ pub fn parse_duration(s: &str) -> Result<Duration, CoreError> {
     })
 }
 
+/// Ports an `allow` rule may open to the whole internet without a warning: SSH and the web.
+pub const OPEN_PORTS_WITHOUT_WARNING: &[u16] = &[22, 80, 443];
+
+/// What a valid spec asks for that is probably a mistake (nothing is refused): an `allow` rule
+/// open to the whole internet (`from: 0.0.0.0/0` or `::/0`) on a port other than 22, 80 and
+/// 443, for providers whose rules open a firewall. Each item points at the rule's `from` in
+/// `text`, the spec's source (0:0 when it cannot be found); render with [`render_warnings`].
+pub fn warnings(text: &str, spec: &ClusterSpec) -> Vec<SpecErrorItem> {
+    if !spec.provider.opens_firewall() {
+        return vec![];
+    }
+    let root = yaml::load(text).ok().flatten();
+    let get = |node: &Node, key: &str| -> Option<Node> {
+        let Kind::Map(pairs) = &node.kind else {
+            return None;
+        };
+        pairs
+            .iter()
+            .find(|(k, _)| k.text() == Some(key))
+            .map(|(_, v)| v.clone())
+    };
+    let rules: Vec<Node> = root
+        .as_ref()
+        .and_then(|r| get(r, "network"))
+        .and_then(|n| get(&n, "allow"))
+        .and_then(|a| match a.kind {
+            Kind::Seq(items) => Some(items),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, rule) in spec.network.allow.iter().enumerate() {
+        if !matches!(rule.from.as_str(), "0.0.0.0/0" | "::/0")
+            || OPEN_PORTS_WITHOUT_WARNING.contains(&rule.port)
+        {
+            continue;
+        }
+        let pos = rules
+            .get(i)
+            .and_then(|r| get(r, "from"))
+            .map(|f| f.pos)
+            .unwrap_or(Pos { line: 0, col: 0 });
+        out.push(SpecErrorItem {
+            line: pos.line,
+            column: pos.col,
+            message: format!(
+                "port {} is open to the whole internet (`from: {}`)",
+                rule.port, rule.from
+            ),
+            hint: Some(
+                "give the addresses that need it (a CIDR, `caller` or `cluster`) unless the \
+                 service is meant to be public"
+                    .into(),
+            ),
+        });
+    }
+    out
+}
+
 /// Renders every item like rustc: `file:line:col: error: message`, the source line with a caret
 /// under the column, then `  hint: ...`.
 pub fn render_error(err: &SpecError, text: &str) -> String {
+    render_items("error", err, text)
+}
+
+/// [`warnings`] of `file`, rendered like errors but as `warning:`.
+pub fn render_warnings(file: &str, items: &[SpecErrorItem], text: &str) -> String {
+    let err = SpecError {
+        file: file.to_string(),
+        items: items.to_vec(),
+    };
+    render_items("warning", &err, text)
+}
+
+fn render_items(kind: &str, err: &SpecError, text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     let width = err
         .items
@@ -116,7 +188,7 @@ pub fn render_error(err: &SpecError, text: &str) -> String {
         }
         let _ = writeln!(
             out,
-            "{}:{}:{}: error: {}",
+            "{}:{}:{}: {kind}: {}",
             err.file, item.line, item.column, item.message
         );
         let source = item
@@ -852,11 +924,12 @@ impl Cx {
             return Some(None);
         };
         let user = self.string(user)?;
-        if user.trim().is_empty() || user.chars().any(char::is_whitespace) {
+        if let Err(e) = crate::names::validate_user(user) {
             self.err(
                 f.pos(),
-                format!("invalid ssh user {user:?}"),
-                "give a login name without spaces, or remove `user` to use the default",
+                format!("invalid ssh user: {e}"),
+                "give a login name (letters, digits, '.', '_', '-'), or remove `user` to use the \
+                 default",
             );
             return None;
         }

@@ -1,6 +1,6 @@
-//! Lifetimes and garbage collection: `extend`, the expiry/uid tags `up` keeps true on the
+//! Lifetimes and garbage collection: `extend`, the expiry/world tags `up` keeps true on the
 //! nodes it adopts, and carrying out a [`crate::gc::GcPlan`] with every decision re-checked
-//! under the cluster lock.
+//! under the cluster lock. Everything here acts on this world's nodes only.
 
 use std::time::Duration;
 
@@ -91,13 +91,9 @@ pub async fn extend(
     let run = RunGuard::begin(ctx, cluster, "extend", None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
-        let nodes = ctx.list_nodes(cluster).await?;
-        if record.is_none() && nodes.is_empty() {
-            return Err(EngineError::ClusterNotFound {
-                project: ctx.project.clone(),
-                cluster: cluster.into(),
-            });
-        }
+        let observed = ctx.observe(cluster).await?;
+        observed.require_ours(&ctx.project, cluster, record.as_ref())?;
+        let nodes = observed.ours;
         let now = OffsetDateTime::now_utc();
         let previous = match &record {
             Some(r) => Some(r.expires_at),
@@ -158,14 +154,16 @@ pub async fn extend(
     run.finish(result).await
 }
 
-/// Makes the `gantry-expires` and `gantry-cluster-uid` tags of nodes `up` adopts match the
-/// cluster's record (after `up --lifetime`, or when `up` takes over nodes a lost record left
-/// behind), so gc judges them by the cluster they now belong to. Nodes already right are not
-/// touched; a provider that cannot change tags is left as it is.
+/// Makes the `gantry-expires` and `gantry-world` tags of the nodes `up` adopts match the
+/// cluster's record (after `up --lifetime`, or when `up` takes over nodes an older gantry made
+/// without a world tag), so gc judges them by the cluster they belong to. Only nodes already
+/// carrying the record's uid get here (`Observed::check_up`); a node's uid is never rewritten.
+/// Nodes already right are not touched; a provider that cannot change tags is left as it is.
 pub(crate) async fn adopt(
     ctx: &Context,
     nodes: Vec<NodeInfo>,
     record: &ClusterRecord,
+    world: &str,
 ) -> Result<Vec<NodeInfo>, EngineError> {
     let expires = rfc3339(whole_seconds(record.expires_at));
     let stale = |n: &NodeInfo| {
@@ -176,16 +174,25 @@ pub(crate) async fn adopt(
                 OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
             })
             .map(whole_seconds);
-        n.tags.get(tags::CLUSTER_UID) != Some(&record.uid)
+        n.tags.get(tags::WORLD).map(String::as_str) != Some(world)
             || tagged != Some(whole_seconds(record.expires_at))
     };
     let mut want = Tags::new();
     want.insert(tags::EXPIRES.into(), expires);
-    want.insert(tags::CLUSTER_UID.into(), record.uid.clone());
+    want.insert(tags::WORLD.into(), world.to_string());
     let results: Vec<_> = futures::stream::iter(nodes)
         .map(|n| {
             let want = &want;
             async move {
+                if n.tags.get(tags::CLUSTER_UID) != Some(&record.uid) {
+                    // Refused before (`check_up`); never hand a node to another cluster.
+                    return Err(EngineError::StaleNodes {
+                        cluster: record.name.clone(),
+                        names: n.name.clone(),
+                        found: n.tags.get(tags::CLUSTER_UID).cloned().unwrap_or_default(),
+                        recorded: format!("the record says {}", record.uid),
+                    });
+                }
                 if !stale(&n) {
                     return Ok(n);
                 }
@@ -212,8 +219,8 @@ pub async fn gc_destroy(ctx: &Context, cluster: &str) -> Result<Option<Report>, 
 }
 
 /// Deletes the named orphan nodes of `cluster` (a cluster name from their tags), each only if,
-/// under the cluster's lock, it is still listed with the project's tags, still an orphan and
-/// older than `grace`. Returns the names deleted. Pins and node records are dropped only when
+/// under the cluster's lock, it is still listed with the project's tags, still this world's,
+/// still an orphan and older than `grace`. Returns the names deleted. Pins and node records are dropped only when
 /// no record of the cluster exists (otherwise they belong to the live cluster).
 pub async fn gc_orphans(
     ctx: &Context,

@@ -114,6 +114,19 @@ async fn gc_destroy_rechecks_expiry_and_gc_orphans_deletes_only_orphans() {
     assert_eq!(gone, names[..1]);
     assert_eq!(super::names(&w).await, names[1..]);
 
+    // A new `up` of the name does not adopt the earlier cluster's node (it carries the lost
+    // record's uid): refused, and nothing is recorded; `destroy` removes what is left.
+    let err = ops::up(&w.ctx, &s, &t, &UpOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, gantry_engine::EngineError::StaleNodes { names: stale, .. } if *stale == names_left(&names)),
+        "{err}"
+    );
+    assert!(w.store.get_cluster("test", "demo").await.unwrap().is_none());
+    ops::destroy(&w.ctx, "demo").await.unwrap();
+    assert!(super::names(&w).await.is_empty());
+
     // Expired (record in the past): destroyed.
     ops::up(&w.ctx, &s, &t, &UpOptions::default())
         .await
@@ -128,4 +141,8 @@ async fn gc_destroy_rechecks_expiry_and_gc_orphans_deletes_only_orphans() {
     assert_eq!(r.deleted.len(), 2);
     assert!(super::names(&w).await.is_empty());
     assert!(w.store.get_cluster("test", "demo").await.unwrap().is_none());
+}
+
+fn names_left(names: &[String]) -> String {
+    names[1..].join(", ")
 }

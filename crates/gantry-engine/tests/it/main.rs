@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod inventory;
 mod lifetime;
+mod worlds;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -27,15 +28,20 @@ struct World {
 }
 
 fn world() -> World {
+    world_on(Arc::new(MemoryProvider::new()), "tester")
+}
+
+/// A gantry world (its own store, key and pins) of user `owner` on `provider`, which other
+/// worlds may share (two homes on one Docker engine or AWS account).
+fn world_on(provider: Arc<MemoryProvider>, owner: &str) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(MemoryProvider::new());
     let store: Arc<dyn StateStore> =
         Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let events = Arc::new(Mutex::new(Vec::new()));
     let e2 = events.clone();
     let ctx = Context {
         project: "test".into(),
-        owner: "tester".into(),
+        owner: owner.into(),
         provider: provider.clone(),
         store: store.clone(),
         ssh: ClientConfig {
@@ -229,8 +235,32 @@ async fn shrinking_needs_confirmation_and_grow_continues_numbering() {
 async fn resumes_after_a_crash_that_left_unrecorded_nodes() {
     let w = world();
     let (s, t) = spec(5);
-    // A run that "crashed" after the provider created two nodes but before anything was recorded.
+    // A run that "crashed" after the provider created two nodes but before it recorded them:
+    // `up` records the cluster (and so its uid) before it creates anything, so that is what
+    // the crashed run left in the store.
+    let now = time::OffsetDateTime::now_utc();
+    w.store
+        .put_cluster(&gantry_state::ClusterRecord {
+            project: "test".into(),
+            name: "demo".into(),
+            uid: "uid-of-the-crashed-run".into(),
+            provider: s.provider_name().into(),
+            spec_yaml: t.clone(),
+            spec_json: serde_json::to_string(&s).unwrap(),
+            spec_hash: s.hash(),
+            generation: 1,
+            status: "creating".into(),
+            created_at: now,
+            updated_at: now,
+            expires_at: now + s.lifetime,
+        })
+        .await
+        .unwrap();
     let plan = ops::plan_up(&w.ctx, &s).await.unwrap();
+    assert_eq!(
+        plan.create[0].tags[tags::CLUSTER_UID],
+        "uid-of-the-crashed-run"
+    );
     for req in plan.create.iter().take(2) {
         w.provider.create_node(req).await.unwrap();
     }

@@ -420,6 +420,32 @@ impl StateStore for SqliteStore {
         self.call(|conn| schema::current_version(conn)).await
     }
 
+    async fn world_id(&self) -> Result<String, StateError> {
+        const SELECT: &str = "SELECT value FROM meta WHERE key = 'world'";
+        let decode = |row: &Row<'_>| read::<String>(row, 0, "world id");
+        // The usual case, without the write lock: the id exists already.
+        if let Some(id) = self
+            .call(move |conn| query_one(conn, "read world id", SELECT, [], decode))
+            .await?
+        {
+            return Ok(id);
+        }
+        let fresh = uuid::Uuid::new_v4().to_string();
+        self.write("create world id", move |tx| {
+            // Whoever inserts first wins; everyone then reads the winner's id.
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('world', ?1) ON CONFLICT (key) DO NOTHING",
+                [&fresh],
+            )
+            .map_err(|e| StateError::sqlite("create world id", e))?;
+            query_one(tx, "read world id", SELECT, [], decode)?.ok_or(StateError::NotFound {
+                what: "world id",
+                key: "world".into(),
+            })
+        })
+        .await
+    }
+
     async fn put_cluster(&self, c: &ClusterRecord) -> Result<(), StateError> {
         let c = c.clone();
         self.write("write cluster", move |tx| {

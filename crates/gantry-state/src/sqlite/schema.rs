@@ -16,7 +16,7 @@ use super::codec;
 use crate::error::StateError;
 
 /// Migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The newest schema version this binary knows.
 pub(crate) const SUPPORTED_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -128,6 +128,16 @@ CREATE TABLE inventory_invalidated (
 ) STRICT;
 ";
 
+/// Store-wide facts, one row per key: `world` is the id of the gantry world this store is
+/// (see `StateStore::world_id`), created on first use rather than here so that every store
+/// (including ones without SQL) makes it the same way.
+const V3: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+";
+
 /// The version recorded in the database (0 for a database gantry has never migrated).
 pub(crate) fn current_version(conn: &Connection) -> Result<u32, StateError> {
     let exists: bool = conn
@@ -199,8 +209,8 @@ fn check_not_newer(found: u32) -> Result<(), StateError> {
 mod tests {
     use super::*;
 
-    /// A database left at version 1 by an older gantry gets the inventory tables and keeps its
-    /// data.
+    /// A database left at version 1 by an older gantry gets the inventory and meta tables and
+    /// keeps its data.
     #[test]
     fn version_1_database_migrates_and_keeps_its_data() {
         let mut conn = Connection::open_in_memory().unwrap();
@@ -233,6 +243,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 2);
+        let meta: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(meta, 1, "version 3 adds the meta table");
         // Migrating again is a no-op.
         assert_eq!(migrate(&mut conn).unwrap(), SUPPORTED_VERSION);
     }

@@ -276,3 +276,32 @@ fn many_processes_opening_a_new_database_at_once_all_succeed() {
         }
     }
 }
+
+/// Two handles on a fresh file ask for the world id at once (as two gantry commands would right
+/// after an upgrade): one id is created, and both, and every later open, answer it.
+#[test]
+fn world_id_is_created_once_across_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("state.db"));
+    let barrier = Arc::new(Barrier::new(4));
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            let (path, barrier) = (path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let store = SqliteStore::open(&path).unwrap();
+                barrier.wait();
+                runtime().block_on(store.world_id()).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert!(!ids[0].is_empty());
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    let again = SqliteStore::open(&path).unwrap();
+    assert_eq!(runtime().block_on(again.world_id()).unwrap(), ids[0]);
+    // Another store is another world.
+    let other = SqliteStore::open(&dir.path().join("other.db")).unwrap();
+    assert_ne!(runtime().block_on(other.world_id()).unwrap(), ids[0]);
+}
