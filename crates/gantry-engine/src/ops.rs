@@ -595,8 +595,11 @@ async fn check_names(ctx: &Context, spec: &ClusterSpec) -> Result<(), EngineErro
 /// names it would give (another cluster's node names).
 pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
     check_names(ctx, spec).await?;
-    let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
+    // Nodes first, then the record: this runs without the cluster lock while another `up` may
+    // be creating the cluster, and a cluster is recorded before any of its nodes exists, so a
+    // record read after the listing knows every node the listing saw.
     let observed = ctx.observe(&spec.name).await?;
+    let existing = ctx.store.get_cluster(&ctx.project, &spec.name).await?;
     observed.check_up(&ctx.project, &spec.name, existing.as_ref())?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
     let expires = match existing {

@@ -389,3 +389,71 @@ async fn a_lock_left_by_a_dead_process_on_this_host_is_taken_over_at_once() {
         )
     );
 }
+
+/// A provider whose first listing of one cluster first lets another run finish `up` of that
+/// cluster (record written, nodes created): the moment an unlocked `plan_up` can meet.
+struct UpDuringFirstClusterListing {
+    inner: Arc<MemoryProvider>,
+    racer: tokio::sync::Mutex<Option<Context>>,
+}
+
+#[async_trait::async_trait]
+impl Provider for UpDuringFirstClusterListing {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    async fn list(&self, f: &TagFilter) -> gantry_provider::Result<Vec<gantry_provider::NodeInfo>> {
+        if f.equals.contains_key(tags::CLUSTER)
+            && let Some(other) = self.racer.lock().await.take()
+        {
+            let (s, t) = spec(2);
+            ops::up(&other, &s, &t, &UpOptions::default())
+                .await
+                .expect("the other run's up");
+        }
+        self.inner.list(f).await
+    }
+    async fn create_node(
+        &self,
+        r: &gantry_provider::NodeRequest,
+    ) -> gantry_provider::Result<gantry_provider::NodeInfo> {
+        self.inner.create_node(r).await
+    }
+    async fn start_node(
+        &self,
+        n: &gantry_provider::NodeInfo,
+    ) -> gantry_provider::Result<gantry_provider::NodeInfo> {
+        self.inner.start_node(n).await
+    }
+    async fn stop_node(
+        &self,
+        n: &gantry_provider::NodeInfo,
+    ) -> gantry_provider::Result<gantry_provider::NodeInfo> {
+        self.inner.stop_node(n).await
+    }
+    async fn delete_node(&self, n: &gantry_provider::NodeInfo) -> gantry_provider::Result<()> {
+        self.inner.delete_node(n).await
+    }
+}
+
+/// Regression: `plan_up` runs without the cluster lock (the CLI plans before `up` to ask about
+/// deletions). It read the record, then listed: when another `up` of a new cluster recorded it
+/// and created its nodes in between, the nodes looked like leftovers of an earlier cluster and
+/// the second `up` failed ("node(s) of an earlier cluster of that name"). Seen in CI as two
+/// simultaneous `gantry up` of one spec.
+#[tokio::test]
+async fn plan_during_another_runs_first_up_sees_that_runs_nodes_as_ours() {
+    let w = world();
+    let racer = w.ctx.clone();
+    let mut ctx = w.ctx.clone();
+    ctx.provider = Arc::new(UpDuringFirstClusterListing {
+        inner: w.provider.clone(),
+        racer: tokio::sync::Mutex::new(Some(racer)),
+    });
+    let (s, _) = spec(2);
+    let p = ops::plan_up(&ctx, &s)
+        .await
+        .expect("nodes the other run just made are this cluster's, not stale ones");
+    assert!(p.create.is_empty(), "{:?}", p.create);
+    assert_eq!(p.keep.len(), 2);
+}
