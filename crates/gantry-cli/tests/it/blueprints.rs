@@ -467,3 +467,45 @@ fn blueprint_commands_list_show_and_render() {
     assert_eq!(json.as_array().unwrap().len(), 4);
     assert!(!g.home().join("local").exists(), "render creates nothing");
 }
+
+/// A blueprint whose one step records the node address it was given, under both names.
+pub fn address_env_blueprint(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("blueprint.yaml"),
+        "name: addrenv\ndescription: records the address a step sees\nsteps:\n  - id: record\n    run: \"echo step $GANTRY_NODE_ADDRESS $GANTRY_ADDRESS > addrenv.txt\\n\"\n",
+    )
+    .unwrap();
+}
+
+/// Every node of `cluster` saw its own address as `GANTRY_NODE_ADDRESS` (and `GANTRY_ADDRESS`)
+/// in the blueprint step, and sees it as `GANTRY_NODE_ADDRESS` in `gantry run`.
+#[track_caller]
+pub fn assert_address_env(g: &Gantry, cluster: &str) {
+    let nodes = g.nodes(cluster);
+    assert!(!nodes.is_empty());
+    let seen: std::collections::BTreeMap<String, String> =
+        run_on(g, cluster, "cat addrenv.txt; echo run $GANTRY_NODE_ADDRESS")
+            .into_iter()
+            .collect();
+    for n in &nodes {
+        assert!(!n.address.is_empty(), "{} has no address", n.name);
+        let a = &n.address;
+        assert_eq!(
+            seen.get(&n.name).map(String::as_str),
+            Some(format!("step {a} {a}\nrun {a}\n").as_str()),
+            "what {} saw as its address (it is {a})",
+            n.name
+        );
+    }
+}
+
+#[test]
+fn blueprint_steps_and_run_see_the_node_address_as_gantry_node_address() {
+    let g = Gantry::new();
+    let c = "bpaddr";
+    address_env_blueprint(&g.work().join("addrenv"));
+    let spec = spec_with(&g, "a.yaml", c, 2, "  - path: addrenv\n");
+    g.run(&["up", "-f", spec.to_str().unwrap()]).ok();
+    assert_address_env(&g, c);
+}

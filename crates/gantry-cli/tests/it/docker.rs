@@ -440,6 +440,19 @@ fn docker_etcd_blueprint_forms_a_three_member_cluster() {
     e.assert_clean(c);
 }
 
+#[test]
+fn docker_blueprint_steps_and_run_see_the_node_address_as_gantry_node_address() {
+    let Some(e) = Engine::get() else { return };
+    let g = Gantry::new();
+    let c = "dk-addr";
+    crate::blueprints::address_env_blueprint(&g.work().join("addrenv"));
+    let spec = e.spec(&g, c, 2, "blueprints:\n  - path: addrenv\n");
+    g.run(&["up", "-f", spec.to_str().unwrap()]).ok();
+    crate::blueprints::assert_address_env(&g, c);
+    g.run(&["destroy", c, "--yes"]).ok();
+    e.assert_clean(c);
+}
+
 /// The world id of a home's store (what its resources carry in `gantry-world`).
 fn world_of(g: &Gantry) -> String {
     use gantry_state::StateStore as _;

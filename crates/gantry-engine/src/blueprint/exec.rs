@@ -117,13 +117,16 @@ impl Remote {
     }
 }
 
-/// The environment every script sees.
+/// The environment every script sees. The node's address is `GANTRY_NODE_ADDRESS`, the one name
+/// on every provider (local nodes' and Docker containers' own environment use it too);
+/// `GANTRY_ADDRESS`, its name before, stays for blueprints written against it.
 fn env_prefix(cluster: &str, node: &NodeView, blueprint: &str, step: &str) -> String {
     [
         ("GANTRY_CLUSTER", cluster),
         ("GANTRY_NODE", &node.name),
         ("GANTRY_POOL", &node.pool),
         ("GANTRY_INDEX", &node.index.to_string()),
+        ("GANTRY_NODE_ADDRESS", &node.address),
         ("GANTRY_ADDRESS", &node.address),
         ("GANTRY_BLUEPRINT", blueprint),
         ("GANTRY_STEP", step),
@@ -820,4 +823,29 @@ async fn run_boot(
         run_instance(remote, &env, inst, events, cancel, masker).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_see_the_node_address_as_gantry_node_address_and_its_old_name() {
+        let node = NodeView {
+            name: "demo-db-2".into(),
+            pool: "db".into(),
+            index: 2,
+            address: "10.0.0.7".into(),
+            created_at: String::new(),
+        };
+        let env = env_prefix("demo", &node, "etcd", "start");
+        for want in [
+            "GANTRY_NODE_ADDRESS='10.0.0.7'",
+            "GANTRY_ADDRESS='10.0.0.7'",
+            "GANTRY_NODE='demo-db-2'",
+            "GANTRY_INDEX='2'",
+        ] {
+            assert!(env.split(' ').any(|kv| kv == want), "{want} not in {env}");
+        }
+    }
 }
