@@ -196,6 +196,19 @@ fn docker_cluster_up_run_put_get_ssh_stop_start_destroy() {
         Some(1),
         "a missing file is no transport error: {missing:?}"
     );
+    // From every node: each line says which file is missing on which node.
+    let out = g
+        .run(&["get", c, "nofile", g.work().join("out").to_str().unwrap()])
+        .expect(1);
+    for i in 1..=5 {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l == format!("{c}-node-{i}: nofile does not exist on the node")),
+            "node {i} in:\n{}",
+            out.stderr
+        );
+    }
 
     // ssh with a tty (under `script`, which gives gantry a pty) and `ssh -- CMD`.
     if Command::new("script").arg("--version").output().is_ok() {
