@@ -40,6 +40,13 @@ pub enum Event {
         node: Option<String>,
         reason: String,
     },
+    /// More steps joined the run after `RunStarted` counted its own: `up`'s blueprint step
+    /// instances, known only once every node answers. A run's steps are `RunStarted::steps`
+    /// plus every `StepsAdded::steps`; each ends in one `StepFinished`, `StepFailed` or
+    /// `StepSkipped` (unless the run is interrupted).
+    StepsAdded {
+        steps: usize,
+    },
     StepFailed {
         step: String,
         node: Option<String>,

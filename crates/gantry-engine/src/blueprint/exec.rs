@@ -704,6 +704,10 @@ async fn apply_inner(
         }
     }
     let total = steps.len();
+    if total > 0 {
+        // The run announced only the machine steps; progress counts these too.
+        cx.events.emit(Event::StepsAdded { steps: total });
+    }
     let out = dag::execute(
         steps,
         &dag::Options {
