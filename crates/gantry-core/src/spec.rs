@@ -1,7 +1,7 @@
 //! The cluster spec (`apiVersion: gantry/v1`).
 //!
 //! Types only live here; `spec::parse` turns YAML text into a validated [`ClusterSpec`] or a
-//! [`SpecError`] listing every problem at `file:line:column` with a hint.
+//! [`SpecError`](crate::SpecError) listing every problem at `file:line:column` with a hint.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -111,8 +111,6 @@ impl ClusterSpec {
 /// or the short form `provider: local`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-// One per spec, read once: the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
 pub enum ProviderSpec {
     Local(LocalOptions),
     Docker(DockerOptions),

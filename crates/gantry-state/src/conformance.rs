@@ -1,8 +1,9 @@
 //! The contract of [`StateStore`], as code every backend runs.
 //!
 //! docs/design.md promises that every store (SQLite today; PostgreSQL and etcd planned) behaves
-//! the same; this suite is how that promise is kept. A backend's tests call [`run_all`] on a fresh or shared store: every record
-//! uses a random project and key prefix, so runs do not see each other's data. Each check
+//! the same; this suite is how that promise is kept. A backend's tests call [`run_all`] on a
+//! fresh or shared store: every record uses a random project and key prefix, so runs do not see
+//! each other's data. Each check
 //! panics with a message naming the rule that broke.
 //!
 //! Timestamps used here have whole microseconds, the finest precision every backend is required

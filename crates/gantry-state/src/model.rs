@@ -1,8 +1,8 @@
 //! The records gantry keeps, independent of where they are kept.
 //!
 //! These are plain data: every store maps them to its own tables or keys, and the rest of gantry
-//! (engine, CLI, server) reads and writes only these types. Timestamps serialize as RFC 3339 so
-//! `--output json` and the HTTP API print them readably. Stores must keep at least microsecond
+//! (engine, CLI, later the server) reads and writes only these types. Timestamps serialize as
+//! RFC 3339 so `--output json` (and the planned HTTP API) print them readably. Stores must keep at least microsecond
 //! precision (PostgreSQL's), which is why the conformance suite only uses whole microseconds.
 
 use std::collections::BTreeMap;

@@ -21,15 +21,16 @@ mod lifecycle;
 mod lifetime;
 mod local_hardening;
 mod lock;
-// Shared by aws, aws_crash and aws_faults (`port`, `log`, `reset`: for debugging).
-#[allow(dead_code)]
+#[expect(
+    dead_code,
+    reason = "shared by aws, aws_crash and aws_faults; `port`, `log`, `reset` are for debugging"
+)]
 mod moto;
 mod names;
 mod openssh;
-mod project_flag;
 // The hostile neighbour of the hardening tests (used by several modules).
-#[allow(dead_code)]
 mod other_user;
+mod project_flag;
 mod scale;
 mod spec_errors;
 mod support;
