@@ -54,6 +54,7 @@ impl From<gantry_engine::EngineError> for Failure {
                 .hint("wait for the other run to finish, or raise --lock-timeout; a lock whose process is gone is taken over; another machine's lapses within 30 s"),
             E::Interrupted => Failure::new(INTERRUPTED, e).hint("run the same command again to resume; it converges"),
             E::NeedsConfirmation { .. } => Failure::new(NOT_CONFIRMED, e).hint("re-run with --yes to allow it"),
+            E::NotConfirmed { .. } => Failure::new(NOT_CONFIRMED, e),
             E::ClusterNotFound { .. } => Failure::new(USAGE, e).hint("`gantry ls` lists the clusters of this project"),
             E::NameCollision { .. } => Failure::new(USAGE, e).hint("rename the pool or the cluster so that `<cluster>-<pool>` differs from every other cluster's"),
             E::ForeignCluster { .. } => Failure::new(USAGE, e).hint("gantry never touches another world's resources: choose another cluster name (or --project), or ask their owner"),

@@ -71,6 +71,12 @@ pub enum EngineError {
     },
     #[error("the plan removes {count} node(s) ({names}); confirmation required")]
     NeedsConfirmation { count: usize, names: String },
+    /// Asked about the nodes the plan removes (`UpOptions::confirm_delete`), the answer was no.
+    #[error("not confirmed: the plan removes {count} node(s) ({names}); nothing changed")]
+    NotConfirmed { count: usize, names: String },
+    /// The pins of host keys (`known_hosts`) could not be read or changed.
+    #[error(transparent)]
+    Ssh(#[from] gantry_ssh::SshError),
     #[error("{failed} of {total} step(s) failed: {first}")]
     StepsFailed {
         failed: usize,

@@ -36,7 +36,7 @@ use destroy::destroy_if;
 pub use lifetime::{ExtendFrom, ExtendReport, extend, gc_destroy, gc_orphans, whole_seconds};
 pub use power::{Power, power};
 use run::{RunGuard, merged_cancel, outcome_to_result};
-pub use up::{UpOptions, plan_resources, plan_up, up};
+pub use up::{ConfirmDelete, Confirmation, UpOptions, plan_resources, plan_up, up};
 
 /// Everything an operation needs.
 #[derive(Clone)]

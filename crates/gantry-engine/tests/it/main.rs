@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod inventory;
 mod lifetime;
+mod up_once;
 mod worlds;
 
 struct World {
@@ -390,8 +391,9 @@ async fn a_lock_left_by_a_dead_process_on_this_host_is_taken_over_at_once() {
     );
 }
 
-/// A provider whose first listing of one cluster first lets another run finish `up` of that
-/// cluster (record written, nodes created): the moment an unlocked `plan_up` can meet.
+/// A provider whose first listing (the one `plan_up` plans from) first lets another run finish
+/// `up` of the cluster (record written, nodes created): the moment an unlocked `plan_up` can
+/// meet.
 struct UpDuringFirstClusterListing {
     inner: Arc<MemoryProvider>,
     racer: tokio::sync::Mutex<Option<Context>>,
@@ -403,9 +405,7 @@ impl Provider for UpDuringFirstClusterListing {
         "memory"
     }
     async fn list(&self, f: &TagFilter) -> gantry_provider::Result<Vec<gantry_provider::NodeInfo>> {
-        if f.equals.contains_key(tags::CLUSTER)
-            && let Some(other) = self.racer.lock().await.take()
-        {
+        if let Some(other) = self.racer.lock().await.take() {
             let (s, t) = spec(2);
             ops::up(&other, &s, &t, &UpOptions::default())
                 .await
