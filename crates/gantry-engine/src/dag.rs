@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use gantry_core::event::Event;
-use gantry_state::{StateStore, StepRecord};
+use gantry_state::{StateStore, StepRecord, StepStatus};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -265,17 +265,18 @@ async fn run_step(
 ) -> (String, Result<(), StepError>) {
     let started = Instant::now();
     let started_at = now();
-    let record = |status: &str, attempts: u32, error: Option<String>, finished: bool| StepRecord {
-        run_id: cp.as_ref().map(|c| c.run_id.clone()).unwrap_or_default(),
-        step_id: step.id.clone(),
-        node: step.node.clone(),
-        status: status.into(),
-        attempts,
-        error,
-        spec_hash: cp.as_ref().and_then(|c| c.spec_hash.clone()),
-        started_at,
-        finished_at: finished.then(now),
-    };
+    let record =
+        |status: StepStatus, attempts: u32, error: Option<String>, finished: bool| StepRecord {
+            run_id: cp.as_ref().map(|c| c.run_id.clone()).unwrap_or_default(),
+            step_id: step.id.clone(),
+            node: step.node.clone(),
+            status,
+            attempts,
+            error,
+            spec_hash: cp.as_ref().and_then(|c| c.spec_hash.clone()),
+            started_at,
+            finished_at: finished.then(now),
+        };
     let mut attempt = 1;
     loop {
         events.emit(Event::StepStarted {
@@ -283,10 +284,10 @@ async fn run_step(
             node: step.node.clone(),
             attempt,
         });
-        checkpoint(&cp, record("running", attempt, None, false)).await;
+        checkpoint(&cp, record(StepStatus::Running, attempt, None, false)).await;
         match (step.action)().await {
             Ok(()) => {
-                checkpoint(&cp, record("done", attempt, None, true)).await;
+                checkpoint(&cp, record(StepStatus::Done, attempt, None, true)).await;
                 events.emit(Event::StepFinished {
                     step: step.id.clone(),
                     node: step.node.clone(),
@@ -307,7 +308,7 @@ async fn run_step(
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => {
                         let e = StepError::fatal(format!("interrupted while retrying: {}", e.message));
-                        checkpoint(&cp, record("failed", attempt, Some(e.message.clone()), true)).await;
+                        checkpoint(&cp, record(StepStatus::Failed, attempt, Some(e.message.clone()), true)).await;
                         events.emit(Event::StepFailed { step: step.id.clone(), node: step.node.clone(), error: e.message.clone() });
                         return (step.id.clone(), Err(e));
                     }
@@ -317,7 +318,7 @@ async fn run_step(
             Err(e) => {
                 checkpoint(
                     &cp,
-                    record("failed", attempt, Some(e.message.clone()), true),
+                    record(StepStatus::Failed, attempt, Some(e.message.clone()), true),
                 )
                 .await;
                 events.emit(Event::StepFailed {

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
 use gantry_core::secret::Masker;
+use gantry_core::status::Level;
 use gantry_provider::NodeInfo;
 use gantry_ssh::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -569,7 +570,7 @@ async fn apply_inner(
                 })??;
                 if fresh {
                     cx.events.message(
-                        "info",
+                        Level::Info,
                         format!(
                             "blueprint {}: downloaded artifact {} from {url}",
                             bp.name, a.name
@@ -655,7 +656,7 @@ async fn apply_inner(
         .filter(|i| !done_ids.contains(&i.id))
         .collect();
     cx.events.message(
-        "info",
+        Level::Info,
         format!(
             "blueprints: {} step instance(s) to run, {} up to date",
             todo.len(),
@@ -746,7 +747,7 @@ async fn apply_inner(
         let json = serde_json::to_vec(&file).expect("boot file serialises");
         if let Err(e) = write_file(remote, BOOT_FILE, &json, Some(0o600)).await {
             cx.events.message(
-                "warn",
+                Level::Warn,
                 format!(
                     "could not write the boot steps of {}: {}",
                     v.name,

@@ -1,6 +1,7 @@
 //! `destroy`: every node of this world carrying the cluster's tags, then its supporting
 //! resources, records and secrets (also what gc's destroys run, through `destroy_if`).
 
+use gantry_core::status::{ClusterStatus, RunKind};
 use gantry_provider::NodeInfo;
 use gantry_state::ClusterRecord;
 
@@ -47,7 +48,7 @@ pub(super) fn delete_step(ctx: &Context, n: &NodeInfo, after: Vec<String>) -> St
 
 /// Deletes every node carrying the cluster's tags, then its supporting resources and records.
 pub async fn destroy(ctx: &Context, cluster: &str) -> Result<Report, EngineError> {
-    destroy_if(ctx, cluster, "destroy", &|_, _| true)
+    destroy_if(ctx, cluster, RunKind::Destroy, &|_, _| true)
         .await?
         .ok_or_else(|| EngineError::ClusterNotFound {
             project: ctx.project.clone(),
@@ -62,7 +63,7 @@ pub(super) type StillWanted<'a> = &'a (dyn Fn(Option<&ClusterRecord>, &[NodeInfo
 pub(super) async fn destroy_if(
     ctx: &Context,
     cluster: &str,
-    kind: &str,
+    kind: RunKind,
     still: StillWanted<'_>,
 ) -> Result<Option<Report>, EngineError> {
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
@@ -84,14 +85,14 @@ pub(super) async fn destroy_if(
             .collect();
         uids.extend(record.as_ref().map(|c| c.uid.clone()));
         if let Some(mut c) = record {
-            c.status = "destroying".into();
+            c.status = ClusterStatus::Destroying;
             ctx.store.put_cluster(&c).await?;
         }
         let steps: Vec<Step> = nodes.iter().map(|n| delete_step(ctx, n, vec![])).collect();
         let (out, total) = run
             .run_steps(
                 ctx,
-                "destroy",
+                RunKind::Destroy,
                 cluster,
                 steps,
                 &merged_cancel(ctx, &run.lock),

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use gantry_core::ClusterSpec;
+use gantry_core::status::{ClusterStatus, RunKind};
 use gantry_provider::{NodeInfo, NodeState};
 use time::OffsetDateTime;
 
@@ -26,8 +27,8 @@ pub async fn power(
     select: Option<&(dyn Fn(&NodeInfo) -> bool + Sync)>,
 ) -> Result<Report, EngineError> {
     let kind = match action {
-        Power::Stop => "stop",
-        Power::Start => "start",
+        Power::Stop => RunKind::Stop,
+        Power::Start => RunKind::Start,
     };
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
@@ -130,9 +131,9 @@ pub async fn power(
         if let Some(mut c) = record {
             let all_stopped = nodes.iter().all(|n| n.state == NodeState::Stopped);
             c.status = if all_stopped {
-                "stopped".into()
+                ClusterStatus::Stopped
             } else {
-                "ready".into()
+                ClusterStatus::Ready
             };
             c.updated_at = OffsetDateTime::now_utc();
             ctx.store.put_cluster(&c).await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gantry_core::event::Event;
+use gantry_core::status::{RunKind, RunStatus};
 use gantry_state::{RunRecord, StateStore};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ impl RunGuard {
     pub(super) async fn begin(
         ctx: &Context,
         cluster: &str,
-        kind: &str,
+        kind: RunKind,
         spec_hash: Option<String>,
     ) -> Result<RunGuard, EngineError> {
         let holder = holder_id(&ctx.command);
@@ -60,8 +61,8 @@ impl RunGuard {
             id: uuid::Uuid::now_v7().to_string(),
             project: ctx.project.clone(),
             cluster: cluster.into(),
-            kind: kind.into(),
-            status: "running".into(),
+            kind,
+            status: RunStatus::Running,
             spec_hash,
             holder,
             started_at: OffsetDateTime::now_utc(),
@@ -90,7 +91,7 @@ impl RunGuard {
     pub(super) async fn run_steps(
         &self,
         ctx: &Context,
-        kind: &str,
+        kind: RunKind,
         cluster: &str,
         steps: Vec<Step>,
         cancel: &CancellationToken,
@@ -98,7 +99,7 @@ impl RunGuard {
         let total = steps.len();
         self.events.emit(Event::RunStarted {
             run_id: self.record.id.clone(),
-            kind: kind.into(),
+            kind,
             cluster: cluster.into(),
             steps: total,
         });
@@ -123,9 +124,9 @@ impl RunGuard {
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
         let status = match &result {
-            Ok(_) => "succeeded",
-            Err(EngineError::Interrupted) => "interrupted",
-            Err(_) => "failed",
+            Ok(_) => RunStatus::Succeeded,
+            Err(EngineError::Interrupted) => RunStatus::Interrupted,
+            Err(_) => RunStatus::Failed,
         };
         if let Err(EngineError::Interrupted) = &result {
             self.events.emit(Event::Interrupted {
@@ -134,10 +135,10 @@ impl RunGuard {
         }
         self.events.emit(Event::RunFinished {
             run_id: self.record.id.clone(),
-            status: status.into(),
+            status,
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         });
-        self.record.status = status.into();
+        self.record.status = status;
         self.record.finished_at = Some(OffsetDateTime::now_utc());
         self.record.error = result.as_ref().err().map(|e| e.to_string());
         let update = self.store.update_run(&self.record).await;
@@ -174,8 +175,8 @@ async fn close_abandoned_runs(ctx: &Context, cluster: &str) -> Result<(), Engine
         .list_runs(&ctx.project, Some(cluster), SCAN)
         .await?
     {
-        if r.status == "running" {
-            r.status = "abandoned".into();
+        if r.status == RunStatus::Running {
+            r.status = RunStatus::Abandoned;
             r.finished_at = Some(OffsetDateTime::now_utc());
             r.error = Some(format!(
                 "its process ({}) ended without finishing the run",

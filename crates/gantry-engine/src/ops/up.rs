@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_core::ClusterSpec;
+use gantry_core::status::{ClusterStatus, RunKind};
 use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{ClusterRequest, NodeInfo, NodeState};
 use gantry_state::ClusterRecord;
@@ -234,7 +235,7 @@ pub async fn up(
     opts: &UpOptions,
 ) -> Result<Report, EngineError> {
     let hash = spec.hash();
-    let run = RunGuard::begin(ctx, &spec.name, "up", Some(hash.clone())).await?;
+    let run = RunGuard::begin(ctx, &spec.name, RunKind::Up, Some(hash.clone())).await?;
     let result = up_locked(ctx, spec, spec_yaml, opts, &run).await;
     run.finish(result).await
 }
@@ -284,7 +285,7 @@ async fn up_locked(
             spec_json: serde_json::to_string(spec).expect("spec serialises"),
             spec_hash: hash.clone(),
             generation: 1,
-            status: "creating".into(),
+            status: ClusterStatus::Creating,
             created_at: now,
             updated_at: now,
             expires_at: lifetime::expiry(
@@ -295,7 +296,7 @@ async fn up_locked(
             )?,
         },
     };
-    record.status = "creating".into();
+    record.status = ClusterStatus::Creating;
     let world = observed.world.id.clone();
     let expires = rfc3339(record.expires_at);
     let input = PlanInput {
@@ -327,7 +328,9 @@ async fn up_locked(
         &p,
     );
     let cancel = merged_cancel(ctx, &run.lock);
-    let (out, total) = run.run_steps(ctx, "up", &spec.name, steps, &cancel).await;
+    let (out, total) = run
+        .run_steps(ctx, RunKind::Up, &spec.name, steps, &cancel)
+        .await;
     let mut nodes = sync_records(ctx, &spec.name).await?;
     // Software on the machines, once every machine is there and answers.
     let applied = if out.ok() && !run.lock.lost().is_cancelled() {
@@ -358,9 +361,9 @@ async fn up_locked(
         Ok(())
     };
     record.status = if out.ok() && applied.is_ok() {
-        "ready".into()
+        ClusterStatus::Ready
     } else {
-        "degraded".into()
+        ClusterStatus::Degraded
     };
     record.updated_at = OffsetDateTime::now_utc();
     ctx.store.put_cluster(&record).await?;

@@ -250,7 +250,7 @@ async fn resumes_after_a_crash_that_left_unrecorded_nodes() {
             spec_json: serde_json::to_string(&s).unwrap(),
             spec_hash: s.hash(),
             generation: 1,
-            status: "creating".into(),
+            status: gantry_state::ClusterStatus::Creating,
             created_at: now,
             updated_at: now,
             expires_at: now + s.lifetime,
@@ -356,7 +356,7 @@ async fn a_cancelled_run_is_recorded_as_interrupted() {
     assert!(matches!(err, EngineError::Interrupted), "{err}");
     let runs = w.store.list_runs("test", Some("demo"), 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].status, "interrupted");
+    assert_eq!(runs[0].status.as_str(), "interrupted");
     assert!(
         names(&w).await.is_empty(),
         "nothing starts after cancellation"
