@@ -19,10 +19,18 @@ use tokio_util::sync::CancellationToken;
 use crate::events::Events;
 
 /// Why a step failed, and whether trying again may help.
-#[derive(Debug, Clone)]
+///
+/// `message` is what events, checkpoints and the run's error show (already masked where a
+/// blueprint's secrets may appear); `source` is the typed error it came from, kept for callers
+/// that branch on it or print its causes. Blueprint steps never attach one: their messages
+/// pass through the cluster's masker, an unmasked cause must not ride along.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct StepError {
     pub retryable: bool,
     pub message: String,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StepError {
@@ -30,12 +38,33 @@ impl StepError {
         StepError {
             retryable: true,
             message: m.into(),
+            source: None,
         }
     }
+
     pub fn fatal(m: impl Into<String>) -> Self {
         StepError {
             retryable: false,
             message: m.into(),
+            source: None,
+        }
+    }
+
+    /// A step that failed on `e` and is not worth retrying; `e`'s text is the message and `e`
+    /// stays its source.
+    pub fn fatal_from(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError {
+            retryable: false,
+            message: e.to_string(),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// The same for a failure that may pass when tried again.
+    pub fn retryable_from(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError {
+            retryable: true,
+            ..StepError::fatal_from(e)
         }
     }
 }
@@ -49,6 +78,7 @@ impl From<gantry_provider::ProviderError> for StepError {
         StepError {
             retryable: e.is_retryable(),
             message,
+            source: Some(Arc::new(e)),
         }
     }
 }
@@ -213,7 +243,7 @@ pub async fn execute(
             Err(e) => {
                 // A panicking step is a bug; report it as a failure rather than bring the run down.
                 out.failed
-                    .push(("<panicked step>".into(), StepError::fatal(e.to_string())));
+                    .push(("<panicked step>".into(), StepError::fatal_from(e)));
                 continue;
             }
         };

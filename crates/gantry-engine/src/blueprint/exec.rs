@@ -567,6 +567,7 @@ async fn apply_inner(
                     blueprint: bp.name.clone(),
                     artifact: a.name.clone(),
                     message: e.to_string(),
+                    source: Some(Box::new(e)),
                 })??;
                 if fresh {
                     cx.events.message(
@@ -770,6 +771,8 @@ async fn apply_inner(
             failed: out.failed.len(),
             total,
             first: format!("{}{skipped}", e.message),
+            // The message is masked; the step's own error stays out (see `StepError`).
+            source: None,
         });
     }
     Ok(())

@@ -37,9 +37,8 @@ pub(super) fn delete_step(ctx: &Context, n: &NodeInfo, after: Vec<String>) -> St
                 store
                     .delete_node(&project, &cluster, &node.name)
                     .await
-                    .map_err(|e| StepError::retryable(e.to_string()))?;
-                kh.forget(&node.name)
-                    .map_err(|e| StepError::fatal(e.to_string()))?;
+                    .map_err(StepError::retryable_from)?;
+                kh.forget(&node.name).map_err(StepError::fatal_from)?;
                 Ok(())
             }
         },
@@ -107,6 +106,7 @@ pub(super) async fn destroy_if(
                 failed: left.len(),
                 total,
                 first: format!("{} still listed after delete", left[0].name),
+                source: None,
             });
         }
         ctx.store.delete_cluster(&ctx.project, cluster).await?;

@@ -266,9 +266,8 @@ pub async fn gc_orphans(
                                 store
                                     .delete_node(&project, &cluster, &node.name)
                                     .await
-                                    .map_err(|e| StepError::retryable(e.to_string()))?;
-                                kh.forget(&node.name)
-                                    .map_err(|e| StepError::fatal(e.to_string()))?;
+                                    .map_err(StepError::retryable_from)?;
+                                kh.forget(&node.name).map_err(StepError::fatal_from)?;
                             }
                             Ok(())
                         }

@@ -197,6 +197,7 @@ pub(super) fn outcome_to_result(out: &dag::Outcome, total: usize) -> Result<(), 
             failed: out.failed.len(),
             total,
             first: format!("{id}: {}", e.message),
+            source: Some(e.clone()),
         });
     }
     Ok(())
