@@ -4,12 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::{Level, RunKind, RunStatus};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
         run_id: String,
-        kind: String,
+        kind: RunKind,
         cluster: String,
         steps: usize,
     },
@@ -53,7 +55,7 @@ pub enum Event {
         error: String,
     },
     Message {
-        level: String,
+        level: Level,
         text: String,
     },
     Interrupted {
@@ -61,7 +63,7 @@ pub enum Event {
     },
     RunFinished {
         run_id: String,
-        status: String,
+        status: RunStatus,
         elapsed_ms: u64,
     },
 }

@@ -11,6 +11,7 @@ pub mod event;
 pub mod names;
 pub mod secret;
 pub mod spec;
+pub mod status;
 pub mod tags;
 pub mod target;
 

@@ -28,4 +28,4 @@ pub mod plan;
 pub mod secrets;
 pub mod transport;
 
-pub use error::EngineError;
+pub use error::{EngineError, ErrorClass};

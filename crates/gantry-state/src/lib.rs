@@ -13,6 +13,7 @@ mod sqlite;
 mod store;
 
 pub use error::{BoxError, StateError};
+pub use gantry_core::status::{ClusterStatus, RunKind, RunStatus, StepStatus};
 pub use model::{
     Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
 };

@@ -1,8 +1,9 @@
 //! Commands that change a cluster: `up`, `plan`, `validate`, `destroy`, `stop`, `start`.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
-use gantry_engine::ops::{self, Power, Report, UpOptions};
+use gantry_engine::ops::{self, ConfirmDelete, Confirmation, Power, Report, UpOptions};
 use serde_json::json;
 
 use super::{NodeJson, load_spec, parse_target, resolve_nodes, warn_about_spec};
@@ -33,24 +34,34 @@ pub async fn validate(g: &Global, a: &SpecArgs) -> CliResult {
 
 /// Asks on the terminal; without one, refuses (the caller must pass --yes).
 pub(super) fn confirm(question: &str) -> CliResult<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::new(
+    match ask(question) {
+        Confirmation::Yes => Ok(()),
+        Confirmation::CannotAsk => Err(Failure::new(
             exit::NOT_CONFIRMED,
             anyhow::anyhow!("{question}: confirmation needed and no terminal to ask"),
         )
-        .hint("re-run with --yes"));
+        .hint("re-run with --yes")),
+        Confirmation::No => Err(Failure::new(
+            exit::NOT_CONFIRMED,
+            anyhow::anyhow!("not confirmed; nothing changed"),
+        )),
+    }
+}
+
+/// The question on the terminal (stderr, answered on stdin); [`Confirmation::CannotAsk`]
+/// without one. Blocking.
+fn ask(question: &str) -> Confirmation {
+    if !std::io::stdin().is_terminal() {
+        return Confirmation::CannotAsk;
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     if matches!(line.trim(), "y" | "Y" | "yes") {
-        Ok(())
+        Confirmation::Yes
     } else {
-        Err(Failure::new(
-            exit::NOT_CONFIRMED,
-            anyhow::anyhow!("not confirmed; nothing changed"),
-        ))
+        Confirmation::No
     }
 }
 
@@ -126,25 +137,22 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     let provider = context::provider_for_spec(&home, &ssh, &spec)?;
     let (listener, finish) = progress::listener(g.output);
     let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
-    let mut allow_delete = false;
-    let p = ops::plan_up(&ctx, &spec).await?;
-    if !p.delete.is_empty() {
-        let names: Vec<_> = p.delete.iter().map(|n| n.name.as_str()).collect();
-        if !a.yes {
-            confirm(&format!(
-                "this removes {} node(s): {}. continue?",
-                names.len(),
-                names.join(", ")
-            ))?;
-        }
-        allow_delete = true;
-    }
+    // A shrink is asked about by `up` itself, under the cluster lock, from the plan it carries
+    // out (planning first without the lock could ask about other nodes than it deletes).
+    let confirm_delete = ConfirmDelete(Arc::new(|names: &[String]| {
+        ask(&format!(
+            "this removes {} node(s): {}. continue?",
+            names.len(),
+            names.join(", ")
+        ))
+    }));
     let result = ops::up(
         &ctx,
         &spec,
         &text,
         &UpOptions {
-            allow_delete,
+            allow_delete: a.yes,
+            confirm_delete: Some(confirm_delete),
             lifetime: a.lifetime,
             blueprints: gantry_engine::blueprint::Apply {
                 // Docker clusters' blueprints run through Docker exec; others over SSH.

@@ -619,7 +619,7 @@ fn print(g: &Global, rows: &[Row<'_>], warnings: &[Warning], cached: &[(String, 
                             expired.push(r.name.clone());
                         }
                         let note = if expiring { " (expires soon)" } else { "" };
-                        (r.status.clone(), output::time_left(r.expires_at) + note)
+                        (r.status.to_string(), output::time_left(r.expires_at) + note)
                     }
                     None => ("untracked".into(), "-".into()),
                 };

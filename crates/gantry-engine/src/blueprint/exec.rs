@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
 use gantry_core::secret::Masker;
+use gantry_core::status::Level;
 use gantry_provider::NodeInfo;
 use gantry_ssh::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -569,10 +570,11 @@ async fn apply_inner(
                     blueprint: bp.name.clone(),
                     artifact: a.name.clone(),
                     message: e.to_string(),
+                    source: Some(Box::new(e)),
                 })??;
                 if fresh {
                     cx.events.message(
-                        "info",
+                        Level::Info,
                         format!(
                             "blueprint {}: downloaded artifact {} from {url}",
                             bp.name, a.name
@@ -658,7 +660,7 @@ async fn apply_inner(
         .filter(|i| !done_ids.contains(&i.id))
         .collect();
     cx.events.message(
-        "info",
+        Level::Info,
         format!(
             "blueprints: {} step instance(s) to run, {} up to date",
             todo.len(),
@@ -753,7 +755,7 @@ async fn apply_inner(
         let json = serde_json::to_vec(&file).expect("boot file serialises");
         if let Err(e) = write_file(remote, BOOT_FILE, &json, Some(0o600)).await {
             cx.events.message(
-                "warn",
+                Level::Warn,
                 format!(
                     "could not write the boot steps of {}: {}",
                     v.name,
@@ -776,6 +778,8 @@ async fn apply_inner(
             failed: out.failed.len(),
             total,
             first: format!("{}{skipped}", e.message),
+            // The message is masked; the step's own error stays out (see `StepError`).
+            source: None,
         });
     }
     Ok(())
