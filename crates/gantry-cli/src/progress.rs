@@ -331,7 +331,7 @@ mod tests {
         let (n1, n2) = (Some("demo-db-1"), Some("demo-db-2"));
         let mut events = vec![Event::RunStarted {
             run_id: "r".into(),
-            kind: "up".into(),
+            kind: gantry_core::status::RunKind::Up,
             cluster: "demo".into(),
             steps: 5,
         }];
@@ -346,7 +346,7 @@ mod tests {
             events.push(finished(step, node));
         }
         events.push(Event::Message {
-            level: "info".into(),
+            level: gantry_core::status::Level::Info,
             text: "blueprints: 3 step instance(s) to run, 0 up to date".into(),
         });
         events.push(Event::StepsAdded { steps: 3 });
@@ -385,7 +385,7 @@ mod tests {
         let mut t = tty();
         t.on(&Event::RunStarted {
             run_id: "r".into(),
-            kind: "up".into(),
+            kind: gantry_core::status::RunKind::Up,
             cluster: "demo".into(),
             steps: 13,
         });
