@@ -258,6 +258,7 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
+    let record = record.map(|c| c.record);
     let mut ctx = context::engine_context(g, &home, store, ssh, provider, None);
     let mut observed = ctx.observe(cluster).await?;
     // Without a record, the cluster may be on the default Docker engine (where gc and
@@ -314,9 +315,7 @@ pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let mut ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
     // Docker nodes are reached through exec, and `start` re-runs their blueprints' boot steps
     // through it (within the run); other clusters' over SSH.
-    ctx.transport = record
-        .and_then(|r| serde_json::from_str::<gantry_core::ClusterSpec>(&r.spec_json).ok())
-        .and_then(|spec| crate::docker::transport(&spec, &g.project));
+    ctx.transport = record.and_then(|c| crate::docker::transport(&c.spec, &g.project));
     let select = {
         let names = names.clone();
         move |n: &gantry_provider::NodeInfo| names.contains(&n.name)

@@ -313,7 +313,7 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
 
     let places: Vec<Place> = records
         .iter()
-        .map(|r| match serde_json::from_str::<ClusterSpec>(&r.spec_json) {
+        .map(|r| match gantry_engine::app::decode_spec(r) {
             Ok(s) => {
                 if let ProviderSpec::Aws(o) = &s.provider {
                     Place::Aws(AwsTarget {
@@ -330,10 +330,7 @@ pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
             Err(e) => {
                 warnings.push(Warning {
                     region: None,
-                    message: format!(
-                        "cannot read the recorded spec of cluster {} ({}): {e}; its nodes are not counted",
-                        r.name, r.provider
-                    ),
+                    message: format!("{}; its nodes are not counted", chain(&e)),
                 });
                 Place::Unknown
             }
