@@ -8,6 +8,7 @@ mod inventory;
 mod lifetime;
 mod ls;
 mod remote;
+mod scopes;
 
 use std::io::Read;
 use std::path::Path;

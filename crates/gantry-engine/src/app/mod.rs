@@ -11,5 +11,10 @@
 //!   ([`list_project`]); the one answer `ls`, `gc` and `inventory` give.
 
 pub mod cluster;
+pub mod inventory;
 
 pub use cluster::{LoadedCluster, decode_spec, load_cluster, select_nodes};
+pub use inventory::{
+    CacheUse, ListedCluster, OnError, ProjectInventory, ProjectRecords, Scope, ScopeListing,
+    Tracked, Warning, list_project,
+};
