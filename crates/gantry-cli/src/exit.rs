@@ -147,6 +147,7 @@ impl From<gantry_engine::EngineError> for Failure {
             E::RecordUnreadable { cluster, .. } => Some(format!("a newer gantry may have written it: use that version; or `gantry up -f SPEC` with cluster {cluster}'s spec records it again")),
             E::LifetimeTooLong { .. } => Some("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry".into()),
             E::Provider(p) => p.hint.clone(),
+            E::ProviderUnavailable { hint, .. } => hint.clone(),
             E::StepsFailed { .. } => Some("`gantry logs RUN` shows every event; re-run the command to retry what failed".into()),
             _ => None,
         };

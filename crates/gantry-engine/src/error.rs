@@ -127,6 +127,13 @@ pub enum EngineError {
         index: u32,
         nodes: String,
     },
+    /// The provider a spec names cannot be built here (a binary built without it).
+    #[error("{message}")]
+    ProviderUnavailable {
+        message: String,
+        /// How to get it.
+        hint: Option<String>,
+    },
     /// A cluster's record whose spec cannot be decoded (written by a newer gantry, or
     /// damaged): which provider and options it has cannot be told, so nothing acts on it.
     #[error(
@@ -196,6 +203,7 @@ impl EngineError {
             | E::NoNodes { .. }
             | E::EmptyCluster { .. }
             | E::AmbiguousIndex { .. }
+            | E::ProviderUnavailable { .. }
             | E::BlueprintInvalid(_)
             | E::BlueprintLoad { .. }
             | E::LifetimeTooLong { .. } => ErrorClass::Invalid,

@@ -37,18 +37,14 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
         .hint("e.g. `gantry extend demo 4h`"));
     }
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, _) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
-    let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
+    let app = crate::app::app(g, &home)?;
     let from = if from_now {
         ExtendFrom::Now
     } else {
         ExtendFrom::Expiry
     };
-    let result = ops::extend(&ctx, cluster, by, from).await;
+    let (listener, finish) = progress::listener(g.output);
+    let result = app.extend(cluster, by, from, Some(listener)).await;
     finish();
     let r = result?;
     let left = (r.expires_at - OffsetDateTime::now_utc()).whole_seconds();

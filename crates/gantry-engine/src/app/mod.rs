@@ -9,12 +9,16 @@
 //! - [`inventory`]: everything the project has, across the listing scopes the caller hands in
 //!   (local, every Docker engine, every AWS region), merged with the records
 //!   ([`list_project`]); the one answer `ls`, `gc` and `inventory` give.
+//! - [`ops`]: operations by cluster name on the [`App`] context (the binary hands in how
+//!   providers are built, [`Providers`]).
 
 pub mod cluster;
 pub mod inventory;
+pub mod ops;
 
 pub use cluster::{LoadedCluster, decode_spec, load_cluster, select_nodes};
 pub use inventory::{
     CacheUse, ListedCluster, OnError, ProjectInventory, ProjectRecords, Scope, ScopeListing,
     Tracked, Warning, list_project,
 };
+pub use ops::{App, ClusterOps, Providers};

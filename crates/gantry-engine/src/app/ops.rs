@@ -1,0 +1,133 @@
+//! Operations by cluster name: what `extend`, `stop`/`start` and `destroy` mean, given a
+//! cluster's name and the [`App`] (the store, the project, the SSH identity, and how providers
+//! are built). A front end adds only its own parts: arguments, prompts, progress rendering and
+//! exit codes (the CLI) or requests and statuses (the server).
+//!
+//! Why providers come through a trait ([`Providers`]): building one is the binary's business
+//! (which providers it was built with, where its files live), and this layer must not name a
+//! provider crate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_core::{ClusterSpec, Target};
+use gantry_provider::{NodeInfo, Provider};
+use gantry_ssh::ClientConfig;
+use gantry_state::StateStore;
+use tokio_util::sync::CancellationToken;
+
+use super::cluster::{LoadedCluster, load_cluster, select_nodes};
+use crate::EngineError;
+use crate::events::Listener;
+use crate::ops::{self, Context, ExtendFrom, ExtendReport, Power, Report};
+use crate::secrets::SecretStore;
+use crate::transport::Transport;
+
+/// How the binary builds providers and transports.
+pub trait Providers: Send + Sync {
+    /// The provider a spec names.
+    fn for_spec(&self, spec: &ClusterSpec) -> Result<Arc<dyn Provider>, EngineError>;
+    /// The provider of a cluster the store has no record of (its nodes may still exist: a run
+    /// that crashed before recording it).
+    fn unrecorded(&self) -> Result<Arc<dyn Provider>, EngineError>;
+    /// How a spec's nodes are reached when not over SSH (Docker exec); None: SSH.
+    fn transport(&self, spec: &ClusterSpec, project: &str) -> Option<Arc<dyn Transport>>;
+}
+
+/// Everything an operation by cluster name needs besides the name.
+#[derive(Clone)]
+pub struct App {
+    pub project: String,
+    /// Recorded in the `gantry-owner` tag.
+    pub owner: String,
+    pub store: Arc<dyn StateStore>,
+    pub ssh: ClientConfig,
+    pub secrets: Arc<dyn SecretStore>,
+    pub cancel: CancellationToken,
+    pub lock_timeout: Duration,
+    /// What started the operations, shown to others waiting on a cluster's lock.
+    pub command: String,
+    pub providers: Arc<dyn Providers>,
+}
+
+/// A cluster ready to be operated on: its record and spec (None: no record) and the engine
+/// context on its provider and transport.
+pub struct ClusterOps {
+    pub loaded: Option<LoadedCluster>,
+    pub ctx: Context,
+}
+
+impl App {
+    /// The engine's context on `provider`.
+    pub fn context(&self, provider: Arc<dyn Provider>, listener: Option<Listener>) -> Context {
+        Context {
+            project: self.project.clone(),
+            owner: self.owner.clone(),
+            provider,
+            store: self.store.clone(),
+            ssh: self.ssh.clone(),
+            cancel: self.cancel.clone(),
+            listener,
+            lock_timeout: self.lock_timeout,
+            command: self.command.clone(),
+            transport: None,
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    /// `cluster` with its record and spec, on the provider and transport its spec names (the
+    /// unrecorded provider without a record). A record that does not decode is an error.
+    pub async fn cluster(
+        &self,
+        cluster: &str,
+        listener: Option<Listener>,
+    ) -> Result<ClusterOps, EngineError> {
+        let loaded = load_cluster(self.store.as_ref(), &self.project, cluster).await?;
+        let provider = match &loaded {
+            Some(c) => self.providers.for_spec(&c.spec)?,
+            None => self.providers.unrecorded()?,
+        };
+        let mut ctx = self.context(provider, listener);
+        ctx.transport = loaded
+            .as_ref()
+            .and_then(|c| self.providers.transport(&c.spec, &self.project));
+        Ok(ClusterOps { loaded, ctx })
+    }
+
+    /// `gantry extend CLUSTER BY`.
+    pub async fn extend(
+        &self,
+        cluster: &str,
+        by: Duration,
+        from: ExtendFrom,
+        listener: Option<Listener>,
+    ) -> Result<ExtendReport, EngineError> {
+        let c = self.cluster(cluster, listener).await?;
+        ops::extend(&c.ctx, cluster, by, from).await
+    }
+
+    /// The nodes `target` names, on its cluster's provider.
+    pub async fn target_nodes(&self, target: &Target) -> Result<Vec<NodeInfo>, EngineError> {
+        let c = self.cluster(&target.cluster, None).await?;
+        select_nodes(&c.ctx.provider, &self.project, target).await
+    }
+
+    /// `gantry stop TARGET` / `gantry start TARGET`: the nodes the target names (resolved
+    /// before the run starts, so a bad target changes nothing); `start` re-runs the blueprints'
+    /// boot steps through the cluster's transport.
+    pub async fn power(
+        &self,
+        target: &Target,
+        action: Power,
+        listener: Option<Listener>,
+    ) -> Result<Report, EngineError> {
+        let c = self.cluster(&target.cluster, listener).await?;
+        let names: Vec<String> = select_nodes(&c.ctx.provider, &self.project, target)
+            .await?
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        let select = move |n: &NodeInfo| names.contains(&n.name);
+        ops::power(&c.ctx, &target.cluster, action, Some(&select)).await
+    }
+}
