@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gantry_engine::ops::{self, ConfirmDelete, Confirmation, Power, Report, UpOptions};
 use serde_json::json;
 
-use super::{NodeJson, load_spec, parse_target, resolve_nodes, warn_about_spec};
+use super::{NodeJson, load_spec, parse_target, warn_about_spec};
 use crate::cli::{Global, OutputFormat, SpecArgs};
 use crate::context::{self, Home};
 use crate::exit::{self, CliResult, Failure};
@@ -305,22 +305,9 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
 pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let target = parse_target(target)?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, record) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
-    let chosen = resolve_nodes(&provider, &g.project, &target).await?;
-    let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
+    let app = crate::app::app(g, &home)?;
     let (listener, finish) = progress::listener(g.output);
-    let mut ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
-    // Docker nodes are reached through exec, and `start` re-runs their blueprints' boot steps
-    // through it (within the run); other clusters' over SSH.
-    ctx.transport = record.and_then(|c| crate::docker::transport(&c.spec, &g.project));
-    let select = {
-        let names = names.clone();
-        move |n: &gantry_provider::NodeInfo| names.contains(&n.name)
-    };
-    let result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
+    let result = app.power(&target, action, Some(listener)).await;
     finish();
     let what = if action == Power::Stop {
         "stop"
