@@ -42,6 +42,10 @@ impl Providers for CliProviders {
     fn transport(&self, spec: &ClusterSpec, project: &str) -> Option<Arc<dyn Transport>> {
         crate::docker::transport(spec, project)
     }
+
+    fn elsewhere(&self) -> Vec<Arc<dyn Provider>> {
+        crate::docker::default_engine().into_iter().collect()
+    }
 }
 
 /// The application context of this invocation.

@@ -254,33 +254,10 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
 pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, record) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
-    let record = record.map(|c| c.record);
-    let mut ctx = context::engine_context(g, &home, store, ssh, provider, None);
-    let mut observed = ctx.observe(cluster).await?;
-    // Without a record, the cluster may be on the default Docker engine (where gc and
-    // `destroy --all` look too); no engine running there is the usual case.
-    if record.is_none()
-        && observed.ours.is_empty()
-        && observed.foreign.is_empty()
-        && let Some(engine) = crate::docker::default_engine()
-    {
-        let local = std::mem::replace(&mut ctx.provider, engine);
-        match ctx.observe(cluster).await {
-            Ok(o) if !o.ours.is_empty() || !o.foreign.is_empty() => observed = o,
-            Ok(_) => ctx.provider = local,
-            Err(e) => {
-                tracing::debug!("not looking for docker nodes: {e}");
-                ctx.provider = local;
-            }
-        }
-    }
-    // Only this world's nodes are destroyed; a cluster only another world has is refused.
-    observed.require_ours(&g.project, cluster, record.as_ref())?;
+    let app = crate::app::app(g, &home)?;
+    let target = app.prepare_destroy(cluster).await?;
     if !yes {
+        let observed = &target.observed;
         let others = if observed.foreign.is_empty() {
             String::new()
         } else {
@@ -295,8 +272,7 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
         ))?;
     }
     let (listener, finish) = progress::listener(g.output);
-    ctx.listener = Some(listener);
-    let result = ops::destroy(&ctx, cluster).await;
+    let result = app.destroy(target, Some(listener)).await;
     finish();
     print_report(g, &result?, "destroy");
     Ok(exit::OK)

@@ -21,4 +21,4 @@ pub use inventory::{
     CacheUse, ListedCluster, OnError, ProjectInventory, ProjectRecords, Scope, ScopeListing,
     Tracked, Warning, list_project,
 };
-pub use ops::{App, ClusterOps, Providers};
+pub use ops::{App, ClusterOps, DestroyTarget, Providers};

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::{LoadedCluster, load_cluster, select_nodes};
 use crate::EngineError;
 use crate::events::Listener;
-use crate::ops::{self, Context, ExtendFrom, ExtendReport, Power, Report};
+use crate::ops::{self, Context, ExtendFrom, ExtendReport, Observed, Power, Report};
 use crate::secrets::SecretStore;
 use crate::transport::Transport;
 
@@ -32,6 +32,9 @@ pub trait Providers: Send + Sync {
     fn unrecorded(&self) -> Result<Arc<dyn Provider>, EngineError>;
     /// How a spec's nodes are reached when not over SSH (Docker exec); None: SSH.
     fn transport(&self, spec: &ClusterSpec, project: &str) -> Option<Arc<dyn Transport>>;
+    /// Where else an unrecorded cluster's nodes may be when [`Providers::unrecorded`] has
+    /// none (the default Docker engine); not being able to list one is the usual case.
+    fn elsewhere(&self) -> Vec<Arc<dyn Provider>>;
 }
 
 /// Everything an operation by cluster name needs besides the name.
@@ -48,6 +51,14 @@ pub struct App {
     /// What started the operations, shown to others waiting on a cluster's lock.
     pub command: String,
     pub providers: Arc<dyn Providers>,
+}
+
+/// What `destroy` of a cluster acts on, found before it starts (for a confirmation).
+pub struct DestroyTarget {
+    pub cluster: String,
+    /// The nodes it destroys (`ours`) and another world's of that name, which stay.
+    pub observed: Observed,
+    ctx: Context,
 }
 
 /// A cluster ready to be operated on: its record and spec (None: no record) and the engine
@@ -129,5 +140,48 @@ impl App {
             .collect();
         let select = move |n: &NodeInfo| names.contains(&n.name);
         ops::power(&c.ctx, &target.cluster, action, Some(&select)).await
+    }
+
+    /// What `destroy` of `cluster` would act on: its provider's nodes of this world. An
+    /// unrecorded cluster with no node there is looked for [`Providers::elsewhere`]. A cluster
+    /// only another world has is an error naming its owner.
+    pub async fn prepare_destroy(&self, cluster: &str) -> Result<DestroyTarget, EngineError> {
+        let ClusterOps { loaded, mut ctx } = self.cluster(cluster, None).await?;
+        let mut observed = ctx.observe(cluster).await?;
+        if loaded.is_none() && observed.ours.is_empty() && observed.foreign.is_empty() {
+            for p in self.providers.elsewhere() {
+                let before = std::mem::replace(&mut ctx.provider, p);
+                match ctx.observe(cluster).await {
+                    Ok(o) if !o.ours.is_empty() || !o.foreign.is_empty() => {
+                        observed = o;
+                        break;
+                    }
+                    Ok(_) => ctx.provider = before,
+                    Err(e) => {
+                        tracing::debug!("not looking for nodes there: {e}");
+                        ctx.provider = before;
+                    }
+                }
+            }
+        }
+        observed.require_ours(&self.project, cluster, loaded.as_ref().map(|c| &c.record))?;
+        Ok(DestroyTarget {
+            cluster: cluster.into(),
+            observed,
+            ctx,
+        })
+    }
+
+    /// `gantry destroy CLUSTER`, of what [`App::prepare_destroy`] found.
+    pub async fn destroy(
+        &self,
+        target: DestroyTarget,
+        listener: Option<Listener>,
+    ) -> Result<Report, EngineError> {
+        let DestroyTarget {
+            cluster, mut ctx, ..
+        } = target;
+        ctx.listener = listener;
+        ops::destroy(&ctx, &cluster).await
     }
 }
