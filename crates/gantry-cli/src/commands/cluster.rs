@@ -3,12 +3,12 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-use gantry_engine::ops::{self, ConfirmDelete, Confirmation, Power, Report, UpOptions};
+use gantry_engine::ops::{ConfirmDelete, Confirmation, Power, Report, UpOptions};
 use serde_json::json;
 
 use super::{NodeJson, load_spec, parse_target, warn_about_spec};
 use crate::cli::{Global, OutputFormat, SpecArgs};
-use crate::context::{self, Home};
+use crate::context::Home;
 use crate::exit::{self, CliResult, Failure};
 use crate::{output, progress};
 
@@ -132,11 +132,8 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     // Blueprints are checked before anything is created.
     let prepared = super::blueprint::prepare_for(&spec, &a.file, &text)?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
+    let app = crate::app::app(g, &home)?;
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
     // A shrink is asked about by `up` itself, under the cluster lock, from the plan it carries
     // out (planning first without the lock could ask about other nodes than it deletes).
     let confirm_delete = ConfirmDelete(Arc::new(|names: &[String]| {
@@ -146,29 +143,21 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
             names.join(", ")
         ))
     }));
-    let result = ops::up(
-        &ctx,
-        &spec,
-        &text,
-        &UpOptions {
-            allow_delete: a.yes,
-            confirm_delete: Some(confirm_delete),
-            lifetime: a.lifetime,
-            blueprints: gantry_engine::blueprint::Apply {
-                // Docker clusters' blueprints run through Docker exec; others over SSH.
-                transport: crate::docker::transport(&spec, &g.project),
-                ..super::blueprint::apply_options(&home, prepared, a.allow_packages)
-            },
-        },
-    )
-    .await;
+    // Blueprints run over the cluster's transport (Docker exec for docker clusters, else SSH).
+    let opts = UpOptions {
+        allow_delete: a.yes,
+        confirm_delete: Some(confirm_delete),
+        lifetime: a.lifetime,
+        blueprints: super::blueprint::apply_options(&home, prepared, a.allow_packages),
+    };
+    let result = app.up(&spec, &text, opts, Some(listener)).await;
     finish();
     let r = result?;
     print_report(g, &r, "up");
     if g.output == OutputFormat::Text {
-        let record = ctx
+        let record = app
             .store
-            .get_cluster(&ctx.project, &spec.name)
+            .get_cluster(&app.project, &spec.name)
             .await
             .ok()
             .flatten();
@@ -195,13 +184,7 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
     let (spec, text) = load_spec(&a.file)?;
     let warnings = warn_about_spec(&a.file, &spec, &text);
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
-    let ctx = context::engine_context(g, &home, store, ssh, provider, None);
-    let p = ops::plan_up(&ctx, &spec).await?;
-    // The supporting resources too: a rule removed from the spec is revoked by `up`.
-    let resources = ops::plan_resources(&ctx, &spec).await?;
+    let (p, resources) = crate::app::app(g, &home)?.plan(&spec).await?;
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
     let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
     let start = names(&mut p.start.iter().map(|n| n.name.as_str()));

@@ -1,5 +1,5 @@
-//! Operations by cluster name: what `extend`, `stop`/`start` and `destroy` mean, given a
-//! cluster's name and the [`App`] (the store, the project, the SSH identity, and how providers
+//! Operations by cluster name: what `up`, `plan`, `extend`, `stop`/`start` and `destroy` mean,
+//! given a cluster's name (or spec) and the [`App`] (the store, the project, the SSH identity, and how providers
 //! are built). A front end adds only its own parts: arguments, prompts, progress rendering and
 //! exit codes (the CLI) or requests and statuses (the server).
 //!
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_core::{ClusterSpec, Target};
-use gantry_provider::{NodeInfo, Provider};
+use gantry_provider::{NodeInfo, Provider, ResourceChange};
 use gantry_ssh::ClientConfig;
 use gantry_state::StateStore;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::cluster::{LoadedCluster, load_cluster, select_nodes};
 use crate::EngineError;
 use crate::events::Listener;
-use crate::ops::{self, Context, ExtendFrom, ExtendReport, Observed, Power, Report};
+use crate::ops::{self, Context, ExtendFrom, ExtendReport, Observed, Power, Report, UpOptions};
+use crate::plan::Plan;
 use crate::secrets::SecretStore;
 use crate::transport::Transport;
 
@@ -183,5 +184,33 @@ impl App {
         } = target;
         ctx.listener = listener;
         ops::destroy(&ctx, &cluster).await
+    }
+
+    /// `gantry up`: the spec's cluster on the provider it names; its blueprints run over the
+    /// cluster's transport unless `opts` gives one.
+    pub async fn up(
+        &self,
+        spec: &ClusterSpec,
+        spec_yaml: &str,
+        mut opts: UpOptions,
+        listener: Option<Listener>,
+    ) -> Result<Report, EngineError> {
+        let ctx = self.context(self.providers.for_spec(spec)?, listener);
+        if opts.blueprints.transport.is_none() {
+            opts.blueprints.transport = self.providers.transport(spec, &self.project);
+        }
+        ops::up(&ctx, spec, spec_yaml, &opts).await
+    }
+
+    /// `gantry plan`: what `up` of the spec would change, nodes and supporting resources.
+    pub async fn plan(
+        &self,
+        spec: &ClusterSpec,
+    ) -> Result<(Plan, Vec<ResourceChange>), EngineError> {
+        let ctx = self.context(self.providers.for_spec(spec)?, None);
+        let plan = ops::plan_up(&ctx, spec).await?;
+        // The supporting resources too: a rule removed from the spec is revoked by `up`.
+        let resources = ops::plan_resources(&ctx, spec).await?;
+        Ok((plan, resources))
     }
 }
