@@ -3,6 +3,7 @@
 //! This is the only crate that writes to the terminal. Library errors become [`exit::Failure`]s
 //! with a documented exit code and `hint:` lines at this edge.
 
+mod app;
 mod cli;
 mod commands;
 mod context;

@@ -109,8 +109,44 @@ pub enum EngineError {
     },
     #[error("interrupted")]
     Interrupted,
+    /// The target names nodes, but none of the cluster's matches.
     #[error("no node of cluster {cluster} matches {target}")]
-    NoNodes { cluster: String, target: String },
+    NoNodes {
+        cluster: String,
+        target: String,
+        /// The cluster's nodes, by name.
+        nodes: String,
+    },
+    /// Nothing carries the cluster's tags.
+    #[error("cluster {cluster} has no nodes in project {project}")]
+    EmptyCluster { project: String, cluster: String },
+    /// A bare node number (`demo/1`) that several pools have.
+    #[error("node number {index} is ambiguous: {nodes}")]
+    AmbiguousIndex {
+        cluster: String,
+        index: u32,
+        nodes: String,
+    },
+    /// The provider a spec names cannot be built here (a binary built without it).
+    #[error("{message}")]
+    ProviderUnavailable {
+        message: String,
+        /// How to get it.
+        hint: Option<String>,
+    },
+    /// A cluster's record whose spec cannot be decoded (written by a newer gantry, or
+    /// damaged): which provider and options it has cannot be told, so nothing acts on it.
+    #[error(
+        "the record of cluster {cluster} in project {project} (provider {provider}) cannot be \
+         read: its recorded spec does not decode"
+    )]
+    RecordUnreadable {
+        project: String,
+        cluster: String,
+        provider: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A blueprint or the spec's use of it is invalid; every problem at `file:line:column`.
     #[error("{}", render_located(.0))]
     BlueprintInvalid(Vec<gantry_core::SpecError>),
@@ -165,11 +201,15 @@ impl EngineError {
             | E::ForeignCluster { .. }
             | E::StaleNodes { .. }
             | E::NoNodes { .. }
+            | E::EmptyCluster { .. }
+            | E::AmbiguousIndex { .. }
+            | E::ProviderUnavailable { .. }
             | E::BlueprintInvalid(_)
             | E::BlueprintLoad { .. }
             | E::LifetimeTooLong { .. } => ErrorClass::Invalid,
             E::Provider(_)
             | E::State(_)
+            | E::RecordUnreadable { .. }
             | E::LockLost { .. }
             | E::ProviderMismatch { .. }
             | E::StepsFailed { .. }

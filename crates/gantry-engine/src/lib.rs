@@ -16,7 +16,10 @@
 //! - [`secrets`]: where the values of blueprints' `secret` params and the rendered outputs are
 //!   kept (outside the state store), behind a small trait.
 //! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
+//! - [`app`]: the application layer the CLI (and later the server) calls: a cluster with its
+//!   decoded spec, the nodes a target names, the listing of the whole project.
 
+pub mod app;
 pub mod blueprint;
 pub mod dag;
 pub mod error;

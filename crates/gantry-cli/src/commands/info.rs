@@ -51,6 +51,7 @@ pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
+    let record = record.map(|c| c.record);
     let nodes = provider
         .list(&TagFilter::cluster(&g.project, cluster))
         .await

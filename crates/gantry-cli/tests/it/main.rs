@@ -4,6 +4,7 @@
 //! [`support::Gantry`] guard destroys its clusters and kills leftover node processes.
 
 mod agent_limits;
+mod app;
 mod aws;
 mod aws_crash;
 mod aws_faults;

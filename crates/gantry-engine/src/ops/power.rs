@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use gantry_core::ClusterSpec;
 use gantry_core::status::{ClusterStatus, RunKind};
 use gantry_provider::{NodeInfo, NodeState};
 use time::OffsetDateTime;
@@ -40,11 +39,11 @@ pub async fn power(
             .into_iter()
             .filter(|n| select.is_none_or(|f| f(n)))
             .collect();
-        let readiness = record
-            .as_ref()
-            .and_then(|c| serde_json::from_str::<ClusterSpec>(&c.spec_json).ok())
-            .map(|s| s.readiness)
-            .unwrap_or_default();
+        // No record (nodes of a run that crashed before recording): the default readiness.
+        let readiness = match &record {
+            Some(c) => crate::app::decode_spec(c)?.readiness,
+            None => Default::default(),
+        };
         // How boot steps reach the started nodes: the cluster's own transport, else SSH (one
         // connection per node, shared by the run's steps, closed when they are done).
         let boot_transport: Arc<dyn crate::transport::Transport> = match &ctx.transport {

@@ -72,9 +72,10 @@ fn check_names(
         if r.name == spec.name {
             continue;
         }
-        if let Ok(s) = serde_json::from_str::<ClusterSpec>(&r.spec_json) {
-            others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
-        }
+        // A record that does not decode is an error naming it: its node names cannot be
+        // told, so a collision with it could not be ruled out.
+        let s = crate::app::decode_spec(r)?;
+        others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
     }
     for n in listed {
         if let (Some(c), Some(p)) = (n.tags.get(tags::CLUSTER), n.tags.get(tags::POOL)) {
