@@ -8,7 +8,7 @@
 //! tags first, everything else by tags or deterministic names.
 //!
 //! Concurrent `create_node` calls with the same launch parameters share one `RunInstances`
-//! (see [`batch`](crate::batch)); the caller's address for `from: caller` rules is given or
+//! (see `batch`); the caller's address for `from: caller` rules is given or
 //! detected (see `caller`).
 //!
 //! The provider by idea: this file holds its configuration, its clients and the `Provider`
