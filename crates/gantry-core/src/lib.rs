@@ -9,6 +9,7 @@ pub mod blueprint;
 pub mod error;
 pub mod event;
 pub mod names;
+pub mod reader;
 pub mod secret;
 pub mod spec;
 pub mod tags;

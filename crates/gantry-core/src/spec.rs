@@ -1,7 +1,8 @@
 //! The cluster spec (`apiVersion: gantry/v1`).
 //!
-//! Types only live here; `spec::parse` turns YAML text into a validated [`ClusterSpec`] or a
-//! [`SpecError`] listing every problem at `file:line:column` with a hint.
+//! Types live here; `spec::parse` turns YAML text into a validated [`ClusterSpec`] or a
+//! [`SpecError`](crate::SpecError) listing every problem at `file:line:column` with a hint (read
+//! with [`crate::reader`]); [`network`] holds the `allow` rules and their warnings.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,12 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::Tags;
 
+pub mod network;
 pub(crate) mod parse;
-pub(crate) mod yaml;
-pub use parse::{
-    MAX_POOL_COUNT, OPEN_PORTS_WITHOUT_WARNING, parse, parse_duration, render_error,
-    render_warnings, warnings,
-};
+pub use crate::reader::{render_error, render_warnings};
+pub use network::{OPEN_PORTS_WITHOUT_WARNING, check_from, warnings};
+pub use parse::{MAX_POOL_COUNT, parse, parse_duration};
 
 /// Default cluster lifetime when the spec gives none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
