@@ -17,7 +17,7 @@ use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
 use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{ClusterRequest, NodeInfo, NodeState, Provider};
-use gantry_ssh::{ClientConfig, ConnectSpec, Session};
+use gantry_ssh::ClientConfig;
 use gantry_state::{ClusterRecord, NodeRecord, RunRecord, StateStore};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,7 @@ use crate::dag::{self, Checkpoints, Step, StepError};
 use crate::events::{Events, Listener, Recorder};
 use crate::lock::{ClusterLock, holder_id};
 use crate::plan::{Plan, PlanInput, plan};
+use crate::transport::ssh::{pin_reported_key, wait_ready};
 
 mod lifetime;
 pub use lifetime::{ExtendFrom, ExtendReport, extend, gc_destroy, gc_orphans, whole_seconds};
@@ -434,77 +435,6 @@ fn outcome_to_result(out: &dag::Outcome, total: usize) -> Result<(), EngineError
     Ok(())
 }
 
-/// Pins the host key the provider reports for `node` (one it made itself), replacing any
-/// earlier pin, so the first connection is checked like every later one: whatever else answers
-/// on the node's address is refused as a changed host key instead of being trusted. Nodes
-/// whose key the provider does not know are pinned on first contact.
-fn pin_reported_key(
-    known_hosts: &gantry_ssh::KnownHosts,
-    node: &NodeInfo,
-) -> Result<(), StepError> {
-    match &node.host_key {
-        Some(key) => known_hosts
-            .pin(&node.name, key)
-            .map_err(|e| StepError::fatal(e.to_string())),
-        None => Ok(()),
-    }
-}
-
-/// Waits until `node` answers SSH (a real handshake and `true`), pinning its host key: the
-/// one the provider reported, else the first one presented.
-async fn wait_ssh(
-    ssh: ClientConfig,
-    node: NodeInfo,
-    timeout: Duration,
-    cancel: CancellationToken,
-) -> Result<(), StepError> {
-    let spec = connect_spec(&node)
-        .ok_or_else(|| StepError::fatal(format!("{} has no ssh endpoint", node.name)))?;
-    pin_reported_key(&ssh.known_hosts, &node)?;
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let attempt = async {
-            let s = Session::connect(&spec, &ssh).await?;
-            let out = s.exec_capture("true").await;
-            s.close().await;
-            out
-        };
-        match attempt.await {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => {
-                return Err(StepError::fatal(format!(
-                    "`true` exited with {:?} on {}",
-                    o.status, spec.alias
-                )));
-            }
-            Err(e) if !e.is_transport() => return Err(StepError::fatal(e.to_string())),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(StepError::fatal(format!(
-                    "{} did not answer ssh within {} s: {e}",
-                    spec.alias,
-                    timeout.as_secs()
-                )));
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(StepError::fatal("interrupted while waiting for ssh")),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
-pub fn connect_spec(node: &NodeInfo) -> Option<ConnectSpec> {
-    node.ssh.as_ref().map(|e| ConnectSpec {
-        alias: node.name.clone(),
-        host: e.host.clone(),
-        port: e.port,
-        user: e.user.clone(),
-    })
-}
-
 fn node_record(project: &str, cluster: &str, n: &NodeInfo) -> NodeRecord {
     let now = OffsetDateTime::now_utc();
     NodeRecord {
@@ -894,7 +824,7 @@ fn up_steps(
                                 StepError::retryable(format!("{name} not listed yet"))
                             })?,
                     };
-                    wait_ssh(ssh, info, provider.boot_timeout(), cancel).await
+                    wait_ready(ssh, info, provider.boot_timeout(), cancel).await
                 }
             },
         )
@@ -1160,7 +1090,7 @@ pub async fn power(
                 // Not reached over SSH (Docker): the provider's start returns once the node
                 // answers an exec, so its boot steps follow the start step directly.
                 id
-            } else if readiness == gantry_core::Readiness::Ssh && connect_spec(n).is_some() {
+            } else if readiness == gantry_core::Readiness::Ssh && n.ssh.is_some() {
                 let (ssh, cancel, timeout) = (
                     ctx.ssh.clone(),
                     ctx.cancel.clone(),
@@ -1172,7 +1102,7 @@ pub async fn power(
                     ready.clone(),
                     Some(n.name.clone()),
                     vec![id],
-                    move || wait_ssh(ssh.clone(), node.clone(), timeout, cancel.clone()),
+                    move || wait_ready(ssh.clone(), node.clone(), timeout, cancel.clone()),
                 ));
                 ready
             } else {

@@ -17,6 +17,9 @@
 //! - Everything created carries the request's tags before or as it is created, so `list` finds
 //!   it by tags even if gantry's own records never heard of it.
 //! - `delete_node` of a node that is already gone succeeds.
+//!
+//! How nodes are reached once they exist is [`transport::Transport`], here too, so that a
+//! provider with its own way in (Docker's exec API) implements it in its own crate.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub mod checked;
 pub mod conformance;
 pub mod testkit;
+pub mod transport;
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

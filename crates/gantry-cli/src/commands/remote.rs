@@ -10,7 +10,6 @@ use gantry_engine::transport::{
     fan_out,
 };
 use gantry_provider::NodeInfo;
-use gantry_ssh::Session;
 use serde_json::json;
 
 use super::{parse_target, resolve_nodes};
@@ -22,9 +21,6 @@ use crate::output;
 struct Resolved {
     nodes: Vec<NodeTarget>,
     transport: Arc<dyn Transport>,
-    /// The SSH transport when the cluster is reached over SSH (`gantry ssh` needs its session).
-    ssh: Option<Arc<SshTransport>>,
-    spec: Option<ClusterSpec>,
 }
 
 async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
@@ -40,15 +36,12 @@ async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
     let chosen: Vec<NodeInfo> = resolve_nodes(&provider, &g.project, &target).await?;
     // The cluster's provider decides how its nodes are reached: Docker exec for docker
     // clusters, SSH for everything with an SSH endpoint.
-    let (transport, ssh_transport): (Arc<dyn Transport>, _) = match spec
+    let transport: Arc<dyn Transport> = match spec
         .as_ref()
         .and_then(|s| crate::docker::transport(s, &g.project))
     {
-        Some(t) => (t, None),
-        None => {
-            let t = Arc::new(SshTransport::new(ssh));
-            (t.clone() as Arc<dyn Transport>, Some(t))
-        }
+        Some(t) => t,
+        None => Arc::new(SshTransport::new(ssh)),
     };
     let nodes = chosen
         .iter()
@@ -65,12 +58,7 @@ async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Resolved {
-        nodes,
-        transport,
-        ssh: ssh_transport,
-        spec,
-    })
+    Ok(Resolved { nodes, transport })
 }
 
 /// Writes remote output line by line, prefixed with the node name when several nodes answer,
@@ -221,14 +209,14 @@ pub async fn run(g: &Global, target: &str, concurrency: usize, command: &[String
                 }));
             }
             Err(e) => {
-                if e.transport {
+                if e.is_transport() {
                     transport_errors += 1
                 } else {
                     other_errors += 1
                 }
-                eprintln!("{}: {}", node.name, e.message);
+                eprintln!("{}: {e}", node.name);
                 items.push(json!({"node": node.name, "exit_code": null, "signal": null, "stdout": "", "stderr": "",
-                    "error": e.message, "transport_error": e.transport}));
+                    "error": e.to_string(), "transport_error": e.is_transport()}));
             }
         }
     }
@@ -269,13 +257,13 @@ fn report_transfers(
                 items.push(json!({"node": node.name, "bytes": bytes, "path": path, "error": null}));
             }
             Err(e) => {
-                if e.transport {
+                if e.is_transport() {
                     transport_errors += 1
                 } else {
                     other_errors += 1
                 }
-                eprintln!("{}: {}", node.name, e.message);
-                items.push(json!({"node": node.name, "bytes": null, "error": e.message, "transport_error": e.transport}));
+                eprintln!("{}: {e}", node.name);
+                items.push(json!({"node": node.name, "bytes": null, "error": e.to_string(), "transport_error": e.is_transport()}));
             }
         }
     }
@@ -404,38 +392,17 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
         eprintln!("{} nodes match; connecting to {}", r.nodes.len(), node.name);
     }
     let cmd = (!command.is_empty()).then(|| command.join(" "));
-    if let Some(spec) = &r.spec
-        && let gantry_core::ProviderSpec::Docker(opts) = &spec.provider
-    {
-        return crate::docker::shell(spec, opts, &g.project, &node.name, cmd.as_deref()).await;
-    }
-    let Some(ssh) = &r.ssh else {
-        return Err(Failure::new(
-            exit::FAILURE,
-            anyhow::anyhow!("{}: no interactive transport", node.name),
-        ));
-    };
-    let session = ssh.session(node).await.map_err(|e| {
-        let code = if e.transport {
+    // The cluster's own transport: an SSH session, or an interactive Docker exec.
+    let status = r.transport.shell(node, cmd.as_deref()).await;
+    r.transport.close().await;
+    let status = status.map_err(|e| {
+        let code = if e.is_transport() {
             exit::TRANSPORT
         } else {
             exit::FAILURE
         };
-        Failure::new(code, anyhow::anyhow!("{}: {}", node.name, e.message))
+        Failure::new(code, anyhow::anyhow!("{}: {e}", node.name))
     })?;
-    let status = Session::shell(&session, cmd.as_deref())
-        .await
-        .map_err(|e| {
-            Failure::new(
-                if e.is_transport() {
-                    exit::TRANSPORT
-                } else {
-                    exit::FAILURE
-                },
-                e,
-            )
-        })?;
-    session.close().await;
     Ok(match (status.code, &status.signal) {
         (Some(c), _) => c as i32,
         // As a shell reports it: 128 + the signal's number.
