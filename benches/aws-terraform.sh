@@ -19,7 +19,8 @@
 #
 # Knobs (environment): BENCH_SIZES ("3 20 100"), BENCH_RUNS (3), BENCH_OUT (BENCHMARKS.md; "-" for
 # none), BENCH_SKIP_BUILD=1, BENCH_GANTRY=PATH (that binary, no build), BENCH_SKIP_GANTRY=1
-# (Terraform only; writes nothing to BENCHMARKS.md), BENCH_AMI / BENCH_INSTANCE_TYPE (what
+# (Terraform only; writes nothing to BENCHMARKS.md), BENCH_SKIP_TERRAFORM=1 (gantry only, no
+# Terraform needed; writes nothing to BENCHMARKS.md: benches/check.sh runs it so), BENCH_AMI / BENCH_INSTANCE_TYPE (what
 # Terraform launches; default: what gantry launched in an untimed 1-node warm-up, else al2023 /
 # t3.micro).
 # All traffic stays on 127.0.0.1: both tools are given moto's endpoint explicitly, dummy
@@ -30,8 +31,11 @@ SIZES=${BENCH_SIZES:-3 20 100}
 RUNS=${BENCH_RUNS:-3}
 CLUSTER=awsbench
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO/benches/lib.sh"
 OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 SKIP_GANTRY=${BENCH_SKIP_GANTRY:-0}
+SKIP_TF=${BENCH_SKIP_TERRAFORM:-0}
+[[ $SKIP_GANTRY == 1 && $SKIP_TF == 1 ]] && { echo "BENCH_SKIP_GANTRY and BENCH_SKIP_TERRAFORM: nothing to measure" >&2; exit 2; }
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -49,13 +53,13 @@ export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDE
 unset AWS_SESSION_TOKEN AWS_PROFILE || true
 export TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE=1
 
-have terraform || die "terraform is not on PATH (shared/TESTING.md: Terraform 1.11.4)"
+[[ $SKIP_TF == 1 ]] || have terraform || die "terraform is not on PATH (docs/testing.md: Terraform 1.11.4)"
 have curl || die "curl is needed"
 
 # --- 1. build -----------------------------------------------------------------------------
 cd "$REPO"
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-BUILD_KIND="release build (\`cargo build --release -p gantry-cli\`)"
+BUILD_KIND='release build (`cargo build --release -p gantry-cli`)'
 if [[ $SKIP_GANTRY != 1 ]]; then
   if [[ -n ${BENCH_GANTRY:-} ]]; then
     BUILD_KIND="binary given by BENCH_GANTRY=$BENCH_GANTRY"
@@ -106,6 +110,7 @@ now() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b - a) / 1e9 }'; }
 
 # --- 3. Terraform --------------------------------------------------------------------------
+if [[ $SKIP_TF != 1 ]]; then
 # The pre-installed mirror (not some working directory's .terraform cache); BENCH_TF_MIRROR overrides.
 MIRROR=${BENCH_TF_MIRROR:-$(find / -xdev -type d -name registry.terraform.io -not -path '*/.terraform/*' \
   -not -path '/proc/*' 2>/dev/null | head -n1 || true)}
@@ -129,6 +134,7 @@ terraform -chdir="$TF" init -input=false -no-color >"$WORK/tf-init.log" 2>&1 ||
   { cat "$WORK/tf-init.log" >&2; die "terraform init failed"; }
 TFV=$(terraform version | head -n1)
 TFPV=$(terraform -chdir="$TF" version 2>/dev/null | awk '/provider registry.terraform.io\/hashicorp\/aws/ { print $NF }')
+fi
 
 # --- gantry spec --------------------------------------------------------------------------
 GHOME=$WORK/gantry-home
@@ -154,7 +160,7 @@ gantry() { GANTRY_HOME=$GHOME AWS_ENDPOINT_URL=$ENDPOINT "$GANTRY" "$@"; }
 
 AMI=${BENCH_AMI:-}
 ITYPE=${BENCH_INSTANCE_TYPE:-}
-if [[ $SKIP_GANTRY != 1 && ( -z $AMI || -z $ITYPE ) ]]; then
+if [[ $SKIP_GANTRY != 1 && $SKIP_TF != 1 && ( -z $AMI || -z $ITYPE ) ]]; then
   # One untimed 1-node gantry up tells what gantry launches (image and type), so that
   # Terraform launches the same.
   moto_reset
@@ -191,15 +197,17 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 record() { echo "$3" >>"$WORK/$1-$2.times"; } # KEY N SECONDS
 for n in $SIZES; do
   for run in $(seq "$RUNS"); do
-    moto_reset
-    t0=$(now); tf apply "$n"; t1=$(now)
-    expect_count instances "tf$CLUSTER" "$n" "terraform apply ($n)"
-    t2=$(now); tf destroy "$n"; t3=$(now)
-    expect_count instances "tf$CLUSTER" 0 "terraform destroy ($n)"
-    a=$(secs "$t0" "$t1") d=$(secs "$t2" "$t3")
-    record tf_apply "$n" "$a"; record tf_destroy "$n" "$d"
-    record tf_total "$n" "$(awk -v a="$a" -v d="$d" 'BEGIN { printf "%.3f", a + d }')"
-    log "N=$n run $run: terraform apply $a s, destroy $d s"
+    if [[ $SKIP_TF != 1 ]]; then
+      moto_reset
+      t0=$(now); tf apply "$n"; t1=$(now)
+      expect_count instances "tf$CLUSTER" "$n" "terraform apply ($n)"
+      t2=$(now); tf destroy "$n"; t3=$(now)
+      expect_count instances "tf$CLUSTER" 0 "terraform destroy ($n)"
+      a=$(secs "$t0" "$t1") d=$(secs "$t2" "$t3")
+      record tf_apply "$n" "$a"; record tf_destroy "$n" "$d"
+      record tf_total "$n" "$(awk -v a="$a" -v d="$d" 'BEGIN { printf "%.3f", a + d }')"
+      log "N=$n run $run: terraform apply $a s, destroy $d s"
+    fi
     if [[ $SKIP_GANTRY != 1 ]]; then
       moto_reset
       f=$(spec "$n")
@@ -232,6 +240,8 @@ TABLE=$WORK/table.md
   for n in $SIZES; do
     if [[ $SKIP_GANTRY == 1 ]]; then
       echo "| $n | $(median tf_apply "$n") | $(median tf_destroy "$n") | $(median tf_total "$n") | – | – | – | – |"
+    elif [[ $SKIP_TF == 1 ]]; then
+      echo "| $n | – | – | – | $(median g_up "$n") | $(median g_destroy "$n") | $(median g_total "$n") | – |"
     else
       echo "| $n | $(median tf_apply "$n") | $(median tf_destroy "$n") | $(median tf_total "$n") | $(median g_up "$n") | $(median g_destroy "$n") | $(median g_total "$n") | $(ratio "$(median tf_total "$n")" "$(median g_total "$n")") |"
     fi
@@ -248,7 +258,9 @@ fi
 # Targets: >= 20x at N=20 (up + destroy), and sub-linear growth of gantry's total.
 sizes=($SIZES)
 TARGETS=""
-if [[ " $SIZES " == *" 20 "* ]]; then
+if [[ $SKIP_TF == 1 ]]; then
+  TARGETS=$'- Terraform was not run (BENCH_SKIP_TERRAFORM=1): no comparison.\n'
+elif [[ " $SIZES " == *" 20 "* ]]; then
   TARGETS+=$(awk -v t="$(median tf_total 20)" -v g="$(median g_total 20)" 'BEGIN { r = t / g
     if (r >= 20) printf "- At least 20x faster than Terraform at 20 instances (up + destroy): **met** (%.1fx).\n", r
     else printf "- At least 20x faster than Terraform at 20 instances (up + destroy): **NOT met** (%.1fx).\n", r }')
@@ -269,40 +281,46 @@ fi
 CPU=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MOTOV=$(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo "?")
 
-SECTION=$WORK/section.md
-cat >"$SECTION" <<EOF
+IFS= read -r -d '' REPORT <<'EOF' || true
 ## AWS provider on moto: gantry vs Terraform
 
-N EC2 instances (one pool, \`$AMI\`, \`$ITYPE\`, tagged) plus one security group (SSH from
-127.0.0.1/32) and one imported key pair, created and then destroyed: \`gantry up -f SPEC\` (spec with
-\`readiness: api\`: up returns once EC2 says \`running\`) and \`gantry destroy $CLUSTER --yes\` against
-\`terraform apply -auto-approve\` and \`terraform destroy -auto-approve\` of
+N EC2 instances (one pool, `@AMI@`, `@ITYPE@`, tagged) plus one security group (SSH from
+127.0.0.1/32) and one imported key pair, created and then destroyed: `gantry up -f SPEC` (spec with
+`readiness: api`: up returns once EC2 says `running`) and `gantry destroy @CLUSTER@ --yes` against
+`terraform apply -auto-approve` and `terraform destroy -auto-approve` of
 [benches/terraform/main.tf](benches/terraform/main.tf) (default parallelism 10), both against the
 same moto server on 127.0.0.1, in the same run, moto reset and warmed with one untimed call before
-every measurement. Median of $RUNS runs; total = median of the per-run apply + destroy sums. After
+every measurement. Median of @RUNS@ runs; total = median of the per-run apply + destroy sums. After
 every apply/up the script counts at moto itself that exactly N instances carry the cluster's tag,
 and after every destroy that no instance (nor, for gantry, security group or key pair) is left.
 Ratio = Terraform total / gantry total (higher means gantry is faster).
 
-$(cat "$TABLE")
+@TABLE@
 
-$TARGETS
+@TARGETS@
 
 Terraform's time is mostly its own fixed waits (state refresh and instance-state polling with a
 10 s minimum), not moto: moto answers each call in milliseconds.
 
-- Date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- Machine: $(nproc) CPUs, $CPU; $(uname -sr); load average before measuring: $LOAD_START
-- gantry commit: $COMMIT, $BUILD_KIND
-- Peers: $TFV with hashicorp/aws $TFPV (filesystem mirror); moto $MOTOV (\`moto_server\`, AMI,
+- Date: @DATE@
+- Machine: @CPUS@ CPUs, @CPU@; @KERNEL@; load average before measuring: @LOAD@
+- gantry commit: @COMMIT@, @BUILD_KIND@
+- Peers: @TFV@ with hashicorp/aws @TFPV@ (filesystem mirror); moto @MOTOV@ (`moto_server`, AMI,
   instance type and key pair validation on)
-- Reproduce: \`benches/aws-terraform.sh\` (sizes: \`BENCH_SIZES="$SIZES"\`)
+- Reproduce: `benches/aws-terraform.sh` (sizes: `BENCH_SIZES="@SIZES@"`)
 EOF
+SECTION=$WORK/section.md
+render "$REPORT" AMI="$AMI" ITYPE="$ITYPE" CLUSTER="$CLUSTER" RUNS="$RUNS" TABLE="$(cat "$TABLE")" \
+  TARGETS="$TARGETS" DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" CPUS="$(nproc)" CPU="$CPU" \
+  KERNEL="$(uname -sr)" LOAD="$LOAD_START" COMMIT="$COMMIT" BUILD_KIND="$BUILD_KIND" \
+  TFV="${TFV:-Terraform (not run)}" TFPV="${TFPV:-–}" MOTOV="$MOTOV" SIZES="$SIZES" >"$SECTION"
 
 echo
 cat "$SECTION"
 
-if [[ $OUT != - ]]; then
+if [[ $SKIP_TF == 1 ]]; then
+  log "BENCH_SKIP_TERRAFORM=1: gantry only; BENCHMARKS.md left alone"
+elif [[ $OUT != - ]]; then
   python3 - "$OUT" "$SECTION" <<'PY'
 import pathlib, sys
 out, section = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()

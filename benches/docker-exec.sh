@@ -27,6 +27,7 @@ RUNS=${BENCH_RUNS:-5}
 CLUSTER=dbench
 IMAGE=gantry/node:test
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO/benches/lib.sh"
 OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
@@ -53,6 +54,8 @@ case $GANTRY in
 esac
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-bench-docker.XXXXXX")
+# Before any clean-up can run: `destroy` in it must never reach the user's own home.
+export GANTRY_HOME=$WORK/home
 docker_pid=
 cleanup() {
   "$GANTRY" destroy "$CLUSTER" --yes >/dev/null 2>&1 || true
@@ -61,6 +64,8 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# A signal (Ctrl-C, `timeout`) ends the script through its EXIT trap, which stops what it started.
+trap 'exit 130' INT TERM
 if [[ -n ${BENCH_DOCKER_HOST:-} ]]; then
   export DOCKER_HOST=$BENCH_DOCKER_HOST
 else
@@ -68,7 +73,6 @@ else
   export DOCKER_HOST
   "$REPO/scripts/build-test-image.sh" "$IMAGE" >/dev/null
 fi
-export GANTRY_HOME=$WORK/home
 log "engine $DOCKER_HOST ($(docker version -f '{{.Server.Version}}')), gantry $profile, $NODES nodes, $RUNS runs"
 
 spec=$WORK/spec.yaml
@@ -149,28 +153,28 @@ read -r ps ps_lo ps_hi < <(printf '%s\n' "${p_seq[@]}" | stats)
 read -r pp pp_lo pp_hi < <(printf '%s\n' "${p_par[@]}" | stats)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", a / b }'; }
 
-section=$(cat <<EOT
-## Docker provider: up and exec on $NODES nodes
+IFS= read -r -d '' report <<'EOT' || true
+## Docker provider: up and exec on @NODES@ nodes
 
-\`benches/docker-exec.sh\` — $(date -u +%Y-%m-%d), commit $(git -C "$REPO" rev-parse --short HEAD), gantry $profile build,
-$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), dockerd $(docker version -f '{{.Server.Version}}') (API $(docker version -f '{{.Server.APIVersion}}')),
-image \`$IMAGE\`, $RUNS runs each, gantry and the docker CLI loops against the same engine in the same run;
-load average before measuring: $load.
+`benches/docker-exec.sh` — @DATE@, commit @COMMIT@, gantry @PROFILE@ build,
+@CPUS@ CPUs (@CPU@), dockerd @DOCKERD@ (API @API@),
+image `@IMAGE@`, @RUNS@ runs each, gantry and the docker CLI loops against the same engine in the same run;
+load average before measuring: @LOAD@.
 Ratio = loop median / gantry median (higher means gantry is faster).
 
 | what | median (s) | min | max | ratio vs gantry |
 | --- | ---: | ---: | ---: | ---: |
-| \`gantry up\`: $NODES containers, network, every node answering exec | $gu | $gu_lo | $gu_hi | 1.0x |
-| docker CLI loop: \`network create\`, then per node \`docker run -d\` + \`docker exec true\` (sequential) | $pu | $pu_lo | $pu_hi | $(ratio "$pu" "$gu") |
-| \`gantry run $CLUSTER -- true\` on $NODES nodes | $gr | $gr_lo | $gr_hi | 1.0x |
-| \`docker exec NODE true\` loop, sequential | $ps | $ps_lo | $ps_hi | $(ratio "$ps" "$gr") |
-| \`docker exec NODE true &\` loop, then \`wait\` (parallel) | $pp | $pp_lo | $pp_hi | $(ratio "$pp" "$gr") |
+| `gantry up`: @NODES@ containers, network, every node answering exec | @GU@ | @GU_LO@ | @GU_HI@ | 1.0x |
+| docker CLI loop: `network create`, then per node `docker run -d` + `docker exec true` (sequential) | @PU@ | @PU_LO@ | @PU_HI@ | @PU_RATIO@ |
+| `gantry run @CLUSTER@ -- true` on @NODES@ nodes | @GR@ | @GR_LO@ | @GR_HI@ | 1.0x |
+| `docker exec NODE true` loop, sequential | @PS@ | @PS_LO@ | @PS_HI@ | @PS_RATIO@ |
+| `docker exec NODE true &` loop, then `wait` (parallel) | @PP@ | @PP_LO@ | @PP_HI@ | @PP_RATIO@ |
 
-Every gantry run is checked ($NODES running containers after \`up\`, "$NODES/$NODES ok" from \`run\`),
+Every gantry run is checked (@NODES@ running containers after `up`, "@NODES@/@NODES@ ok" from `run`),
 and the loop's containers are counted too. The docker CLI loops are plain shell loops, sequential
 as written in most scripts; the parallel exec loop is there to show what concurrency alone buys.
-The loop's containers get the same image, network, \`--init\`, CPU and memory limits as gantry's
-(size \`small\`). Each \`docker\` invocation is a separate client process that connects and
+The loop's containers get the same image, network, `--init`, CPU and memory limits as gantry's
+(size `small`). Each `docker` invocation is a separate client process that connects and
 negotiates anew; gantry makes all its calls from one process over one API client, up to 16 node
 creations and 64 execs at a time.
 
@@ -184,7 +188,14 @@ containers' starts and exec checks where the loop runs them one after another.
 Reproduce: `benches/docker-exec.sh` (builds the release binary, starts a private dockerd and
 builds the image; `BENCH_DOCKER_HOST=unix:///…` uses a running engine instead).
 EOT
-)
+section=$(render "$report" NODES="$NODES" DATE="$(date -u +%Y-%m-%d)" \
+  COMMIT="$(git -C "$REPO" rev-parse --short HEAD)" PROFILE="$profile" CPUS="$(nproc)" \
+  CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
+  DOCKERD="$(docker version -f '{{.Server.Version}}')" API="$(docker version -f '{{.Server.APIVersion}}')" \
+  IMAGE="$IMAGE" RUNS="$RUNS" LOAD="$load" CLUSTER="$CLUSTER" \
+  GU="$gu" GU_LO="$gu_lo" GU_HI="$gu_hi" PU="$pu" PU_LO="$pu_lo" PU_HI="$pu_hi" PU_RATIO="$(ratio "$pu" "$gu")" \
+  GR="$gr" GR_LO="$gr_lo" GR_HI="$gr_hi" PS="$ps" PS_LO="$ps_lo" PS_HI="$ps_hi" PS_RATIO="$(ratio "$ps" "$gr")" \
+  PP="$pp" PP_LO="$pp_lo" PP_HI="$pp_hi" PP_RATIO="$(ratio "$pp" "$gr")")
 echo "$section"
 if [[ $OUT != - ]]; then
   python3 - "$OUT" "$section" <<'PY'

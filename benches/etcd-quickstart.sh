@@ -13,6 +13,7 @@
 # (BENCH_OUT=- for none). All traffic stays on 127.0.0.0/8.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO/benches/lib.sh"
 RUNS=${BENCH_RUNS:-5}
 OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 cd "$REPO"
@@ -29,6 +30,7 @@ WORK=$(mktemp -d)
 export GANTRY_HOME=$WORK/home
 cleanup() { "$GANTRY" destroy etcd --yes >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 spec3=$REPO/examples/etcd.yaml
 spec5=$WORK/etcd5.yaml
@@ -63,24 +65,27 @@ done
 read -r m3 lo3 hi3 < <(printf '%s\n' "${up3[@]}" | stats)
 read -r m5 lo5 hi5 < <(printf '%s\n' "${grow[@]}" | stats)
 
-section=$(cat <<EOT
+IFS= read -r -d '' report <<'EOT' || true
 ## Blueprints: the etcd quickstart
 
-\`benches/etcd-quickstart.sh\` — $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD), $profile build,
-$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), etcd $(etcd --version | awk 'NR==1 {print $3}'), $RUNS runs each.
+`benches/etcd-quickstart.sh` — @DATE@, commit @COMMIT@, @PROFILE@ build,
+@CPUS@ CPUs (@CPU@), etcd @ETCD@, @RUNS@ runs each.
 
 | what | median (s) | min | max |
 | --- | ---: | ---: | ---: |
-| \`gantry up -f examples/etcd.yaml\`: 3 nodes to a healthy 3-member etcd cluster | $m3 | $lo3 | $hi3 |
-| grow it to 5 (\`up\` with count 5; members join one at a time) | $m5 | $lo5 | $hi5 |
+| `gantry up -f examples/etcd.yaml`: 3 nodes to a healthy 3-member etcd cluster | @M3@ | @LO3@ | @HI3@ |
+| grow it to 5 (`up` with count 5; members join one at a time) | @M5@ | @LO5@ | @HI5@ |
 
 Each run is checked: etcd lists 3, then 5, started members. The grow starts 6 s after the
-cluster formed: etcd refuses \`member add\` until its leader has been connected to every member
+cluster formed: etcd refuses `member add` until its leader has been connected to every member
 for 5 s (a grow sooner still works — the join retries — but then measures that wait). The same
 rule dominates the grow itself: members join one at a time, and the second new member's
-\`member add\` is refused until the leader has been connected to the first new one for 5 s.
+`member add` is refused until the leader has been connected to the first new one for 5 s.
 EOT
-)
+section=$(render "$report" DATE="$(date -u +%Y-%m-%d)" COMMIT="$(git rev-parse --short HEAD)" \
+  PROFILE="$profile" CPUS="$(nproc)" CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" \
+  ETCD="$(etcd --version | awk 'NR==1 {print $3}')" RUNS="$RUNS" \
+  M3="$m3" LO3="$lo3" HI3="$hi3" M5="$m5" LO5="$lo5" HI5="$hi5")
 echo "$section"
 if [[ $OUT != - ]]; then
   python3 - "$OUT" "$section" <<'PY'

@@ -25,6 +25,7 @@ NODES=${BENCH_NODES:-50}
 RUNS=${BENCH_RUNS:-5}
 CLUSTER=bench
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO/benches/lib.sh"
 OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -71,7 +72,7 @@ have jq || die "jq not found"
 if [[ -n ${BUILD_PID:-} ]]; then
   wait "$BUILD_PID" || die "cargo build --release -p gantry-cli failed"
 fi
-BUILD_KIND="release build (\`cargo build --release -p gantry-cli\`)"
+BUILD_KIND='release build (`cargo build --release -p gantry-cli`)'
 if [[ -n ${BENCH_GANTRY:-} ]]; then
   BUILD_KIND="binary given by BENCH_GANTRY=$BENCH_GANTRY"
   GANTRY=$(cd "$(dirname "$BENCH_GANTRY")" && pwd)/$(basename "$BENCH_GANTRY")
@@ -242,34 +243,43 @@ SSHV=$(ssh -V 2>&1)
 ANSV=$(ansible --version 2>/dev/null | awk "NR == 1")
 PSSHV="parallel-ssh $(parallel-ssh --version 2>&1)"
 
-SECTION=$WORK/section.md
-cat >"$SECTION" <<EOF
-## Local provider: fan-out on $NODES nodes
+IFS= read -r -d '' REPORT <<'EOF' || true
+## Local provider: fan-out on @NODES@ nodes
 
-A trivial command (\`true\`) on all $NODES nodes of a local cluster, each node's agent serving SSH on
-its own 127.x.y.z address. Median, min and max of $RUNS runs after one verified warm-up; every run
-exits 0 and the warm-up checks that all $NODES nodes ran the command. Ratio = tool median / gantry
+A trivial command (`true`) on all @NODES@ nodes of a local cluster, each node's agent serving SSH on
+its own 127.x.y.z address. Median, min and max of @RUNS@ runs after one verified warm-up; every run
+exits 0 and the warm-up checks that all @NODES@ nodes ran the command. Ratio = tool median / gantry
 median (higher means gantry is faster).
 
 | tool | median (s) | min | max | ratio vs gantry |
 | --- | ---: | ---: | ---: | ---: |
-| \`gantry run $CLUSTER --concurrency $NODES -- true\` | $G_MED | $G_MIN | $G_MAX | 1.0x |
-| \`parallel-ssh -p $NODES -x "-F SSHCFG" -i true\` | $P_MED | $P_MIN | $P_MAX | $(ratio "$P_MED" "$G_MED") |
-| \`ansible all -m command -a true --forks $NODES\` | $A_MED | $A_MIN | $A_MAX | $(ratio "$A_MED" "$G_MED") |
-| time to \`gantry up\` $NODES nodes until SSH answers (destroyed before each run) | $U_MED | $U_MIN | $U_MAX | – |
+| `gantry run @CLUSTER@ --concurrency @NODES@ -- true` | @G_MED@ | @G_MIN@ | @G_MAX@ | 1.0x |
+| `parallel-ssh -p @NODES@ -x "-F SSHCFG" -i true` | @P_MED@ | @P_MIN@ | @P_MAX@ | @P_RATIO@ |
+| `ansible all -m command -a true --forks @NODES@` | @A_MED@ | @A_MIN@ | @A_MAX@ | @A_RATIO@ |
+| time to `gantry up` @NODES@ nodes until SSH answers (destroyed before each run) | @U_MED@ | @U_MIN@ | @U_MAX@ | – |
 
-Targets: gantry ≥ 1.5x faster than parallel-ssh: $(verdict "$P_MED" 1.5). gantry ≥ 5x faster than
-ansible: $(verdict "$A_MED" 5).
+Targets: gantry ≥ 1.5x faster than parallel-ssh: @P_VERDICT@. gantry ≥ 5x faster than
+ansible: @A_VERDICT@.
 
-- Date: $(date -u '+%Y-%m-%d %H:%M UTC')
-- Machine: $(nproc) CPUs, $CPU; $(uname -sr); load average before measuring: $LOAD_START
-- gantry commit: $COMMIT, $BUILD_KIND
-- Peers: $PSSHV (BatchMode=yes, config from \`gantry ssh-config\`); $ANSV
+- Date: @DATE@
+- Machine: @CPUS@ CPUs, @CPU@; @KERNEL@; load average before measuring: @LOAD@
+- gantry commit: @COMMIT@, @BUILD_KIND@
+- Peers: @PSSHV@ (BatchMode=yes, config from `gantry ssh-config`); @ANSV@
   (ControlMaster=no so no connection is reused between runs, host key checking on against the
-  pinned known_hosts, interpreter discovery auto_silent, default settings otherwise); $SSHV
-- Timer: $TIMER
-- Reproduce: \`benches/local-fanout.sh\`
+  pinned known_hosts, interpreter discovery auto_silent, default settings otherwise); @SSHV@
+- Timer: @TIMER@
+- Reproduce: `benches/local-fanout.sh`
 EOF
+SECTION=$WORK/section.md
+render "$REPORT" NODES="$NODES" RUNS="$RUNS" CLUSTER="$CLUSTER" \
+  G_MED="$G_MED" G_MIN="$G_MIN" G_MAX="$G_MAX" \
+  P_MED="$P_MED" P_MIN="$P_MIN" P_MAX="$P_MAX" P_RATIO="$(ratio "$P_MED" "$G_MED")" \
+  A_MED="$A_MED" A_MIN="$A_MIN" A_MAX="$A_MAX" A_RATIO="$(ratio "$A_MED" "$G_MED")" \
+  U_MED="$U_MED" U_MIN="$U_MIN" U_MAX="$U_MAX" \
+  P_VERDICT="$(verdict "$P_MED" 1.5)" A_VERDICT="$(verdict "$A_MED" 5)" \
+  DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" CPUS="$(nproc)" CPU="$CPU" KERNEL="$(uname -sr)" \
+  LOAD="$LOAD_START" COMMIT="$COMMIT" BUILD_KIND="$BUILD_KIND" PSSHV="$PSSHV" ANSV="$ANSV" \
+  SSHV="$SSHV" TIMER="$TIMER" >"$SECTION"
 
 echo
 cat "$SECTION"

@@ -28,6 +28,9 @@ command -v pg_basebackup >/dev/null 2>&1 || need+=(postgresql-client)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q 'statically linked' || need+=(busybox-static)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+# benches/check.sh runs the fan-out bench against its peers (parallel-ssh; ansible is below).
+command -v parallel-ssh >/dev/null 2>&1 || need+=(pssh)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

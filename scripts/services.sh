@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts and stops the real servers gantry's tests and benchmarks talk to, on free loopback
-# ports, with their data under a temporary directory (shared/TESTING.md).
+# ports, with their data under a temporary directory (docs/testing.md).
 #
 #   scripts/services.sh start moto       -> prints "PORT PID LOGFILE" on stdout once moto answers
 #   scripts/services.sh start docker     -> prints "DOCKER_HOST PID DIR" once dockerd answers: its
@@ -21,7 +21,7 @@
 # `start` exits (SERVICES_WATCH_PID overrides which process is watched, 0 = none) or after
 # SERVICES_MAX_SECONDS (default 7200). Only 127.0.0.1 is ever bound or contacted.
 #
-# dockerd runs as TESTING.md says (--iptables=false --ip6tables=false), with --bridge=none (no
+# dockerd runs as docs/testing.md says (--iptables=false --ip6tables=false), with --bridge=none (no
 # default docker0 bridge: gantry makes a network per cluster, and two engines on one machine do
 # not fight over docker0), listening on a unix socket only. It has the same watcher as moto.
 set -euo pipefail

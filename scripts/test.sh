@@ -30,11 +30,24 @@ if [ -z "${GANTRY_TEST_DOCKER_HOST:-}" ]; then
     echo "== no dockerd could be started: the Docker tests skip (and fail under CI=true)" >&2
   fi
 fi
+# Every bench script, once and small (BENCH_RUNS=1, 2 nodes, no Terraform; benches/check.sh), so
+# a broken bench fails here rather than when someone measures. It needs the binary the tests
+# build anyway. A failure is reported after the tests, which run regardless.
+echo "== bench scripts (benches/check.sh)" >&2
+cargo build --locked -p gantry-cli --quiet
+bench_rc=0
+benches/check.sh || bench_rc=$?
 # A failing assertion's message, not a backtrace, is what the kept tail of a CI log should show
 # (.config/nextest.toml repeats failing output after the summary). GANTRY_TEST_BACKTRACE=1 keeps them.
 export RUST_BACKTRACE=${GANTRY_TEST_BACKTRACE:-0}
+tests_rc=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast || tests_rc=$?
 else
-  cargo test --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast || tests_rc=$?
 fi
+if ((bench_rc != 0)); then
+  echo "== benches/check.sh failed (exit code $bench_rc): see its output before the tests" >&2
+  ((tests_rc != 0)) || tests_rc=$bench_rc
+fi
+exit "$tests_rc"

@@ -112,7 +112,8 @@ pub enum Command {
         #[command(subcommand)]
         command: BlueprintCommand,
     },
-    /// List clusters: records, and nodes found by the project's tags (local and AWS regions).
+    /// List clusters: records, and nodes found by the project's tags (local, the default Docker
+    /// engine, AWS regions).
     #[command(alias = "list")]
     Ls(LsArgs),
     /// Show a cluster's nodes and its blueprints' outputs.
@@ -132,7 +133,7 @@ pub enum Command {
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
-    /// Copy a local file to nodes (SFTP).
+    /// Copy a local file to nodes (SFTP; Docker nodes: the archive API).
     Put {
         target: String,
         local: PathBuf,
@@ -140,7 +141,7 @@ pub enum Command {
         #[arg(long, env = env::GANTRY_CONCURRENCY, default_value_t = 64)]
         concurrency: usize,
     },
-    /// Copy a file from nodes (SFTP). With several nodes, LOCAL is a directory and each node's
+    /// Copy a file from nodes (SFTP; Docker nodes: the archive API). With several nodes, LOCAL is a directory and each node's
     /// copy goes to LOCAL/NODE/FILE.
     Get {
         target: String,

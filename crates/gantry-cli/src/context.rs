@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use gantry_core::ClusterSpec;
+use gantry_engine::app::LoadedCluster;
 use gantry_engine::events::Listener;
 use gantry_engine::ops::Context;
 use gantry_local::{LocalConfig, LocalProvider};
@@ -208,26 +209,21 @@ pub fn local_provider(
 }
 
 /// The provider of an existing cluster, from its recorded spec (local when there is no record:
-/// the cluster may have been created by a run that crashed before recording it).
+/// the cluster may have been created by a run that crashed before recording it). A record whose
+/// spec does not decode is an error naming it ([`gantry_engine::app::load_cluster`]).
 pub async fn provider_for_cluster(
     home: &Home,
     store: &Arc<dyn StateStore>,
     ssh: &ClientConfig,
     project: &str,
     cluster: &str,
-) -> Result<(Arc<dyn Provider>, Option<gantry_state::ClusterRecord>), Failure> {
-    let record = store
-        .get_cluster(project, cluster)
-        .await
-        .context("failed to read the state store")?;
-    let spec = record
-        .as_ref()
-        .and_then(|r| serde_json::from_str::<ClusterSpec>(&r.spec_json).ok());
-    let provider = match &spec {
-        Some(s) => provider_for_spec(home, ssh, s)?,
+) -> Result<(Arc<dyn Provider>, Option<LoadedCluster>), Failure> {
+    let loaded = gantry_engine::app::load_cluster(store.as_ref(), project, cluster).await?;
+    let provider = match &loaded {
+        Some(c) => provider_for_spec(home, ssh, &c.spec)?,
         None => local_provider(home, ssh, None)?,
     };
-    Ok((provider, record))
+    Ok((provider, loaded))
 }
 
 static CANCEL: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();

@@ -61,17 +61,30 @@ pub fn transport(spec: &ClusterSpec, project: &str) -> Option<Arc<dyn Transport>
 }
 
 /// The default engine (`DOCKER_HOST`, else the default socket), for finding a project's docker
-/// nodes by their labels when no record names an engine (`gc`, `destroy --all`). None when the
-/// binary has no docker provider.
+/// nodes by their labels when no record names an engine. None when the binary has no docker
+/// provider.
 pub fn default_engine() -> Option<Arc<dyn Provider>> {
+    engine(None).map(|(_, p)| p)
+}
+
+/// The engine a spec's `host` names (None: the default one) as (its address, a provider that
+/// lists and deletes its containers by label), for the listing of the whole project. None when
+/// the binary has no docker provider.
+pub fn engine(host: Option<&str>) -> Option<(String, Arc<dyn Provider>)> {
     #[cfg(feature = "docker")]
     {
-        Some(gantry_provider::checked::Checked::wrap(Arc::new(
-            gantry_docker::DockerProvider::new(gantry_docker::DockerConfig::new(None, "none")),
-        )))
+        let p = gantry_docker::DockerProvider::new(gantry_docker::DockerConfig::new(
+            host.map(str::to_owned),
+            "none",
+        ));
+        Some((
+            p.host().to_string(),
+            gantry_provider::checked::Checked::wrap(Arc::new(p)),
+        ))
     }
     #[cfg(not(feature = "docker"))]
     {
+        let _ = host;
         None
     }
 }

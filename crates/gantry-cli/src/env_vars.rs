@@ -11,7 +11,6 @@ pub const GANTRY_OUTPUT: &str = "GANTRY_OUTPUT";
 /// How long to wait for another run's cluster lock, e.g. `60s`.
 pub const GANTRY_LOCK_TIMEOUT: &str = "GANTRY_LOCK_TIMEOUT";
 /// Log filter (tracing `EnvFilter` syntax), e.g. `debug`.
-#[allow(dead_code)]
 pub const GANTRY_LOG: &str = "GANTRY_LOG";
 /// Maximum number of nodes `run`/`put`/`get` talk to at once.
 pub const GANTRY_CONCURRENCY: &str = "GANTRY_CONCURRENCY";

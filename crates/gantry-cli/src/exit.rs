@@ -1,21 +1,104 @@
-//! Exit codes (documented in README.md) and the error type that carries one.
+//! Exit codes and the error type that carries one.
+//!
+//! [`Exit`] is the one table of the codes `gantry` exits with: each has its meaning, which
+//! README.md's "Exit codes" table repeats word for word (a test keeps them equal). Engine errors
+//! reach it through their class ([`gantry_engine::EngineError::class`], the one place they are
+//! classified); this file adds only the hints a person needs next. The constants below are the
+//! same codes under the names the commands use.
+
+use gantry_engine::ErrorClass;
+
+/// Every exit code `gantry` uses (besides a remote command's own code, passed through by
+/// `gantry ssh NODE -- CMD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    Failure,
+    Usage,
+    CommandFailed,
+    Unreachable,
+    Busy,
+    NotConfirmed,
+    Interrupted,
+}
+
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the table README.md's is checked against, in tests"
+    )
+)]
+impl Exit {
+    pub const ALL: [Exit; 8] = [
+        Exit::Ok,
+        Exit::Failure,
+        Exit::Usage,
+        Exit::CommandFailed,
+        Exit::Unreachable,
+        Exit::Busy,
+        Exit::NotConfirmed,
+        Exit::Interrupted,
+    ];
+
+    pub const fn code(self) -> i32 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Failure => 1,
+            Exit::Usage => 2,
+            Exit::CommandFailed => 3,
+            Exit::Unreachable => 4,
+            Exit::Busy => 5,
+            Exit::NotConfirmed => 6,
+            Exit::Interrupted => 130,
+        }
+    }
+
+    /// What the code means, as README.md documents it.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "success",
+            Exit::Failure => "failure (provider, state store, a step of a run)",
+            Exit::Usage => "bad usage or input: invalid spec, unknown cluster or target",
+            Exit::CommandFailed => {
+                "a remote command exited non-zero or was killed on at least one node (`run`)"
+            }
+            Exit::Unreachable => {
+                "at least one node could not be reached (connection, handshake, host key)"
+            }
+            Exit::Busy => "the cluster is locked by another run and the wait timed out",
+            Exit::NotConfirmed => "a destructive change needs confirmation and none was given",
+            Exit::Interrupted => "interrupted (Ctrl-C)",
+        }
+    }
+}
+
+impl From<ErrorClass> for Exit {
+    fn from(c: ErrorClass) -> Exit {
+        match c {
+            ErrorClass::Invalid => Exit::Usage,
+            ErrorClass::Busy => Exit::Busy,
+            ErrorClass::NotConfirmed => Exit::NotConfirmed,
+            ErrorClass::Interrupted => Exit::Interrupted,
+            ErrorClass::Failed => Exit::Failure,
+        }
+    }
+}
 
 /// Success.
-pub const OK: i32 = 0;
+pub const OK: i32 = Exit::Ok.code();
 /// Something failed (provider, state, a step of a run).
-pub const FAILURE: i32 = 1;
+pub const FAILURE: i32 = Exit::Failure.code();
 /// Bad usage or input: invalid spec, unknown cluster or target.
-pub const USAGE: i32 = 2;
+pub const USAGE: i32 = Exit::Usage.code();
 /// A remote command exited non-zero (or was killed) on at least one node.
-pub const COMMAND_FAILED: i32 = 3;
+pub const COMMAND_FAILED: i32 = Exit::CommandFailed.code();
 /// At least one node could not be reached (connection, handshake, host key).
-pub const TRANSPORT: i32 = 4;
-/// The cluster is locked by another run and the wait timed out.
-pub const BUSY: i32 = 5;
+pub const TRANSPORT: i32 = Exit::Unreachable.code();
 /// A destructive change needs confirmation and none was given.
-pub const NOT_CONFIRMED: i32 = 6;
+pub const NOT_CONFIRMED: i32 = Exit::NotConfirmed.code();
 /// Interrupted by Ctrl-C.
-pub const INTERRUPTED: i32 = 130;
+pub const INTERRUPTED: i32 = Exit::Interrupted.code();
 
 /// An error on its way out of the binary.
 #[derive(Debug)]
@@ -49,36 +132,119 @@ impl From<anyhow::Error> for Failure {
 impl From<gantry_engine::EngineError> for Failure {
     fn from(e: gantry_engine::EngineError) -> Self {
         use gantry_engine::EngineError as E;
-        match &e {
-            E::LockTimeout { .. } => Failure::new(BUSY, e)
-                .hint("wait for the other run to finish, or raise --lock-timeout; a lock whose process is gone is taken over; another machine's lapses within 30 s"),
-            E::Interrupted => Failure::new(INTERRUPTED, e).hint("run the same command again to resume; it converges"),
-            E::NeedsConfirmation { .. } => Failure::new(NOT_CONFIRMED, e).hint("re-run with --yes to allow it"),
-            E::ClusterNotFound { .. } => Failure::new(USAGE, e).hint("`gantry ls` lists the clusters of this project"),
-            E::NameCollision { .. } => Failure::new(USAGE, e).hint("rename the pool or the cluster so that `<cluster>-<pool>` differs from every other cluster's"),
-            E::ForeignCluster { .. } => Failure::new(USAGE, e).hint("gantry never touches another world's resources: choose another cluster name (or --project), or ask their owner"),
-            E::StaleNodes { cluster, .. } => {
-                let hint = format!("`gantry destroy {cluster}` removes them (and the record), or `gantry gc` deletes them once they are older than its grace period");
-                Failure::new(USAGE, e).hint(hint)
-            }
-            E::NoNodes { .. } => Failure::new(USAGE, e).hint("`gantry show CLUSTER` lists its nodes"),
-            E::BlueprintInvalid(_) | E::BlueprintLoad { .. } => Failure::new(USAGE, e),
-            E::LifetimeTooLong { .. } => Failure::new(USAGE, e)
-                .hint("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry"),
-            E::Provider(p) => {
-                let hint = p.hint.clone();
-                let f = Failure::new(FAILURE, e);
-                match hint {
-                    Some(h) => f.hint(h),
-                    None => f,
-                }
-            }
-            E::StepsFailed { .. } => {
-                Failure::new(FAILURE, e).hint("`gantry logs RUN` shows every event; re-run the command to retry what failed")
-            }
-            _ => Failure::new(FAILURE, e),
+        let code = Exit::from(e.class()).code();
+        let hint: Option<String> = match &e {
+            E::LockTimeout { .. } => Some("wait for the other run to finish, or raise --lock-timeout; a lock whose process is gone is taken over; another machine's lapses within 30 s".into()),
+            E::Interrupted => Some("run the same command again to resume; it converges".into()),
+            E::NeedsConfirmation { .. } => Some("re-run with --yes to allow it".into()),
+            E::ClusterNotFound { .. } => Some("`gantry ls` lists the clusters of this project".into()),
+            E::NameCollision { .. } => Some("rename the pool or the cluster so that `<cluster>-<pool>` differs from every other cluster's".into()),
+            E::ForeignCluster { .. } => Some("gantry never touches another world's resources: choose another cluster name (or --project), or ask their owner".into()),
+            E::StaleNodes { cluster, .. } => Some(format!("`gantry destroy {cluster}` removes them (and the record), or `gantry gc` deletes them once they are older than its grace period")),
+            E::NoNodes { nodes, .. } => Some(format!("its nodes are: {nodes}")),
+            E::EmptyCluster { .. } => Some("`gantry ls` lists the clusters of this project".into()),
+            E::AmbiguousIndex { cluster, index, .. } => Some(format!("name the pool: {cluster}/POOL-{index}")),
+            E::RecordUnreadable { cluster, .. } => Some(format!("a newer gantry may have written it: use that version; or `gantry up -f SPEC` with cluster {cluster}'s spec records it again")),
+            E::LifetimeTooLong { .. } => Some("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry".into()),
+            E::Provider(p) => p.hint.clone(),
+            E::ProviderUnavailable { hint, .. } => hint.clone(),
+            E::StepsFailed { .. } => Some("`gantry logs RUN` shows every event; re-run the command to retry what failed".into()),
+            _ => None,
+        };
+        let f = Failure::new(code, e);
+        match hint {
+            Some(h) => f.hint(h),
+            None => f,
         }
     }
 }
 
 pub type CliResult<T = i32> = Result<T, Failure>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// README.md's "Exit codes" table lists exactly [`Exit`]'s codes and meanings.
+    #[test]
+    fn readme_documents_every_exit_code_as_the_table_says() {
+        let readme = include_str!("../../../README.md");
+        let section = readme
+            .split("\n## Exit codes\n")
+            .nth(1)
+            .expect("README.md has an `## Exit codes` section");
+        let documented: Vec<(i32, String)> = section
+            .lines()
+            .take_while(|l| !l.starts_with("## "))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim().trim_matches('|').split('|').collect();
+                let code = cells.first()?.trim().parse().ok()?;
+                Some((code, cells.get(1)?.trim().to_string()))
+            })
+            .collect();
+        let table: Vec<(i32, String)> = Exit::ALL
+            .iter()
+            .map(|e| (e.code(), e.meaning().to_string()))
+            .collect();
+        assert_eq!(documented, table);
+    }
+
+    #[test]
+    fn engine_errors_keep_the_codes_they_had() {
+        use gantry_engine::EngineError as E;
+        let cases: Vec<(E, i32)> = vec![
+            (E::Interrupted, 130),
+            (
+                E::NeedsConfirmation {
+                    count: 1,
+                    names: "a".into(),
+                },
+                6,
+            ),
+            (
+                E::NotConfirmed {
+                    count: 1,
+                    names: "a".into(),
+                },
+                6,
+            ),
+            (
+                E::ClusterNotFound {
+                    project: "p".into(),
+                    cluster: "c".into(),
+                },
+                2,
+            ),
+            (
+                E::LockTimeout {
+                    cluster: "c".into(),
+                    holder: "h".into(),
+                    expires_in_secs: 1,
+                    waited_secs: 1,
+                },
+                5,
+            ),
+            (
+                E::StepsFailed {
+                    failed: 1,
+                    total: 2,
+                    first: "x".into(),
+                    source: None,
+                },
+                1,
+            ),
+            (
+                E::ProviderMismatch {
+                    cluster: "c".into(),
+                    existing: "aws".into(),
+                    wanted: "local".into(),
+                },
+                1,
+            ),
+        ];
+        for (e, code) in cases {
+            let name = format!("{e:?}");
+            assert_eq!(Failure::from(e).code, code, "{name}");
+        }
+    }
+}

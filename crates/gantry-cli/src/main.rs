@@ -3,6 +3,7 @@
 //! This is the only crate that writes to the terminal. Library errors become [`exit::Failure`]s
 //! with a documented exit code and `hint:` lines at this edge.
 
+mod app;
 mod cli;
 mod commands;
 mod context;
@@ -16,7 +17,8 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    // The agent is long-lived and detached: it gets its own quiet runtime and logging.
+    // One runtime and one logger for every command, the detached node agent included: quiet
+    // (warnings only) unless -v, or GANTRY_LOG, which the local provider passes on to agents.
     let verbose = cli.global.verbose;
     let filter = match verbose {
         0 => "warn",
@@ -25,7 +27,7 @@ fn main() {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+            tracing_subscriber::EnvFilter::try_from_env(env_vars::GANTRY_LOG)
                 .unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)

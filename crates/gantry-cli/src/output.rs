@@ -30,9 +30,17 @@ pub fn print_json<T: Serialize>(value: &T) {
 }
 
 pub fn print_failure(f: &Failure) {
-    eprintln!("error: {}", f.error);
+    let mut said = f.error.to_string();
+    eprintln!("error: {said}");
+    // Errors keep their causes as sources, and many also quote them in their own message: a
+    // cause already said is not said again.
     for cause in f.error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        let text = cause.to_string();
+        if said.contains(&text) {
+            continue;
+        }
+        eprintln!("  caused by: {text}");
+        said.push_str(&text);
     }
     for h in &f.hints {
         eprintln!("hint: {h}");

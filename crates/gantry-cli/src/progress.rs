@@ -1,7 +1,9 @@
 //! Rendering run events for people and machines.
 //!
 //! - TTY (stderr is a terminal, text output): one live line per node with its current step and
-//!   elapsed time, plus a total bar.
+//!   elapsed time, in node order (the cluster's own steps first), plus a total bar over every
+//!   step of the run: the ones `RunStarted` announces and those `StepsAdded` adds later (`up`'s
+//!   blueprint steps), so it never counts past its end.
 //! - Plain (not a terminal): one timestamped line per event.
 //! - JSON (`--output json`): one JSON object per event on stderr; stdout keeps the result.
 
@@ -68,6 +70,8 @@ pub fn describe(e: &Event) -> Option<String> {
             cluster,
             steps,
         } => format!("{kind} {cluster}: {steps} steps (run {run_id})"),
+        // The blueprint phase says so in its own message, with what is up to date.
+        Event::StepsAdded { .. } => return None,
         Event::LockWaiting {
             cluster,
             holder,
@@ -128,42 +132,102 @@ fn plain_line(e: &Event) {
     }
 }
 
+/// The line of steps that belong to no node (`resources`, blueprint barriers).
+const CLUSTER_LINE: &str = "cluster";
+
+/// What a line is sorted by: the cluster's own line first, then nodes in natural order, so
+/// `demo-db-2` comes before `demo-db-10` and pools stay together.
+fn line_key(name: &str) -> (bool, Vec<(String, u64)>) {
+    let mut parts = Vec::new();
+    let (mut text, mut num, mut in_num) = (String::new(), String::new(), false);
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            in_num = true;
+        } else {
+            if in_num {
+                parts.push((std::mem::take(&mut text), num.parse().unwrap_or(u64::MAX)));
+                num.clear();
+                in_num = false;
+            }
+            text.push(c);
+        }
+    }
+    if in_num || !text.is_empty() {
+        parts.push((text, num.parse().unwrap_or(0)));
+    }
+    (name != CLUSTER_LINE, parts)
+}
+
+/// Where a new line for `name` goes among the lines shown (kept sorted by [`line_key`]).
+fn line_index(shown: &[String], name: &str) -> usize {
+    let key = line_key(name);
+    shown.partition_point(|s| line_key(s) < key)
+}
+
 struct Tty {
     multi: MultiProgress,
     nodes: BTreeMap<String, (ProgressBar, Instant)>,
+    /// The node lines from top to bottom (what [`line_index`] sorts).
+    order: Vec<String>,
     total: Option<ProgressBar>,
 }
 
 impl Tty {
     fn new() -> Tty {
+        Tty::with_target(ProgressDrawTarget::stderr())
+    }
+
+    fn with_target(target: ProgressDrawTarget) -> Tty {
         Tty {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            multi: MultiProgress::with_draw_target(target),
             nodes: BTreeMap::new(),
+            order: Vec::new(),
             total: None,
         }
     }
 
     fn node_bar(&mut self, node: &str) -> &ProgressBar {
-        let multi = &self.multi;
-        let total = &self.total;
-        &self
-            .nodes
-            .entry(node.to_string())
-            .or_insert_with(|| {
-                let style = ProgressStyle::with_template(
-                    "{spinner:.cyan} {prefix:<24} {wide_msg} {elapsed:>4}",
-                )
-                .expect("valid template");
-                let bar = match total {
-                    Some(t) => multi.insert_before(t, ProgressBar::new_spinner()),
-                    None => multi.add(ProgressBar::new_spinner()),
-                };
-                bar.set_style(style);
-                bar.set_prefix(node.to_string());
-                bar.enable_steady_tick(Duration::from_millis(120));
-                (bar, Instant::now())
-            })
-            .0
+        if !self.nodes.contains_key(node) {
+            let style = ProgressStyle::with_template(
+                "{spinner:.cyan} {prefix:<24} {wide_msg} {elapsed:>4}",
+            )
+            .expect("valid template");
+            // Lines appear as nodes start steps, in whatever order that is; each goes above the
+            // line of the node that follows it, so the lines read in node order.
+            let at = line_index(&self.order, node);
+            let bar = match (self.order.get(at), &self.total) {
+                (Some(next), _) => self
+                    .multi
+                    .insert_before(&self.nodes[next].0, ProgressBar::new_spinner()),
+                (None, Some(t)) => self.multi.insert_before(t, ProgressBar::new_spinner()),
+                (None, None) => self.multi.add(ProgressBar::new_spinner()),
+            };
+            bar.set_style(style);
+            bar.set_prefix(node.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            self.order.insert(at, node.to_string());
+            self.nodes.insert(node.to_string(), (bar, Instant::now()));
+        }
+        &self.nodes[node].0
+    }
+
+    /// The total bar, made with `len` steps (or grown by `len` when it exists).
+    fn add_steps(&mut self, len: u64, prefix: impl FnOnce() -> String) {
+        if let Some(t) = &self.total {
+            t.inc_length(len);
+            return;
+        }
+        let bar = self.multi.add(ProgressBar::new(len));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.green/white}] {pos}/{len} steps {elapsed}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix());
+        self.total = Some(bar);
     }
 
     fn on(&mut self, e: &Event) {
@@ -174,19 +238,13 @@ impl Tty {
                 cluster,
                 ..
             } => {
-                let bar = self.multi.add(ProgressBar::new(*steps as u64));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix:.bold} [{bar:30.green/white}] {pos}/{len} steps {elapsed}",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
-                bar.set_prefix(format!("{kind} {cluster}"));
-                self.total = Some(bar);
+                // A new run gets its own bar.
+                self.total = None;
+                self.add_steps(*steps as u64, || format!("{kind} {cluster}"));
             }
+            Event::StepsAdded { steps } => self.add_steps(*steps as u64, || "steps".into()),
             Event::StepStarted { step, node, .. } => {
-                let name = node.clone().unwrap_or_else(|| "cluster".into());
+                let name = node.clone().unwrap_or_else(|| CLUSTER_LINE.into());
                 let kind = step_label(step);
                 self.node_bar(&name).set_message(kind);
             }
@@ -197,13 +255,13 @@ impl Tty {
                 error,
                 ..
             } => {
-                let name = node.clone().unwrap_or_else(|| "cluster".into());
+                let name = node.clone().unwrap_or_else(|| CLUSTER_LINE.into());
                 let kind = step_label(step);
                 self.node_bar(&name)
                     .set_message(format!("{kind} (retry {attempt}: {error})"));
             }
             Event::StepFinished { step, node, .. } => {
-                let name = node.clone().unwrap_or_else(|| "cluster".into());
+                let name = node.clone().unwrap_or_else(|| CLUSTER_LINE.into());
                 let kind = step_label(step);
                 self.node_bar(&name).set_message(format!("{kind} ✓"));
                 if let Some(t) = &self.total {
@@ -211,7 +269,7 @@ impl Tty {
                 }
             }
             Event::StepFailed { node, .. } | Event::StepSkipped { node, .. } => {
-                let name = node.clone().unwrap_or_else(|| "cluster".into());
+                let name = node.clone().unwrap_or_else(|| CLUSTER_LINE.into());
                 let line = describe(e).unwrap_or_default();
                 let bar = self.node_bar(&name);
                 bar.set_message(line.clone());
@@ -241,6 +299,109 @@ impl Tty {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn started(step: &str, node: Option<&str>) -> Event {
+        Event::StepStarted {
+            step: step.into(),
+            node: node.map(String::from),
+            attempt: 1,
+        }
+    }
+
+    fn finished(step: &str, node: Option<&str>) -> Event {
+        Event::StepFinished {
+            step: step.into(),
+            node: node.map(String::from),
+            elapsed_ms: 1,
+        }
+    }
+
+    /// A terminal renderer that draws nowhere: its bars keep their state.
+    fn tty() -> Tty {
+        Tty::with_target(ProgressDrawTarget::hidden())
+    }
+
+    /// `up` of 2 nodes with a blueprint, in the order the engine emits it: the run announces
+    /// its 5 machine steps, the blueprint phase adds 3 more (one failing, one skipped after it).
+    /// The total bar ends exactly full, never past its end.
+    #[test]
+    fn the_total_bar_counts_blueprint_steps_and_never_passes_its_end() {
+        let mut t = tty();
+        let (n1, n2) = (Some("demo-db-1"), Some("demo-db-2"));
+        let mut events = vec![Event::RunStarted {
+            run_id: "r".into(),
+            kind: gantry_core::status::RunKind::Up,
+            cluster: "demo".into(),
+            steps: 5,
+        }];
+        for (step, node) in [
+            ("resources", None),
+            ("create:demo-db-1", n1),
+            ("create:demo-db-2", n2),
+            ("ready:demo-db-1", n1),
+            ("ready:demo-db-2", n2),
+        ] {
+            events.push(started(step, node));
+            events.push(finished(step, node));
+        }
+        events.push(Event::Message {
+            level: gantry_core::status::Level::Info,
+            text: "blueprints: 3 step instance(s) to run, 0 up to date".into(),
+        });
+        events.push(Event::StepsAdded { steps: 3 });
+        events.push(started("bp/etcd/start@demo-db-1#1", n1));
+        events.push(finished("bp/etcd/start@demo-db-1#1", n1));
+        events.push(started("bp/etcd/start@demo-db-2#2", n2));
+        events.push(Event::StepFailed {
+            step: "bp/etcd/start@demo-db-2#2".into(),
+            node: n2.map(String::from),
+            error: "exit code 1".into(),
+        });
+        events.push(Event::StepSkipped {
+            step: "bp/etcd/done".into(),
+            node: None,
+            reason: "bp/etcd/start@demo-db-2#2 failed".into(),
+        });
+        for e in &events {
+            t.on(e);
+            let total = t.total.as_ref().expect("a total bar");
+            assert!(
+                total.position() <= total.length().unwrap_or(0),
+                "{}/{:?} steps after {e:?}",
+                total.position(),
+                total.length()
+            );
+        }
+        let total = t.total.as_ref().unwrap();
+        assert_eq!((total.position(), total.length()), (8, Some(8)));
+        t.finish();
+    }
+
+    /// Node lines appear as nodes start steps (1, 8, 9, 2, … on a busy machine), but read in
+    /// node order: the cluster's own line first, then `demo-db-2` before `demo-db-10`.
+    #[test]
+    fn node_lines_read_in_node_order_whatever_order_they_start_in() {
+        let mut t = tty();
+        t.on(&Event::RunStarted {
+            run_id: "r".into(),
+            kind: gantry_core::status::RunKind::Up,
+            cluster: "demo".into(),
+            steps: 13,
+        });
+        for i in [1, 8, 9, 2, 12, 10, 3, 11, 4, 7, 5, 6] {
+            let node = format!("demo-db-{i}");
+            t.on(&started(&format!("create:{node}"), Some(&node)));
+        }
+        t.on(&started("resources", None));
+        t.on(&started("create:demo-web-1", Some("demo-web-1")));
+        let mut want = vec!["cluster".to_string()];
+        want.extend((1..=12).map(|i| format!("demo-db-{i}")));
+        want.push("demo-web-1".into());
+        assert_eq!(t.order, want);
+        t.finish();
+    }
+
     #[test]
     fn step_labels_drop_node_and_hash() {
         assert_eq!(super::step_label("create:demo-db-1"), "create");

@@ -2,7 +2,7 @@
 //!
 //! A blueprint is a software recipe (params, artifacts, steps) applied to a cluster's nodes; the
 //! format is documented in `docs/blueprints.md`. This module exists so that the *shape* of a
-//! blueprint is decided without IO, like the spec's: [`parse`] turns the text of a
+//! blueprint is decided without IO, like the spec's: [`parse()`] turns the text of a
 //! `blueprint.yaml` into a [`Blueprint`] whose every part keeps its source position, or into a
 //! [`SpecError`] listing every problem at `file:line:column` (unknown fields, bad targets, a URL
 //! artifact without `sha256`, an unknown or cyclic `after`). Reading the files, resolving params

@@ -55,4 +55,13 @@ pub enum CoreError {
     InvalidTarget { target: String, reason: String },
     #[error("invalid duration {input:?}: {reason}")]
     InvalidDuration { input: String, reason: String },
+    /// A stored name outside its closed set (see [`crate::status`]).
+    #[error(
+        "unknown {what} {value:?}: this gantry knows {expected} (was it written by a newer gantry?)"
+    )]
+    UnknownName {
+        what: &'static str,
+        value: String,
+        expected: String,
+    },
 }

@@ -4,12 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::{Level, RunKind, RunStatus};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     RunStarted {
         run_id: String,
-        kind: String,
+        kind: RunKind,
         cluster: String,
         steps: usize,
     },
@@ -40,13 +42,20 @@ pub enum Event {
         node: Option<String>,
         reason: String,
     },
+    /// More steps joined the run after `RunStarted` counted its own: `up`'s blueprint step
+    /// instances, known only once every node answers. A run's steps are `RunStarted::steps`
+    /// plus every `StepsAdded::steps`; each ends in one `StepFinished`, `StepFailed` or
+    /// `StepSkipped` (unless the run is interrupted).
+    StepsAdded {
+        steps: usize,
+    },
     StepFailed {
         step: String,
         node: Option<String>,
         error: String,
     },
     Message {
-        level: String,
+        level: Level,
         text: String,
     },
     Interrupted {
@@ -54,7 +63,7 @@ pub enum Event {
     },
     RunFinished {
         run_id: String,
-        status: String,
+        status: RunStatus,
         elapsed_ms: u64,
     },
 }

@@ -1,5 +1,5 @@
-//! The IO-free heart of gantry: the cluster spec and its validation, names, tags, targets,
-//! plan and event types.
+//! The IO-free heart of gantry: the cluster spec and its validation, the blueprint format,
+//! names, tags, targets, run events and secret values that cannot be printed.
 //!
 //! This crate exists so that everything gantry *decides* can be tested without tokio, a
 //! filesystem or a provider. It depends on no other gantry crate and performs no IO: callers
@@ -12,6 +12,7 @@ pub mod names;
 pub mod reader;
 pub mod secret;
 pub mod spec;
+pub mod status;
 pub mod tags;
 pub mod target;
 

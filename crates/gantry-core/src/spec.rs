@@ -111,8 +111,6 @@ impl ClusterSpec {
 /// or the short form `provider: local`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-// One per spec, read once: the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
 pub enum ProviderSpec {
     Local(LocalOptions),
     Docker(DockerOptions),

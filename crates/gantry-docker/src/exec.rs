@@ -213,7 +213,7 @@ impl DockerProvider {
         match (packed, sent) {
             // A local failure (unreadable file, changed size) explains the aborted upload.
             (Err(Pack::Local(e)), _) => Err(e),
-            (_, Err(e)) => Err(transfer_error(container, &path, e)),
+            (_, Err(e)) => Err(transfer_error(container, &path, upload_dir(remote), e)),
             (Err(Pack::Abandoned), Ok(())) => Err(DockerError::Transfer(format!(
                 "{path} on {container}: the engine stopped reading the archive"
             ))),
@@ -270,7 +270,7 @@ impl DockerProvider {
             .map_err(|e| DockerError::Invalid(e.to_string()))?;
         // The engine's error (no such file, connection lost) explains a short archive.
         match failed {
-            Some(e) => Err(transfer_error(container, &path, e)),
+            Some(e) => Err(transfer_error(container, &path, remote, e)),
             None => unpacked,
         }
     }
@@ -407,16 +407,34 @@ async fn recv_winch(winch: &mut Option<tokio::signal::unix::Signal>) -> Option<(
     }
 }
 
-fn transfer_error(container: &str, path: &str, e: bollard::errors::Error) -> DockerError {
+/// The error of an archive transfer of `path` (absolute) in `container`. The engine's 404 (other
+/// than for the container itself) means `missing` (the path as the user gave it: the file a
+/// download reads, the directory an upload writes into) does not exist: said so in words, as
+/// for SSH nodes.
+fn transfer_error(
+    container: &str,
+    path: &str,
+    missing: &str,
+    e: bollard::errors::Error,
+) -> DockerError {
     if let bollard::errors::Error::DockerResponseServerError {
         status_code: 404,
         message,
     } = &e
         && !message.contains("No such container")
     {
-        return DockerError::Transfer(format!("{path} on {container}: {message}"));
+        return DockerError::Transfer(format!("{missing} does not exist on the node"));
     }
     DockerError::api("archive", format!("{container}:{path}"))(e)
+}
+
+/// The directory an upload to `remote` (as the user gave it) writes into.
+fn upload_dir(remote: &str) -> &str {
+    match remote.rsplit_once('/') {
+        Some(("", _)) => "/",
+        Some((d, _)) => d,
+        None => remote,
+    }
 }
 
 /// Archive chunks held at once between the engine and the thread that packs or unpacks.

@@ -730,6 +730,7 @@ impl DockerProvider {
         let body = ContainerCreateBody {
             image: Some(image),
             hostname: Some(req.name.clone()),
+            env: Some(node_env(req, ip)),
             labels: Some(labels),
             exposed_ports: (!ports.is_empty()).then(|| ports.clone()),
             host_config: Some(HostConfig {
@@ -983,6 +984,23 @@ fn gantry_labels(labels: &HashMap<String, String>) -> Tags {
         .filter(|(k, _)| k.starts_with("gantry-"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// The environment of every process in a node's container (`gantry run`, `ssh`, blueprint steps
+/// and what they start), added to the image's: the node's identity, as on local nodes, and its
+/// address as `GANTRY_NODE_ADDRESS`, the one name for it on every provider. An address the engine
+/// assigns (a network given in the spec) is known only after the start, so it is left out.
+fn node_env(req: &NodeRequest, ip: Option<Ipv4Addr>) -> Vec<String> {
+    let mut env = vec![
+        format!("GANTRY_NODE={}", req.name),
+        format!("GANTRY_CLUSTER={}", req.cluster),
+        format!("GANTRY_POOL={}", req.pool),
+        format!("GANTRY_INDEX={}", req.index),
+    ];
+    if let Some(ip) = ip {
+        env.push(format!("GANTRY_NODE_ADDRESS={ip}"));
+    }
+    env
 }
 
 /// The subnet of gantry's own cluster network, which gantry creates with an explicit subnet

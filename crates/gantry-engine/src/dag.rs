@@ -12,17 +12,25 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use gantry_core::event::Event;
-use gantry_state::{StateStore, StepRecord};
+use gantry_state::{StateStore, StepRecord, StepStatus};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
 
 /// Why a step failed, and whether trying again may help.
-#[derive(Debug, Clone)]
+///
+/// `message` is what events, checkpoints and the run's error show (already masked where a
+/// blueprint's secrets may appear); `source` is the typed error it came from, kept for callers
+/// that branch on it or print its causes. Blueprint steps never attach one: their messages
+/// pass through the cluster's masker, an unmasked cause must not ride along.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
 pub struct StepError {
     pub retryable: bool,
     pub message: String,
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StepError {
@@ -30,12 +38,33 @@ impl StepError {
         StepError {
             retryable: true,
             message: m.into(),
+            source: None,
         }
     }
+
     pub fn fatal(m: impl Into<String>) -> Self {
         StepError {
             retryable: false,
             message: m.into(),
+            source: None,
+        }
+    }
+
+    /// A step that failed on `e` and is not worth retrying; `e`'s text is the message and `e`
+    /// stays its source.
+    pub fn fatal_from(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError {
+            retryable: false,
+            message: e.to_string(),
+            source: Some(Arc::new(e)),
+        }
+    }
+
+    /// The same for a failure that may pass when tried again.
+    pub fn retryable_from(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError {
+            retryable: true,
+            ..StepError::fatal_from(e)
         }
     }
 }
@@ -49,6 +78,7 @@ impl From<gantry_provider::ProviderError> for StepError {
         StepError {
             retryable: e.is_retryable(),
             message,
+            source: Some(Arc::new(e)),
         }
     }
 }
@@ -213,7 +243,7 @@ pub async fn execute(
             Err(e) => {
                 // A panicking step is a bug; report it as a failure rather than bring the run down.
                 out.failed
-                    .push(("<panicked step>".into(), StepError::fatal(e.to_string())));
+                    .push(("<panicked step>".into(), StepError::fatal_from(e)));
                 continue;
             }
         };
@@ -265,17 +295,18 @@ async fn run_step(
 ) -> (String, Result<(), StepError>) {
     let started = Instant::now();
     let started_at = now();
-    let record = |status: &str, attempts: u32, error: Option<String>, finished: bool| StepRecord {
-        run_id: cp.as_ref().map(|c| c.run_id.clone()).unwrap_or_default(),
-        step_id: step.id.clone(),
-        node: step.node.clone(),
-        status: status.into(),
-        attempts,
-        error,
-        spec_hash: cp.as_ref().and_then(|c| c.spec_hash.clone()),
-        started_at,
-        finished_at: finished.then(now),
-    };
+    let record =
+        |status: StepStatus, attempts: u32, error: Option<String>, finished: bool| StepRecord {
+            run_id: cp.as_ref().map(|c| c.run_id.clone()).unwrap_or_default(),
+            step_id: step.id.clone(),
+            node: step.node.clone(),
+            status,
+            attempts,
+            error,
+            spec_hash: cp.as_ref().and_then(|c| c.spec_hash.clone()),
+            started_at,
+            finished_at: finished.then(now),
+        };
     let mut attempt = 1;
     loop {
         events.emit(Event::StepStarted {
@@ -283,10 +314,10 @@ async fn run_step(
             node: step.node.clone(),
             attempt,
         });
-        checkpoint(&cp, record("running", attempt, None, false)).await;
+        checkpoint(&cp, record(StepStatus::Running, attempt, None, false)).await;
         match (step.action)().await {
             Ok(()) => {
-                checkpoint(&cp, record("done", attempt, None, true)).await;
+                checkpoint(&cp, record(StepStatus::Done, attempt, None, true)).await;
                 events.emit(Event::StepFinished {
                     step: step.id.clone(),
                     node: step.node.clone(),
@@ -307,7 +338,7 @@ async fn run_step(
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => {
                         let e = StepError::fatal(format!("interrupted while retrying: {}", e.message));
-                        checkpoint(&cp, record("failed", attempt, Some(e.message.clone()), true)).await;
+                        checkpoint(&cp, record(StepStatus::Failed, attempt, Some(e.message.clone()), true)).await;
                         events.emit(Event::StepFailed { step: step.id.clone(), node: step.node.clone(), error: e.message.clone() });
                         return (step.id.clone(), Err(e));
                     }
@@ -317,7 +348,7 @@ async fn run_step(
             Err(e) => {
                 checkpoint(
                     &cp,
-                    record("failed", attempt, Some(e.message.clone()), true),
+                    record(StepStatus::Failed, attempt, Some(e.message.clone()), true),
                 )
                 .await;
                 events.emit(Event::StepFailed {

@@ -71,11 +71,22 @@ pub enum EngineError {
     },
     #[error("the plan removes {count} node(s) ({names}); confirmation required")]
     NeedsConfirmation { count: usize, names: String },
+    /// Asked about the nodes the plan removes (`UpOptions::confirm_delete`), the answer was no.
+    #[error("not confirmed: the plan removes {count} node(s) ({names}); nothing changed")]
+    NotConfirmed { count: usize, names: String },
+    /// The pins of host keys (`known_hosts`) could not be read or changed.
+    #[error(transparent)]
+    Ssh(#[from] gantry_ssh::SshError),
     #[error("{failed} of {total} step(s) failed: {first}")]
     StepsFailed {
         failed: usize,
         total: usize,
+        /// The first failed step and its message.
         first: String,
+        /// That step's error, with its own causes (none for blueprint steps, whose messages
+        /// are masked).
+        #[source]
+        source: Option<crate::dag::StepError>,
     },
     /// An expiry past the bound of lifetimes (`gantry_core::spec::MAX_LIFETIME` from now) or
     /// past what a date can hold; nothing was changed.
@@ -98,21 +109,115 @@ pub enum EngineError {
     },
     #[error("interrupted")]
     Interrupted,
+    /// The target names nodes, but none of the cluster's matches.
     #[error("no node of cluster {cluster} matches {target}")]
-    NoNodes { cluster: String, target: String },
+    NoNodes {
+        cluster: String,
+        target: String,
+        /// The cluster's nodes, by name.
+        nodes: String,
+    },
+    /// Nothing carries the cluster's tags.
+    #[error("cluster {cluster} has no nodes in project {project}")]
+    EmptyCluster { project: String, cluster: String },
+    /// A bare node number (`demo/1`) that several pools have.
+    #[error("node number {index} is ambiguous: {nodes}")]
+    AmbiguousIndex {
+        cluster: String,
+        index: u32,
+        nodes: String,
+    },
+    /// The provider a spec names cannot be built here (a binary built without it).
+    #[error("{message}")]
+    ProviderUnavailable {
+        message: String,
+        /// How to get it.
+        hint: Option<String>,
+    },
+    /// A cluster's record whose spec cannot be decoded (written by a newer gantry, or
+    /// damaged): which provider and options it has cannot be told, so nothing acts on it.
+    #[error(
+        "the record of cluster {cluster} in project {project} (provider {provider}) cannot be \
+         read: its recorded spec does not decode"
+    )]
+    RecordUnreadable {
+        project: String,
+        cluster: String,
+        provider: String,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A blueprint or the spec's use of it is invalid; every problem at `file:line:column`.
     #[error("{}", render_located(.0))]
     BlueprintInvalid(Vec<gantry_core::SpecError>),
     /// A blueprint could not be found or read.
     #[error("blueprint {blueprint}: {message}")]
-    BlueprintLoad { blueprint: String, message: String },
+    BlueprintLoad {
+        blueprint: String,
+        message: String,
+        /// The file system's error, when reading it failed.
+        #[source]
+        source: Option<std::io::Error>,
+    },
     /// An artifact could not be fetched, verified or found on a node.
     #[error("artifact {artifact} of blueprint {blueprint}: {message}")]
     Artifact {
         blueprint: String,
         artifact: String,
         message: String,
+        /// The download's or the file system's error, when one is known.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+}
+
+/// What kind of failure an [`EngineError`] is, for the edges that report it (the CLI's exit
+/// codes, later the server's HTTP statuses). [`EngineError::class`] is the one place engine
+/// errors are classified; each edge maps classes to its own codes in one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request cannot work as given: an invalid spec or blueprint, an unknown cluster or
+    /// target, a name that collides or belongs to another gantry world, a lifetime too long.
+    Invalid,
+    /// The cluster is locked by another run and the wait timed out.
+    Busy,
+    /// A destructive change needs a confirmation that was not given.
+    NotConfirmed,
+    /// The run was cancelled (Ctrl-C); running it again resumes it.
+    Interrupted,
+    /// Anything else: a provider, the state store, a step of a run, a lost lock.
+    Failed,
+}
+
+impl EngineError {
+    pub fn class(&self) -> ErrorClass {
+        use EngineError as E;
+        match self {
+            E::LockTimeout { .. } => ErrorClass::Busy,
+            E::Interrupted => ErrorClass::Interrupted,
+            E::NeedsConfirmation { .. } | E::NotConfirmed { .. } => ErrorClass::NotConfirmed,
+            E::ClusterNotFound { .. }
+            | E::NameCollision { .. }
+            | E::ForeignCluster { .. }
+            | E::StaleNodes { .. }
+            | E::NoNodes { .. }
+            | E::EmptyCluster { .. }
+            | E::AmbiguousIndex { .. }
+            | E::ProviderUnavailable { .. }
+            | E::BlueprintInvalid(_)
+            | E::BlueprintLoad { .. }
+            | E::LifetimeTooLong { .. } => ErrorClass::Invalid,
+            E::Provider(_)
+            | E::State(_)
+            | E::RecordUnreadable { .. }
+            | E::LockLost { .. }
+            | E::ProviderMismatch { .. }
+            | E::StepsFailed { .. }
+            | E::SecretStore { .. }
+            | E::Artifact { .. }
+            | E::Ssh(_) => ErrorClass::Failed,
+        }
+    }
 }
 
 fn render_located(errors: &[gantry_core::SpecError]) -> String {

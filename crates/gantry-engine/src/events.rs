@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use gantry_core::event::Event;
+use gantry_core::status::Level;
 use gantry_state::StateStore;
 use tokio::sync::mpsc;
 
@@ -69,9 +70,9 @@ impl Events {
         }
     }
 
-    pub fn message(&self, level: &str, text: impl Into<String>) {
+    pub fn message(&self, level: Level, text: impl Into<String>) {
         self.emit(Event::Message {
-            level: level.into(),
+            level,
             text: text.into(),
         });
     }

@@ -275,7 +275,7 @@ mod tests {
             spec_json: String::new(),
             spec_hash: String::new(),
             generation: 1,
-            status: "ready".into(),
+            status: gantry_state::ClusterStatus::Ready,
             created_at: NOW - 10 * HOUR,
             updated_at: NOW - 10 * HOUR,
             expires_at,

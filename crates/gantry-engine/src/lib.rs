@@ -8,14 +8,18 @@
 //! - [`dag`]: a dispatcher that runs ready steps concurrently with bounds, retries retryable
 //!   errors with exponential backoff and jitter, checkpoints steps and honours cancellation.
 //! - [`lock`]: the cluster lock (a lease with a fencing token, renewed while held).
-//! - [`transport`]: one fan-out executor over node transports (SSH today).
+//! - [`transport`]: one fan-out executor over node transports (SSH, or one the caller hands in:
+//!   Docker exec).
 //! - [`gc`]: which clusters are expired and which nodes are orphans (pure; `ops` carries it out).
 //! - [`blueprint`]: software recipes applied to a cluster's nodes after `up` (load, validate,
-//!   render, expand into DAG steps, run over SSH, checkpoint by input hash).
+//!   render, expand into DAG steps, run over the cluster's transport, checkpoint by input hash).
 //! - [`secrets`]: where the values of blueprints' `secret` params and the rendered outputs are
 //!   kept (outside the state store), behind a small trait.
 //! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
+//! - [`app`]: the application layer the CLI (and later the server) calls: a cluster with its
+//!   decoded spec, the nodes a target names, the listing of the whole project.
 
+pub mod app;
 pub mod blueprint;
 pub mod dag;
 pub mod error;
@@ -27,4 +31,4 @@ pub mod plan;
 pub mod secrets;
 pub mod transport;
 
-pub use error::EngineError;
+pub use error::{EngineError, ErrorClass};

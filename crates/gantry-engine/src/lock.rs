@@ -97,7 +97,7 @@ impl ClusterLock {
                     {
                         store.release_lock(&dead).await?;
                         events.emit(Event::Message {
-                            level: "warn".into(),
+                            level: gantry_core::status::Level::Warn,
                             text: format!(
                                 "took over the lock on {cluster}: its holder ({other}) is no longer running"
                             ),

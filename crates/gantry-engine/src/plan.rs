@@ -25,6 +25,24 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.create.is_empty() && self.start.is_empty() && self.delete.is_empty()
     }
+
+    /// Replaces the planned nodes with `nodes` of the same names (the same nodes as they are
+    /// now, e.g. after `up` moved their tags): what the plan does to each node depends only on
+    /// its name and state, so it stays the same plan.
+    pub fn refresh(&mut self, nodes: &[NodeInfo]) {
+        let by_name: BTreeMap<&str, &NodeInfo> =
+            nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        for n in self
+            .start
+            .iter_mut()
+            .chain(self.delete.iter_mut())
+            .chain(self.keep.iter_mut())
+        {
+            if let Some(now) = by_name.get(n.name.as_str()) {
+                *n = (*now).clone();
+            }
+        }
+    }
 }
 
 /// Identity of the cluster whose nodes are planned.

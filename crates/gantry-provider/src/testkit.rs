@@ -26,7 +26,7 @@ impl MemoryProvider {
         Self::default()
     }
 
-    /// Names of every call made, in order (`create demo-db-1`, …).
+    /// Names of every call made, in order (`list project=p cluster=c`, `create demo-db-1`, …).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -70,6 +70,15 @@ impl Provider for MemoryProvider {
     }
 
     async fn list(&self, filter: &TagFilter) -> Result<Vec<NodeInfo>> {
+        let what: Vec<String> = filter
+            .equals
+            .iter()
+            .map(|(k, v)| format!("{}={v}", k.trim_start_matches("gantry-")))
+            .collect();
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("list {}", what.join(" ")).trim_end().to_string());
         let left = self.fail_lists.load(Ordering::SeqCst);
         if left > 0 {
             self.fail_lists.store(left - 1, Ordering::SeqCst);

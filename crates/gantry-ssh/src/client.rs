@@ -342,6 +342,12 @@ impl Session {
             permissions: Some(mode),
             ..FileAttributes::empty()
         };
+        // Creating the file fails with "no such file" only when its directory is missing.
+        let dir = match remote.rsplit_once('/') {
+            Some(("", _)) => "/",
+            Some((d, _)) => d,
+            None => remote,
+        };
         let mut dst = sftp
             .open_with_flags_and_attributes(
                 remote,
@@ -349,7 +355,7 @@ impl Session {
                 attrs.clone(),
             )
             .await
-            .map_err(sftp_err("open"))?;
+            .map_err(SshError::sftp("open", remote, dir))?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut total = 0u64;
         loop {
@@ -390,10 +396,13 @@ impl Session {
         let mode = sftp
             .metadata(remote)
             .await
-            .map_err(sftp_err("stat"))?
+            .map_err(SshError::sftp("stat", remote, remote))?
             .permissions
             .map(downloaded_mode);
-        let mut src = sftp.open(remote).await.map_err(sftp_err("open"))?;
+        let mut src = sftp
+            .open(remote)
+            .await
+            .map_err(SshError::sftp("open", remote, remote))?;
         let mut dst = tokio::fs::File::create(local)
             .await
             .map_err(SshError::local("creating", local))?;

@@ -103,6 +103,11 @@ pub enum SshError {
         source: russh_sftp::client::error::Error,
     },
 
+    /// The file to download, or the directory to upload into, does not exist on the node. Said
+    /// in words: the SFTP status alone ("sftp stat PATH") did not tell a user what was wrong.
+    #[error("{path} does not exist on the node")]
+    RemoteMissing { path: String },
+
     /// The local terminal could not be set up for an interactive shell.
     #[error("terminal setup failed")]
     Terminal {
@@ -142,6 +147,7 @@ impl SshError {
             | SshError::InvalidKey { .. }
             | SshError::KnownHosts { .. }
             | SshError::LocalIo { .. }
+            | SshError::RemoteMissing { .. }
             | SshError::Terminal { .. }
             | SshError::Serve { .. } => false,
         }
@@ -149,6 +155,24 @@ impl SshError {
 
     pub(crate) fn protocol(context: &'static str) -> impl FnOnce(russh::Error) -> SshError {
         move |source| SshError::Protocol { context, source }
+    }
+
+    /// An SFTP failure of `op` on `path`; "no such file" becomes [`SshError::RemoteMissing`]
+    /// naming `missing` (the file itself, or the directory an upload writes into).
+    pub(crate) fn sftp(
+        op: &'static str,
+        path: &str,
+        missing: &str,
+    ) -> impl FnOnce(russh_sftp::client::error::Error) -> SshError {
+        let (path, missing) = (path.to_string(), missing.to_string());
+        move |source| match &source {
+            russh_sftp::client::error::Error::Status(s)
+                if s.status_code == russh_sftp::protocol::StatusCode::NoSuchFile =>
+            {
+                SshError::RemoteMissing { path: missing }
+            }
+            _ => SshError::Sftp { op, path, source },
+        }
     }
 
     pub(crate) fn local(

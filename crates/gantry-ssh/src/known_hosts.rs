@@ -56,6 +56,20 @@ impl KnownHosts {
         })
     }
 
+    /// Removes the pins of every alias in `aliases` in one change of the file (nodes about to be
+    /// created anew); nothing is written when none of them is pinned.
+    pub fn forget_all(&self, aliases: &[&str]) -> Result<(), SshError> {
+        if aliases.is_empty() {
+            return Ok(());
+        }
+        let gone: std::collections::HashSet<&str> = aliases.iter().copied().collect();
+        self.update(|lines| {
+            let before = lines.len();
+            lines.retain(|l| !hosts_of(l).any(|h| gone.contains(h)));
+            before != lines.len()
+        })
+    }
+
     /// The pinned key for `alias` as `ALGO BASE64`, if any.
     pub fn pinned(&self, alias: &str) -> Result<Option<String>, SshError> {
         let content = self.read()?;
@@ -222,13 +236,18 @@ impl KnownHosts {
 /// Whether a known_hosts line pins `alias` (plain host patterns only; markers and hashed
 /// hosts are not gantry's and are left alone).
 fn line_matches(line: &str, alias: &str) -> bool {
+    hosts_of(line).any(|h| h == alias)
+}
+
+/// The host patterns a known_hosts line pins (none for comments, markers and blank lines).
+fn hosts_of(line: &str) -> impl Iterator<Item = &str> {
     let line = line.trim_start();
-    if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
-        return false;
-    }
+    let plain = !(line.is_empty() || line.starts_with('#') || line.starts_with('@'));
     line.split_whitespace()
         .next()
-        .is_some_and(|hosts| hosts.split(',').any(|h| h == alias))
+        .filter(|_| plain)
+        .into_iter()
+        .flat_map(|hosts| hosts.split(','))
 }
 
 /// `ALGO BASE64` of a known_hosts line.

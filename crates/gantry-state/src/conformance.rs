@@ -1,8 +1,9 @@
 //! The contract of [`StateStore`], as code every backend runs.
 //!
-//! DESIGN.md promises that SQLite, PostgreSQL and etcd behave the same; this suite is how that
-//! promise is kept. A backend's tests call [`run_all`] on a fresh or shared store: every record
-//! uses a random project and key prefix, so runs do not see each other's data. Each check
+//! docs/design.md promises that every store (SQLite today; PostgreSQL and etcd planned) behaves
+//! the same; this suite is how that promise is kept. A backend's tests call [`run_all`] on a
+//! fresh or shared store: every record uses a random project and key prefix, so runs do not see
+//! each other's data. Each check
 //! panics with a message naming the rule that broke.
 //!
 //! Timestamps used here have whole microseconds, the finest precision every backend is required
@@ -15,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use gantry_core::status::{ClusterStatus, RunKind, RunStatus, StepStatus};
 use time::OffsetDateTime;
 
 use crate::error::StateError;
@@ -60,7 +62,7 @@ fn cluster(project: &str, name: &str) -> ClusterRecord {
         spec_json: format!(r#"{{"name":"{name}"}}"#),
         spec_hash: "hash-1".into(),
         generation: 1,
-        status: "creating".into(),
+        status: ClusterStatus::Creating,
         created_at: at(0),
         updated_at: at(1),
         expires_at: at(3600),
@@ -91,8 +93,8 @@ fn run(id: &str, project: &str, cluster: &str, started: i64) -> RunRecord {
         id: id.into(),
         project: project.into(),
         cluster: cluster.into(),
-        kind: "up".into(),
-        status: "running".into(),
+        kind: RunKind::Up,
+        status: RunStatus::Running,
         spec_hash: Some("hash-1".into()),
         holder: "1234@host".into(),
         started_at: at(started),
@@ -106,7 +108,7 @@ fn step(run: &RunRecord, step_id: &str, status: &str) -> StepRecord {
         run_id: run.id.clone(),
         step_id: step_id.into(),
         node: None,
-        status: status.into(),
+        status: status.parse().expect("a step status"),
         attempts: 1,
         error: None,
         spec_hash: run.spec_hash.clone(),
@@ -171,7 +173,7 @@ async fn check_clusters(store: &dyn StateStore, project: &str) {
     b2.spec_json = "{}".into();
     b2.spec_hash = "hash-2".into();
     b2.generation = u64::from(u32::MAX) + 7;
-    b2.status = "ready".into();
+    b2.status = ClusterStatus::Ready;
     b2.updated_at = at(50);
     b2.expires_at = at(7200);
     ok("put_cluster update", store.put_cluster(&b2).await);
@@ -355,7 +357,7 @@ async fn check_runs(store: &dyn StateStore, project: &str) {
     );
 
     let mut done = r1.clone();
-    done.status = "failed".into();
+    done.status = RunStatus::Failed;
     done.finished_at = Some(at(15));
     done.error = Some("step install failed".into());
     ok("update_run", store.update_run(&done).await);
@@ -467,7 +469,7 @@ async fn check_steps(store: &dyn StateStore, project: &str) {
 
     let mut first = step(&r1, "install@a-workers-1", "running");
     ok("put_step", store.put_step(&first).await);
-    first.status = "done".into();
+    first.status = StepStatus::Done;
     first.attempts = 2;
     first.node = Some("a-workers-1".into());
     first.error = Some("first attempt timed out".into());

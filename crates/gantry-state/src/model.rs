@@ -1,12 +1,13 @@
 //! The records gantry keeps, independent of where they are kept.
 //!
 //! These are plain data: every store maps them to its own tables or keys, and the rest of gantry
-//! (engine, CLI, server) reads and writes only these types. Timestamps serialize as RFC 3339 so
-//! `--output json` and the HTTP API print them readably. Stores must keep at least microsecond
+//! (engine, CLI, later the server) reads and writes only these types. Timestamps serialize as
+//! RFC 3339 so `--output json` (and the planned HTTP API) print them readably. Stores must keep at least microsecond
 //! precision (PostgreSQL's), which is why the conformance suite only uses whole microseconds.
 
 use std::collections::BTreeMap;
 
+use gantry_core::status::{ClusterStatus, RunKind, RunStatus, StepStatus};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -25,8 +26,7 @@ pub struct ClusterRecord {
     pub spec_hash: String,
     /// Bumped by the engine each time the spec changes.
     pub generation: u64,
-    /// `creating`, `ready`, `stopped`, `destroying`, `failed`, … (free text).
-    pub status: String,
+    pub status: ClusterStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -64,10 +64,8 @@ pub struct RunRecord {
     pub id: String,
     pub project: String,
     pub cluster: String,
-    /// `up`, `destroy`, `stop`, `scale`, `gc`, … (free text).
-    pub kind: String,
-    /// `running`, `succeeded`, `failed`, `interrupted` (free text).
-    pub status: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
     pub spec_hash: Option<String>,
     /// Who runs it, as `pid@host`.
     pub holder: String,
@@ -87,8 +85,8 @@ pub struct StepRecord {
     pub run_id: String,
     pub step_id: String,
     pub node: Option<String>,
-    /// `running`, `done`, `failed`, `skipped`. Only `done` counts as a checkpoint.
-    pub status: String,
+    /// Only `done` counts as a checkpoint.
+    pub status: StepStatus,
     pub attempts: u32,
     pub error: Option<String>,
     /// The spec hash of the run this step belongs to; a checkpoint is valid only for it.

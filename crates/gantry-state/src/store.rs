@@ -1,7 +1,8 @@
 //! The contract every state backend implements.
 //!
-//! gantry keeps its records in SQLite by default and in PostgreSQL or etcd when a team shares
-//! them; the engine, CLI and server only ever hold an `Arc<dyn StateStore>`. The rules a backend
+//! gantry keeps its records in SQLite (PostgreSQL or etcd, for a team that shares them, are
+//! planned); the engine and the CLI (and later the server) only ever hold an
+//! `Arc<dyn StateStore>`. The rules a backend
 //! must follow are written on each method and checked by [`crate::conformance::run_all`], which
 //! every backend runs in its tests. The methods are deliberately small key-value-ish operations
 //! (upsert, get, list, delete, one atomic counter, one lease, one

@@ -1,13 +1,14 @@
 //! Commands that change a cluster: `up`, `plan`, `validate`, `destroy`, `stop`, `start`.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Arc;
 
-use gantry_engine::ops::{self, Power, Report, UpOptions};
+use gantry_engine::ops::{ConfirmDelete, Confirmation, Power, Report, UpOptions};
 use serde_json::json;
 
-use super::{NodeJson, load_spec, parse_target, resolve_nodes, warn_about_spec};
+use super::{NodeJson, load_spec, parse_target, warn_about_spec};
 use crate::cli::{Global, OutputFormat, SpecArgs};
-use crate::context::{self, Home};
+use crate::context::Home;
 use crate::exit::{self, CliResult, Failure};
 use crate::{output, progress};
 
@@ -33,24 +34,34 @@ pub async fn validate(g: &Global, a: &SpecArgs) -> CliResult {
 
 /// Asks on the terminal; without one, refuses (the caller must pass --yes).
 pub(super) fn confirm(question: &str) -> CliResult<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Failure::new(
+    match ask(question) {
+        Confirmation::Yes => Ok(()),
+        Confirmation::CannotAsk => Err(Failure::new(
             exit::NOT_CONFIRMED,
             anyhow::anyhow!("{question}: confirmation needed and no terminal to ask"),
         )
-        .hint("re-run with --yes"));
+        .hint("re-run with --yes")),
+        Confirmation::No => Err(Failure::new(
+            exit::NOT_CONFIRMED,
+            anyhow::anyhow!("not confirmed; nothing changed"),
+        )),
+    }
+}
+
+/// The question on the terminal (stderr, answered on stdin); [`Confirmation::CannotAsk`]
+/// without one. Blocking.
+fn ask(question: &str) -> Confirmation {
+    if !std::io::stdin().is_terminal() {
+        return Confirmation::CannotAsk;
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     if matches!(line.trim(), "y" | "Y" | "yes") {
-        Ok(())
+        Confirmation::Yes
     } else {
-        Err(Failure::new(
-            exit::NOT_CONFIRMED,
-            anyhow::anyhow!("not confirmed; nothing changed"),
-        ))
+        Confirmation::No
     }
 }
 
@@ -121,46 +132,32 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     // Blueprints are checked before anything is created.
     let prepared = super::blueprint::prepare_for(&spec, &a.file, &text)?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
+    let app = crate::app::app(g, &home)?;
     let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
-    let mut allow_delete = false;
-    let p = ops::plan_up(&ctx, &spec).await?;
-    if !p.delete.is_empty() {
-        let names: Vec<_> = p.delete.iter().map(|n| n.name.as_str()).collect();
-        if !a.yes {
-            confirm(&format!(
-                "this removes {} node(s): {}. continue?",
-                names.len(),
-                names.join(", ")
-            ))?;
-        }
-        allow_delete = true;
-    }
-    let result = ops::up(
-        &ctx,
-        &spec,
-        &text,
-        &UpOptions {
-            allow_delete,
-            lifetime: a.lifetime,
-            blueprints: gantry_engine::blueprint::Apply {
-                // Docker clusters' blueprints run through Docker exec; others over SSH.
-                transport: crate::docker::transport(&spec, &g.project),
-                ..super::blueprint::apply_options(&home, prepared, a.allow_packages)
-            },
-        },
-    )
-    .await;
+    // A shrink is asked about by `up` itself, under the cluster lock, from the plan it carries
+    // out (planning first without the lock could ask about other nodes than it deletes).
+    let confirm_delete = ConfirmDelete(Arc::new(|names: &[String]| {
+        ask(&format!(
+            "this removes {} node(s): {}. continue?",
+            names.len(),
+            names.join(", ")
+        ))
+    }));
+    // Blueprints run over the cluster's transport (Docker exec for docker clusters, else SSH).
+    let opts = UpOptions {
+        allow_delete: a.yes,
+        confirm_delete: Some(confirm_delete),
+        lifetime: a.lifetime,
+        blueprints: super::blueprint::apply_options(&home, prepared, a.allow_packages),
+    };
+    let result = app.up(&spec, &text, opts, Some(listener)).await;
     finish();
     let r = result?;
     print_report(g, &r, "up");
     if g.output == OutputFormat::Text {
-        let record = ctx
+        let record = app
             .store
-            .get_cluster(&ctx.project, &spec.name)
+            .get_cluster(&app.project, &spec.name)
             .await
             .ok()
             .flatten();
@@ -187,13 +184,7 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
     let (spec, text) = load_spec(&a.file)?;
     let warnings = warn_about_spec(&a.file, &spec, &text);
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
-    let ctx = context::engine_context(g, &home, store, ssh, provider, None);
-    let p = ops::plan_up(&ctx, &spec).await?;
-    // The supporting resources too: a rule removed from the spec is revoked by `up`.
-    let resources = ops::plan_resources(&ctx, &spec).await?;
+    let (p, resources) = crate::app::app(g, &home)?.plan(&spec).await?;
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
     let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
     let start = names(&mut p.start.iter().map(|n| n.name.as_str()));
@@ -246,32 +237,10 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
 pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, record) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
-    let mut ctx = context::engine_context(g, &home, store, ssh, provider, None);
-    let mut observed = ctx.observe(cluster).await?;
-    // Without a record, the cluster may be on the default Docker engine (where gc and
-    // `destroy --all` look too); no engine running there is the usual case.
-    if record.is_none()
-        && observed.ours.is_empty()
-        && observed.foreign.is_empty()
-        && let Some(engine) = crate::docker::default_engine()
-    {
-        let local = std::mem::replace(&mut ctx.provider, engine);
-        match ctx.observe(cluster).await {
-            Ok(o) if !o.ours.is_empty() || !o.foreign.is_empty() => observed = o,
-            Ok(_) => ctx.provider = local,
-            Err(e) => {
-                tracing::debug!("not looking for docker nodes: {e}");
-                ctx.provider = local;
-            }
-        }
-    }
-    // Only this world's nodes are destroyed; a cluster only another world has is refused.
-    observed.require_ours(&g.project, cluster, record.as_ref())?;
+    let app = crate::app::app(g, &home)?;
+    let target = app.prepare_destroy(cluster).await?;
     if !yes {
+        let observed = &target.observed;
         let others = if observed.foreign.is_empty() {
             String::new()
         } else {
@@ -286,8 +255,7 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
         ))?;
     }
     let (listener, finish) = progress::listener(g.output);
-    ctx.listener = Some(listener);
-    let result = ops::destroy(&ctx, cluster).await;
+    let result = app.destroy(target, Some(listener)).await;
     finish();
     print_report(g, &result?, "destroy");
     Ok(exit::OK)
@@ -296,24 +264,9 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
 pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let target = parse_target(target)?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, record) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
-    let chosen = resolve_nodes(&provider, &g.project, &target).await?;
-    let names: Vec<String> = chosen.iter().map(|n| n.name.clone()).collect();
+    let app = crate::app::app(g, &home)?;
     let (listener, finish) = progress::listener(g.output);
-    let mut ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
-    // Docker nodes are reached through exec, and `start` re-runs their blueprints' boot steps
-    // through it (within the run); other clusters' over SSH.
-    ctx.transport = record
-        .and_then(|r| serde_json::from_str::<gantry_core::ClusterSpec>(&r.spec_json).ok())
-        .and_then(|spec| crate::docker::transport(&spec, &g.project));
-    let select = {
-        let names = names.clone();
-        move |n: &gantry_provider::NodeInfo| names.contains(&n.name)
-    };
-    let result = ops::power(&ctx, &target.cluster, action, Some(&select)).await;
+    let result = app.power(&target, action, Some(listener)).await;
     finish();
     let what = if action == Power::Stop {
         "stop"

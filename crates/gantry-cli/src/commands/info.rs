@@ -51,6 +51,7 @@ pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
+    let record = record.map(|c| c.record);
     let nodes = provider
         .list(&TagFilter::cluster(&g.project, cluster))
         .await
@@ -68,7 +69,7 @@ pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
             "cluster": {
                 "name": cluster,
                 "provider": record.as_ref().map(|r| r.provider.clone()).unwrap_or_else(|| provider.name().into()),
-                "status": record.as_ref().map(|r| r.status.clone()).unwrap_or_else(|| "untracked".into()),
+                "status": record.as_ref().map_or("untracked", |r| r.status.as_str()),
                 "expires_at": record.as_ref().map(|r| output::rfc3339(r.expires_at)),
                 "spec_hash": record.as_ref().map(|r| r.spec_hash.clone()),
                 "generation": record.as_ref().map(|r| r.generation),
@@ -245,8 +246,8 @@ pub async fn runs(g: &Global, cluster: Option<&str>, limit: usize) -> CliResult 
                     vec![
                         r.id.clone(),
                         r.cluster.clone(),
-                        r.kind.clone(),
-                        r.status.clone(),
+                        r.kind.to_string(),
+                        r.status.to_string(),
                         output::rfc3339(r.started_at),
                         took,
                     ]

@@ -1,5 +1,6 @@
 //! `gantry inventory [CLUSTER] --format ansible|ssh-config|hosts|json|prometheus`: the nodes of
-//! one cluster (or of every cluster of the project) for other tools.
+//! one cluster (or of every cluster of the project, wherever they run: the listing `ls` and
+//! `gc` use) for other tools.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,10 +43,21 @@ pub async fn inventory(
             }
             nodes
         }
-        None => context::local_provider(&home, &ssh, None)?
-            .list(&TagFilter::project(&g.project))
-            .await
-            .map_err(gantry_engine::EngineError::from)?,
+        // The whole project, listed live in every scope like `gc` does; clusters of another
+        // gantry world (`ls` notes them, gc skips them) are not this project's to hand out.
+        None => {
+            let inv =
+                super::scopes::list_project(g, &home, &[], gantry_engine::app::CacheUse::LIVE)
+                    .await?;
+            for w in &inv.warnings {
+                eprintln!("warning: {}", w.message);
+            }
+            inv.clusters
+                .into_iter()
+                .filter(|c| c.foreign.is_none())
+                .flat_map(|c| c.nodes.unwrap_or_default())
+                .collect()
+        }
     };
     nodes.sort_by(|a, b| {
         (cluster_of(a), &a.pool, a.index, &a.name).cmp(&(cluster_of(b), &b.pool, b.index, &b.name))

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use gantry_core::tags::{self, TagFilter, World};
+use gantry_core::tags::{self, World};
+use gantry_engine::app::{CacheUse, ProjectInventory};
 use gantry_engine::gc::{self, GcInput, GcPlan, Orphan};
 use gantry_engine::ops::{self, ExtendFrom, Report};
 use gantry_provider::{NodeInfo, Provider};
@@ -37,18 +37,14 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
         .hint("e.g. `gantry extend demo 4h`"));
     }
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, _) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
-    let (listener, finish) = progress::listener(g.output);
-    let ctx = context::engine_context(g, &home, store, ssh, provider, Some(listener));
+    let app = crate::app::app(g, &home)?;
     let from = if from_now {
         ExtendFrom::Now
     } else {
         ExtendFrom::Expiry
     };
-    let result = ops::extend(&ctx, cluster, by, from).await;
+    let (listener, finish) = progress::listener(g.output);
+    let result = app.extend(cluster, by, from, Some(listener)).await;
     finish();
     let r = result?;
     let left = (r.expires_at - OffsetDateTime::now_utc()).whole_seconds();
@@ -80,65 +76,37 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
     Ok(exit::OK)
 }
 
-/// The project's clusters as gantry knows them: records and nodes found by tags (on this
-/// machine's local provider and on the default Docker engine), and which of them are this
-/// world's.
+/// The project's clusters as gantry knows them: records and nodes found by tags in every
+/// listing scope (local nodes, every Docker engine, every AWS region; see
+/// [`super::scopes::list_project`]), and which of them are this world's.
 struct Known {
     records: Vec<ClusterRecord>,
     /// Every node found, this world's and others'.
     nodes: Vec<NodeInfo>,
     /// This world, with the uid of every recorded cluster (for nodes an older gantry made).
     world: World,
-    /// Clusters whose nodes the default Docker engine listed, and that engine.
-    docker: BTreeMap<String, Arc<dyn Provider>>,
+    /// Where each node was found.
+    inventory: ProjectInventory,
 }
 
 impl Known {
+    /// Lists the project live; the listing's warnings (a region that could not be listed) go to
+    /// stderr.
     async fn load(g: &Global, home: &Home) -> CliResult<Known> {
-        let store = context::open_store(home)?;
-        let ssh = context::ssh_config(home, &g.project)?;
-        let records = store
-            .list_clusters(&g.project)
-            .await
-            .context("failed to read the state store")?;
-        let mut world = World::new(
-            store
-                .world_id()
-                .await
-                .context("failed to read the state store")?,
-        );
-        world
-            .legacy_uids
-            .extend(records.iter().map(|r| r.uid.clone()));
-        let local = context::local_provider(home, &ssh, None)?;
-        let mut nodes = local
-            .list(&TagFilter::project(&g.project))
-            .await
-            .map_err(gantry_engine::EngineError::from)?;
-        let mut docker = BTreeMap::new();
-        if let Some(engine) = crate::docker::default_engine() {
-            // No engine running is the usual case without docker clusters: nothing to find.
-            match engine.list(&TagFilter::project(&g.project)).await {
-                Ok(found) => {
-                    for n in found {
-                        if let Some(c) = n.tags.get(tags::CLUSTER) {
-                            docker.insert(c.clone(), engine.clone());
-                        }
-                        nodes.push(n);
-                    }
-                }
-                Err(e) => tracing::debug!("not looking for docker nodes: {e}"),
-            }
+        let inventory = super::scopes::list_project(g, home, &[], CacheUse::LIVE).await?;
+        for w in &inventory.warnings {
+            eprintln!("warning: {}", w.message);
         }
         Ok(Known {
-            records,
-            nodes,
-            world,
-            docker,
+            records: inventory.records.clone(),
+            nodes: inventory.nodes(),
+            world: inventory.world.clone(),
+            inventory,
         })
     }
 
-    /// The provider of a cluster: its record's, else the one whose listing found its nodes.
+    /// The provider of a cluster: its record's, else the one of the scope whose listing found
+    /// its nodes.
     async fn provider(
         &self,
         home: &Home,
@@ -150,9 +118,9 @@ impl Known {
         let (provider, record) =
             context::provider_for_cluster(home, store, ssh, project, cluster).await?;
         if record.is_none()
-            && let Some(engine) = self.docker.get(cluster)
+            && let Some(scope) = self.inventory.scope_of_cluster(cluster)
         {
-            return Ok(engine.clone());
+            return Ok(scope.provider.clone());
         }
         Ok(provider)
     }
@@ -345,6 +313,9 @@ pub async fn destroy(
     }
 }
 
+/// The orphans of one cluster in one listing scope, and that scope's provider.
+type OrphansOf = (Arc<dyn Provider>, Vec<String>);
+
 fn orphan_json(o: &Orphan) -> Value {
     json!({
         "node": o.node.name,
@@ -477,20 +448,21 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
                 }
             }
         }
-        let mut by_cluster: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        // Orphans are deleted by the provider whose listing found them, one run per cluster
+        // and scope.
+        let mut by_cluster: BTreeMap<(&str, &str), OrphansOf> = BTreeMap::new();
         for o in &plan.orphans {
+            let Some(scope) = known.inventory.scope_of(&o.node) else {
+                continue;
+            };
             by_cluster
-                .entry(o.cluster.as_str())
-                .or_default()
+                .entry((o.cluster.as_str(), scope.key.as_str()))
+                .or_insert_with(|| (scope.provider.clone(), vec![]))
+                .1
                 .push(o.node.name.clone());
         }
-        for (cluster, names) in by_cluster {
-            // Orphans are deleted by the provider whose listing found them.
+        for ((cluster, _), (provider, names)) in by_cluster {
             let outcome: CliResult<Vec<String>> = async {
-                let provider = match known.docker.get(cluster) {
-                    Some(engine) => engine.clone(),
-                    None => context::local_provider(&home, &ssh, None)?,
-                };
                 let (listener, finish) = progress::listener(g.output);
                 let ctx = context::engine_context(
                     g,

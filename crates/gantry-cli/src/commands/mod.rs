@@ -8,6 +8,7 @@ mod inventory;
 mod lifetime;
 mod ls;
 mod remote;
+mod scopes;
 
 use std::io::Read;
 use std::path::Path;
@@ -188,61 +189,13 @@ impl From<&NodeInfo> for NodeJson {
     }
 }
 
-/// The nodes a target names, in pool/index order.
+/// The nodes a target names ([`gantry_engine::app::select_nodes`]).
 pub async fn resolve_nodes(
     provider: &Arc<dyn Provider>,
     project: &str,
     target: &Target,
 ) -> CliResult<Vec<NodeInfo>> {
-    let all = provider
-        .list(&gantry_core::tags::TagFilter::cluster(
-            project,
-            &target.cluster,
-        ))
-        .await
-        .map_err(gantry_engine::EngineError::from)?;
-    if all.is_empty() {
-        return Err(Failure::new(
-            exit::USAGE,
-            anyhow::anyhow!(
-                "cluster {} has no nodes in project {project}",
-                target.cluster
-            ),
-        )
-        .hint("`gantry ls` lists the clusters of this project"));
-    }
-    let chosen: Vec<NodeInfo> = all
-        .iter()
-        .filter(|n| target.selects(&n.name, &n.pool, n.index))
-        .cloned()
-        .collect();
-    if chosen.is_empty() {
-        let names = all
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(Failure::new(
-            exit::USAGE,
-            anyhow::anyhow!("no node of cluster {} matches this target", target.cluster),
-        )
-        .hint(format!("its nodes are: {names}")));
-    }
-    if let gantry_core::target::Selector::Index(i) = target.selector
-        && chosen.len() > 1
-    {
-        let names = chosen
-            .iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(Failure::new(
-            exit::USAGE,
-            anyhow::anyhow!("node number {i} is ambiguous: {names}"),
-        )
-        .hint(format!("name the pool: {}/POOL-{i}", target.cluster)));
-    }
-    Ok(chosen)
+    Ok(gantry_engine::app::select_nodes(provider, project, target).await?)
 }
 
 pub fn parse_target(s: &str) -> CliResult<Target> {

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gantry_core::ClusterSpec;
 use gantry_engine::transport::{
     ExitStatus, FanOutOptions, NodeTarget, OutputSink, SshTransport, Transport, TransportError,
     fan_out,
@@ -30,9 +29,7 @@ async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
-    let spec = record
-        .as_ref()
-        .and_then(|r| serde_json::from_str::<ClusterSpec>(&r.spec_json).ok());
+    let spec = record.map(|c| c.spec);
     let chosen: Vec<NodeInfo> = resolve_nodes(&provider, &g.project, &target).await?;
     // The cluster's provider decides how its nodes are reached: Docker exec for docker
     // clusters, SSH for everything with an SSH endpoint.
@@ -419,10 +416,9 @@ pub async fn ssh_config_not_applicable(g: &Global, cluster: &str) -> CliResult<O
     }
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
-    let record = store.get_cluster(&g.project, cluster).await.ok().flatten();
-    let docker = record
-        .and_then(|r| serde_json::from_str::<ClusterSpec>(&r.spec_json).ok())
-        .is_some_and(|s| matches!(s.provider, gantry_core::ProviderSpec::Docker(_)));
+    let record = gantry_engine::app::load_cluster(store.as_ref(), &g.project, cluster).await?;
+    let docker =
+        record.is_some_and(|c| matches!(c.spec.provider, gantry_core::ProviderSpec::Docker(_)));
     if !docker {
         return Ok(None);
     }

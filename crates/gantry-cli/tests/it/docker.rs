@@ -196,6 +196,19 @@ fn docker_cluster_up_run_put_get_ssh_stop_start_destroy() {
         Some(1),
         "a missing file is no transport error: {missing:?}"
     );
+    // From every node: each line says which file is missing on which node.
+    let out = g
+        .run(&["get", c, "nofile", g.work().join("out").to_str().unwrap()])
+        .expect(1);
+    for i in 1..=5 {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l == format!("{c}-node-{i}: nofile does not exist on the node")),
+            "node {i} in:\n{}",
+            out.stderr
+        );
+    }
 
     // ssh with a tty (under `script`, which gives gantry a pty) and `ssh -- CMD`.
     if Command::new("script").arg("--version").output().is_ok() {
@@ -436,6 +449,19 @@ fn docker_etcd_blueprint_forms_a_three_member_cluster() {
          --print-value-only 2>/dev/null | grep -qx v && exit 0; sleep 0.5; done; exit 1"
     );
     g.run(&["run", &format!("{c}/3"), "--", &health]).ok();
+    g.run(&["destroy", c, "--yes"]).ok();
+    e.assert_clean(c);
+}
+
+#[test]
+fn docker_blueprint_steps_and_run_see_the_node_address_as_gantry_node_address() {
+    let Some(e) = Engine::get() else { return };
+    let g = Gantry::new();
+    let c = "dk-addr";
+    crate::blueprints::address_env_blueprint(&g.work().join("addrenv"));
+    let spec = e.spec(&g, c, 2, "blueprints:\n  - path: addrenv\n");
+    g.run(&["up", "-f", spec.to_str().unwrap()]).ok();
+    crate::blueprints::assert_address_env(&g, c);
     g.run(&["destroy", c, "--yes"]).ok();
     e.assert_clean(c);
 }

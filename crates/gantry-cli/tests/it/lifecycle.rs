@@ -108,6 +108,29 @@ fn lifecycle() {
         std::fs::read(&back).unwrap() == data,
         "the file fetched from node 1 differs from the one sent"
     );
+    // A file missing everywhere: each node's line says which file it lacks (exit code 1, no
+    // transport error); so does a put into a directory the nodes lack.
+    let out = g
+        .run(&["get", c, "nofile", g.work().join("out").to_str().unwrap()])
+        .expect(1);
+    for n in &names {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l == format!("{n}: nofile does not exist on the node")),
+            "{n} in:\n{}",
+            out.stderr
+        );
+    }
+    let out = g
+        .run(&["put", &format!("{c}/1"), local.to_str().unwrap(), "nodir/f"])
+        .expect(1);
+    assert!(
+        out.stderr
+            .contains(&format!("{}: nodir does not exist on the node", names[0])),
+        "{}",
+        out.stderr
+    );
 
     // run --output json: an array in node order; one failing node makes exit code 3.
     let out = g

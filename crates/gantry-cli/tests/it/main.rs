@@ -1,9 +1,10 @@
-//! Integration tests of the built `gantry` binary (one test binary; see TESTING.md).
+//! Integration tests of the built `gantry` binary (one test binary; see docs/testing.md).
 //!
 //! Every test works in its own temporary `GANTRY_HOME` and leaves nothing running: the
 //! [`support::Gantry`] guard destroys its clusters and kills leftover node processes.
 
 mod agent_limits;
+mod app;
 mod aws;
 mod aws_crash;
 mod aws_faults;
@@ -21,15 +22,16 @@ mod lifecycle;
 mod lifetime;
 mod local_hardening;
 mod lock;
-// Shared by aws, aws_crash and aws_faults (`port`, `log`, `reset`: for debugging).
-#[allow(dead_code)]
+#[expect(
+    dead_code,
+    reason = "shared by aws, aws_crash and aws_faults; `port`, `log`, `reset` are for debugging"
+)]
 mod moto;
 mod names;
 mod openssh;
-mod project_flag;
 // The hostile neighbour of the hardening tests (used by several modules).
-#[allow(dead_code)]
 mod other_user;
+mod project_flag;
 mod scale;
 mod spec_errors;
 mod support;

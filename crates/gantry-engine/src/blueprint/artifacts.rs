@@ -26,6 +26,22 @@ fn err(bp: &str, artifact: &str, message: impl Into<String>) -> EngineError {
         blueprint: bp.into(),
         artifact: artifact.into(),
         message: message.into(),
+        source: None,
+    }
+}
+
+/// [`err`] that keeps the error it came from.
+fn err_from(
+    bp: &str,
+    artifact: &str,
+    message: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> EngineError {
+    EngineError::Artifact {
+        blueprint: bp.into(),
+        artifact: artifact.into(),
+        message: message.into(),
+        source: Some(Box::new(source)),
     }
 }
 
@@ -56,12 +72,18 @@ pub fn fetch(
     if dest.is_file() {
         return Ok((dest, false));
     }
-    std::fs::create_dir_all(cache)
-        .map_err(|e| err(bp, name, format!("cannot create {}: {e}", cache.display())))?;
+    std::fs::create_dir_all(cache).map_err(|e| {
+        err_from(
+            bp,
+            name,
+            format!("cannot create {}: {e}", cache.display()),
+            e,
+        )
+    })?;
     let resp = agent()
         .get(url)
         .call()
-        .map_err(|e| err(bp, name, format!("downloading {url}: {e}")))?;
+        .map_err(|e| err_from(bp, name, format!("downloading {url}: {e}"), e))?;
     if !resp.status().is_success() {
         return Err(err(
             bp,

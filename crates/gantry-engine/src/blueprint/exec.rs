@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use gantry_core::ClusterSpec;
 use gantry_core::event::Event;
 use gantry_core::secret::Masker;
+use gantry_core::status::Level;
 use gantry_provider::NodeInfo;
 use gantry_ssh::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -46,13 +47,16 @@ const TAIL_LINES: usize = 20;
 /// Where a node keeps its boot steps.
 const BOOT_FILE: &str = ".gantry/blueprints/boot.json";
 
-/// The environment every script sees.
+/// The environment every script sees. The node's address is `GANTRY_NODE_ADDRESS`, the one name
+/// on every provider (local nodes' and Docker containers' own environment use it too);
+/// `GANTRY_ADDRESS`, its name before, stays for blueprints written against it.
 fn env_prefix(cluster: &str, node: &NodeView, blueprint: &str, step: &str) -> String {
     [
         ("GANTRY_CLUSTER", cluster),
         ("GANTRY_NODE", &node.name),
         ("GANTRY_POOL", &node.pool),
         ("GANTRY_INDEX", &node.index.to_string()),
+        ("GANTRY_NODE_ADDRESS", &node.address),
         ("GANTRY_ADDRESS", &node.address),
         ("GANTRY_BLUEPRINT", blueprint),
         ("GANTRY_STEP", step),
@@ -495,10 +499,11 @@ async fn apply_inner(
                     blueprint: bp.name.clone(),
                     artifact: a.name.clone(),
                     message: e.to_string(),
+                    source: Some(Box::new(e)),
                 })??;
                 if fresh {
                     cx.events.message(
-                        "info",
+                        Level::Info,
                         format!(
                             "blueprint {}: downloaded artifact {} from {url}",
                             bp.name, a.name
@@ -584,7 +589,7 @@ async fn apply_inner(
         .filter(|i| !done_ids.contains(&i.id))
         .collect();
     cx.events.message(
-        "info",
+        Level::Info,
         format!(
             "blueprints: {} step instance(s) to run, {} up to date",
             todo.len(),
@@ -630,6 +635,10 @@ async fn apply_inner(
         }
     }
     let total = steps.len();
+    if total > 0 {
+        // The run announced only the machine steps; progress counts these too.
+        cx.events.emit(Event::StepsAdded { steps: total });
+    }
     let out = dag::execute(
         steps,
         &dag::Options {
@@ -675,7 +684,7 @@ async fn apply_inner(
         let json = serde_json::to_vec(&file).expect("boot file serialises");
         if let Err(e) = write_file(remote, BOOT_FILE, &json, Some(0o600)).await {
             cx.events.message(
-                "warn",
+                Level::Warn,
                 format!(
                     "could not write the boot steps of {}: {}",
                     v.name,
@@ -698,6 +707,8 @@ async fn apply_inner(
             failed: out.failed.len(),
             total,
             first: format!("{}{skipped}", e.message),
+            // The message is masked; the step's own error stays out (see `StepError`).
+            source: None,
         });
     }
     Ok(())
@@ -749,4 +760,29 @@ async fn run_boot(
         run_instance(remote, &env, inst, events, cancel, masker).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_see_the_node_address_as_gantry_node_address_and_its_old_name() {
+        let node = NodeView {
+            name: "demo-db-2".into(),
+            pool: "db".into(),
+            index: 2,
+            address: "10.0.0.7".into(),
+            created_at: String::new(),
+        };
+        let env = env_prefix("demo", &node, "etcd", "start");
+        for want in [
+            "GANTRY_NODE_ADDRESS='10.0.0.7'",
+            "GANTRY_ADDRESS='10.0.0.7'",
+            "GANTRY_NODE='demo-db-2'",
+            "GANTRY_INDEX='2'",
+        ] {
+            assert!(env.split(' ').any(|kv| kv == want), "{want} not in {env}");
+        }
+    }
 }

@@ -19,6 +19,7 @@ fn parse(origin: String, files: BTreeMap<String, Vec<u8>>) -> Result<Loaded, Eng
         .ok_or_else(|| EngineError::BlueprintLoad {
             blueprint: origin.clone(),
             message: "no blueprint.yaml in it".into(),
+            source: None,
         })?;
     let blueprint = gantry_core::blueprint::parse(&file, &text)
         .map_err(|e| EngineError::BlueprintInvalid(vec![e]))?;
@@ -34,6 +35,7 @@ fn parse(origin: String, files: BTreeMap<String, Vec<u8>>) -> Result<Loaded, Eng
 pub fn builtin(name: &str) -> Result<Loaded, EngineError> {
     let files = builtin::files(name).ok_or_else(|| EngineError::BlueprintLoad {
         blueprint: name.into(),
+        source: None,
         message: format!(
             "no built-in blueprint of this name (built-ins: {})",
             builtin::names().join(", ")
@@ -44,15 +46,19 @@ pub fn builtin(name: &str) -> Result<Loaded, EngineError> {
 
 /// The blueprint in directory `dir`.
 pub fn dir(dir: &Path) -> Result<Loaded, EngineError> {
-    let err = |message: String| EngineError::BlueprintLoad {
+    let err = |message: String, source| EngineError::BlueprintLoad {
         blueprint: dir.display().to_string(),
         message,
+        source,
     };
     if !dir.join("blueprint.yaml").is_file() {
-        return Err(err(format!("{} has no blueprint.yaml", dir.display())));
+        return Err(err(
+            format!("{} has no blueprint.yaml", dir.display()),
+            None,
+        ));
     }
     let mut files = BTreeMap::new();
-    read_tree(dir, dir, &mut files).map_err(|e| err(e.to_string()))?;
+    read_tree(dir, dir, &mut files).map_err(|e| err(e.to_string(), Some(e)))?;
     parse(dir.display().to_string(), files)
 }
 

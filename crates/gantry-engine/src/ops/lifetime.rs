@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use gantry_core::status::RunKind;
 use gantry_core::tags::{self, Tags};
 use gantry_provider::{ErrorKind, NodeInfo};
 use gantry_state::ClusterRecord;
@@ -88,7 +89,7 @@ pub async fn extend(
     by: Duration,
     from: ExtendFrom,
 ) -> Result<ExtendReport, EngineError> {
-    let run = RunGuard::begin(ctx, cluster, "extend", None).await?;
+    let run = RunGuard::begin(ctx, cluster, RunKind::Extend, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
         let observed = ctx.observe(cluster).await?;
@@ -128,7 +129,7 @@ pub async fn extend(
         let (out, total) = run
             .run_steps(
                 ctx,
-                "extend",
+                RunKind::Extend,
                 cluster,
                 steps,
                 &merged_cancel(ctx, &run.lock),
@@ -215,7 +216,7 @@ pub async fn gc_destroy(ctx: &Context, cluster: &str) -> Result<Option<Report>, 
     let still = |record: Option<&ClusterRecord>, nodes: &[NodeInfo]| {
         gc::is_expired(record, nodes, OffsetDateTime::now_utc())
     };
-    destroy_if(ctx, cluster, "gc", &still).await
+    destroy_if(ctx, cluster, RunKind::Gc, &still).await
 }
 
 /// Deletes the named orphan nodes of `cluster` (a cluster name from their tags), each only if,
@@ -228,7 +229,7 @@ pub async fn gc_orphans(
     names: &[String],
     grace: Duration,
 ) -> Result<Vec<String>, EngineError> {
-    let run = RunGuard::begin(ctx, cluster, "gc", None).await?;
+    let run = RunGuard::begin(ctx, cluster, RunKind::Gc, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
         let listed = ctx.list_nodes(cluster).await?;
@@ -265,9 +266,8 @@ pub async fn gc_orphans(
                                 store
                                     .delete_node(&project, &cluster, &node.name)
                                     .await
-                                    .map_err(|e| StepError::retryable(e.to_string()))?;
-                                kh.forget(&node.name)
-                                    .map_err(|e| StepError::fatal(e.to_string()))?;
+                                    .map_err(StepError::retryable_from)?;
+                                kh.forget(&node.name).map_err(StepError::fatal_from)?;
                             }
                             Ok(())
                         }
@@ -276,7 +276,13 @@ pub async fn gc_orphans(
             })
             .collect();
         let (out, total) = run
-            .run_steps(ctx, "gc", cluster, steps, &merged_cancel(ctx, &run.lock))
+            .run_steps(
+                ctx,
+                RunKind::Gc,
+                cluster,
+                steps,
+                &merged_cancel(ctx, &run.lock),
+            )
             .await;
         outcome_to_result(&out, total)?;
         // The incarnations the orphans belonged to (never the recorded one) lose their secrets

@@ -64,8 +64,8 @@ async fn extend_moves_record_and_every_tag() {
     assert!((50..=60).contains(&left), "{left}");
     assert_eq!(tag_expiries(&w).await, vec![r.expires_at; 3]);
     let runs = w.store.list_runs("test", Some("demo"), 10).await.unwrap();
-    assert_eq!(runs[0].kind, "extend");
-    assert_eq!(runs[0].status, "succeeded");
+    assert_eq!(runs[0].kind.as_str(), "extend");
+    assert_eq!(runs[0].status.as_str(), "succeeded");
 
     // up --lifetime on the existing cluster retags the nodes it keeps.
     let opts = UpOptions {

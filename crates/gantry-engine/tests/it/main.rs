@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 mod inventory;
 mod lifetime;
+mod up_once;
 mod worlds;
 
 struct World {
@@ -249,7 +250,7 @@ async fn resumes_after_a_crash_that_left_unrecorded_nodes() {
             spec_json: serde_json::to_string(&s).unwrap(),
             spec_hash: s.hash(),
             generation: 1,
-            status: "creating".into(),
+            status: gantry_state::ClusterStatus::Creating,
             created_at: now,
             updated_at: now,
             expires_at: now + s.lifetime,
@@ -355,7 +356,7 @@ async fn a_cancelled_run_is_recorded_as_interrupted() {
     assert!(matches!(err, EngineError::Interrupted), "{err}");
     let runs = w.store.list_runs("test", Some("demo"), 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
-    assert_eq!(runs[0].status, "interrupted");
+    assert_eq!(runs[0].status.as_str(), "interrupted");
     assert!(
         names(&w).await.is_empty(),
         "nothing starts after cancellation"
@@ -390,8 +391,9 @@ async fn a_lock_left_by_a_dead_process_on_this_host_is_taken_over_at_once() {
     );
 }
 
-/// A provider whose first listing of one cluster first lets another run finish `up` of that
-/// cluster (record written, nodes created): the moment an unlocked `plan_up` can meet.
+/// A provider whose first listing (the one `plan_up` plans from) first lets another run finish
+/// `up` of the cluster (record written, nodes created): the moment an unlocked `plan_up` can
+/// meet.
 struct UpDuringFirstClusterListing {
     inner: Arc<MemoryProvider>,
     racer: tokio::sync::Mutex<Option<Context>>,
@@ -403,9 +405,7 @@ impl Provider for UpDuringFirstClusterListing {
         "memory"
     }
     async fn list(&self, f: &TagFilter) -> gantry_provider::Result<Vec<gantry_provider::NodeInfo>> {
-        if f.equals.contains_key(tags::CLUSTER)
-            && let Some(other) = self.racer.lock().await.take()
-        {
+        if let Some(other) = self.racer.lock().await.take() {
             let (s, t) = spec(2);
             ops::up(&other, &s, &t, &UpOptions::default())
                 .await

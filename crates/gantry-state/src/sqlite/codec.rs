@@ -43,6 +43,18 @@ pub(crate) fn opt_ts(value: Option<OffsetDateTime>) -> Result<Option<String>, St
     value.map(ts).transpose()
 }
 
+/// Decodes a stored name of one of core's closed sets ([`gantry_core::status`]): one this
+/// gantry does not know is an error naming it.
+pub(crate) fn name<T>(what: &'static str, text: &str) -> Result<T, StateError>
+where
+    T: std::str::FromStr<Err = gantry_core::CoreError>,
+{
+    text.parse().map_err(|e| StateError::Corrupt {
+        what,
+        source: Box::new(e),
+    })
+}
+
 /// Decodes a timestamp written by [`ts`].
 pub(crate) fn parse_ts(what: &'static str, text: &str) -> Result<OffsetDateTime, StateError> {
     PrimitiveDateTime::parse(text, TIMESTAMP)

@@ -3,7 +3,10 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use gantry_state::{Acquire, OffsetDateTime, RunRecord, SqliteStore, StateError, StateStore};
+use gantry_state::{
+    Acquire, ClusterStatus, OffsetDateTime, RunKind, RunRecord, RunStatus, SqliteStore, StateError,
+    StateStore, StepStatus,
+};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -17,8 +20,8 @@ fn run_record(id: &str) -> RunRecord {
         id: id.into(),
         project: "p".into(),
         cluster: "c".into(),
-        kind: "up".into(),
-        status: "running".into(),
+        kind: RunKind::Up,
+        status: RunStatus::Running,
         spec_hash: None,
         holder: "1@host".into(),
         started_at: OffsetDateTime::now_utc(),
@@ -130,6 +133,45 @@ async fn corrupt_rows_are_errors_not_panics() {
         store.get_run("r1").await,
         Err(StateError::Corrupt { .. })
     ));
+}
+
+/// Kinds and statuses were free text before they became closed enums: rows holding the names
+/// earlier versions wrote read back as those values, and a name this gantry does not know is an
+/// error that names it (not a panic, not another value).
+#[tokio::test]
+async fn stored_kinds_and_statuses_read_back_and_unknown_ones_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch(
+        "INSERT INTO clusters (project, name, uid, provider, spec_yaml, spec_json, spec_hash,
+             generation, status, created_at, updated_at, expires_at)
+         VALUES ('p', 'c', 'u', 'local', '', '{}', 'h', 1, 'degraded',
+             '2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z',
+             '2026-01-02T00:00:00.000000000Z');
+         INSERT INTO runs (id, project, cluster, kind, status, spec_hash, holder, started_at)
+         VALUES ('r1', 'p', 'c', 'gc', 'abandoned', NULL, '1@h',
+             '2026-01-01T00:00:00.000000000Z');
+         INSERT INTO steps (run_id, step_id, node, status, attempts, started_at)
+         VALUES ('r1', 's1', NULL, 'skipped', 1, '2026-01-01T00:00:00.000000000Z');",
+    )
+    .unwrap();
+    let c = store.get_cluster("p", "c").await.unwrap().unwrap();
+    assert_eq!(c.status, ClusterStatus::Degraded);
+    let r = store.get_run("r1").await.unwrap().unwrap();
+    assert_eq!((r.kind, r.status), (RunKind::Gc, RunStatus::Abandoned));
+    let steps = store.list_steps("r1").await.unwrap();
+    assert_eq!(steps[0].status, StepStatus::Skipped);
+
+    raw.execute("UPDATE runs SET kind = 'scale'", []).unwrap();
+    let e = store.get_run("r1").await.unwrap_err();
+    assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+    let chain = format!("{e}: {}", std::error::Error::source(&e).unwrap());
+    assert!(
+        chain.contains("run kind") && chain.contains("\"scale\""),
+        "{chain}"
+    );
 }
 
 #[test]

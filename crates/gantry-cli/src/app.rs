@@ -1,0 +1,69 @@
+//! The application layer's context for this binary ([`gantry_engine::app::App`]): the state
+//! store, the project's SSH identity, Ctrl-C, and how providers are built ([`CliProviders`],
+//! over `context` and `docker`, the one place the binary builds them).
+
+use std::sync::Arc;
+
+use gantry_core::ClusterSpec;
+use gantry_engine::EngineError;
+use gantry_engine::app::{App, Providers};
+use gantry_engine::transport::Transport;
+use gantry_provider::Provider;
+use gantry_ssh::ClientConfig;
+
+use crate::cli::Global;
+use crate::context::{self, Home};
+use crate::exit::{CliResult, Failure};
+
+/// Providers as this binary builds them.
+struct CliProviders {
+    home: Home,
+    ssh: ClientConfig,
+}
+
+/// A provider that cannot be built (the binary was built without it), as an engine error that
+/// keeps the message and the hint.
+fn unavailable(f: Failure) -> EngineError {
+    EngineError::ProviderUnavailable {
+        message: format!("{:#}", f.error),
+        hint: f.hints.into_iter().next(),
+    }
+}
+
+impl Providers for CliProviders {
+    fn for_spec(&self, spec: &ClusterSpec) -> Result<Arc<dyn Provider>, EngineError> {
+        context::provider_for_spec(&self.home, &self.ssh, spec).map_err(unavailable)
+    }
+
+    fn unrecorded(&self) -> Result<Arc<dyn Provider>, EngineError> {
+        context::local_provider(&self.home, &self.ssh, None).map_err(unavailable)
+    }
+
+    fn transport(&self, spec: &ClusterSpec, project: &str) -> Option<Arc<dyn Transport>> {
+        crate::docker::transport(spec, project)
+    }
+
+    fn elsewhere(&self) -> Vec<Arc<dyn Provider>> {
+        crate::docker::default_engine().into_iter().collect()
+    }
+}
+
+/// The application context of this invocation.
+pub fn app(g: &Global, home: &Home) -> CliResult<App> {
+    let store = context::open_store(home)?;
+    let ssh = context::ssh_config(home, &g.project)?;
+    Ok(App {
+        project: g.project.clone(),
+        owner: context::current_user(),
+        store,
+        ssh: ssh.clone(),
+        secrets: context::secret_store(home),
+        cancel: context::cancel_on_ctrl_c(),
+        lock_timeout: g.lock_timeout,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        providers: Arc::new(CliProviders {
+            home: home.clone(),
+            ssh,
+        }),
+    })
+}

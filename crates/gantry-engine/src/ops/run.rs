@@ -1,0 +1,217 @@
+//! `RunGuard`: what every run of an operation goes through — the cluster lock, the run record
+//! and its event log, closing runs a dead process left open, and dropping the project's
+//! inventory cache when the run starts and when it ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use gantry_core::event::Event;
+use gantry_core::status::{RunKind, RunStatus};
+use gantry_state::{RunRecord, StateStore};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::EngineError;
+use crate::dag::{self, Checkpoints, Step};
+use crate::events::{Events, Recorder};
+use crate::lock::{ClusterLock, holder_id};
+
+/// A run in progress: its record, event bus and lock.
+pub(super) struct RunGuard {
+    store: Arc<dyn StateStore>,
+    pub(super) record: RunRecord,
+    pub(super) events: Events,
+    recorder: Recorder,
+    pub(super) lock: ClusterLock,
+    pub(super) started: Instant,
+}
+
+impl RunGuard {
+    pub(super) async fn begin(
+        ctx: &Context,
+        cluster: &str,
+        kind: RunKind,
+        spec_hash: Option<String>,
+    ) -> Result<RunGuard, EngineError> {
+        let holder = holder_id(&ctx.command);
+        // Lock waits are shown but not recorded (there is no run yet).
+        let pre = Events::new(ctx.listener.clone());
+        let lock = ClusterLock::acquire(
+            ctx.store.clone(),
+            &ctx.project,
+            cluster,
+            &holder,
+            ctx.lock_timeout,
+            &pre,
+            &ctx.cancel,
+        )
+        .await?;
+        if let Err(e) = close_abandoned_runs(ctx, cluster).await {
+            let _ = lock.release().await;
+            return Err(e);
+        }
+        // Before anything changes: a run that dies half-way must not leave a cached listing
+        // that hides what it created.
+        if let Err(e) = invalidate_inventory(ctx.store.as_ref(), &ctx.project).await {
+            let _ = lock.release().await;
+            return Err(e);
+        }
+        let record = RunRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            project: ctx.project.clone(),
+            cluster: cluster.into(),
+            kind,
+            status: RunStatus::Running,
+            spec_hash,
+            holder,
+            started_at: OffsetDateTime::now_utc(),
+            finished_at: None,
+            error: None,
+        };
+        if let Err(e) = ctx.store.create_run(&record).await {
+            let _ = lock.release().await;
+            return Err(e.into());
+        }
+        let (events, recorder) =
+            Events::recorded(ctx.listener.clone(), ctx.store.clone(), record.id.clone());
+        Ok(RunGuard {
+            store: ctx.store.clone(),
+            record,
+            events,
+            recorder,
+            lock,
+            started: Instant::now(),
+        })
+    }
+
+    /// Announces `steps` and runs them on the dispatcher, as many at once as the provider
+    /// allows, until done or `cancel` (the user's Ctrl-C or a lost lease). Returns the outcome
+    /// and how many steps there were.
+    pub(super) async fn run_steps(
+        &self,
+        ctx: &Context,
+        kind: RunKind,
+        cluster: &str,
+        steps: Vec<Step>,
+        cancel: &CancellationToken,
+    ) -> (dag::Outcome, usize) {
+        let total = steps.len();
+        self.events.emit(Event::RunStarted {
+            run_id: self.record.id.clone(),
+            kind,
+            cluster: cluster.into(),
+            steps: total,
+        });
+        let opts = dag::Options {
+            concurrency: ctx.provider.concurrency(),
+            ..Default::default()
+        };
+        let out = dag::execute(steps, &opts, &self.events, cancel, Some(self.checkpoints())).await;
+        (out, total)
+    }
+
+    fn checkpoints(&self) -> Checkpoints {
+        Checkpoints {
+            store: self.store.clone(),
+            run_id: self.record.id.clone(),
+            spec_hash: self.record.spec_hash.clone(),
+        }
+    }
+
+    pub(super) async fn finish<T>(
+        mut self,
+        result: Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let status = match &result {
+            Ok(_) => RunStatus::Succeeded,
+            Err(EngineError::Interrupted) => RunStatus::Interrupted,
+            Err(_) => RunStatus::Failed,
+        };
+        if let Err(EngineError::Interrupted) = &result {
+            self.events.emit(Event::Interrupted {
+                reason: "cancelled by the user".into(),
+            });
+        }
+        self.events.emit(Event::RunFinished {
+            run_id: self.record.id.clone(),
+            status,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+        });
+        self.record.status = status;
+        self.record.finished_at = Some(OffsetDateTime::now_utc());
+        self.record.error = result.as_ref().err().map(|e| e.to_string());
+        let update = self.store.update_run(&self.record).await;
+        // After the changes, whatever the outcome: a listing cached during the run is stale.
+        let invalidate = invalidate_inventory(self.store.as_ref(), &self.record.project).await;
+        drop(self.events);
+        self.recorder.flush().await;
+        let release = self.lock.release().await;
+        let value = result?;
+        update?;
+        invalidate?;
+        release?;
+        Ok(value)
+    }
+}
+
+/// Drops the project's cached provider listings (what `gantry ls` serves without asking the
+/// provider). Every run that changes resources goes through [`RunGuard`], which calls this
+/// when it starts and when it finishes, so no command has to remember to.
+async fn invalidate_inventory(store: &dyn StateStore, project: &str) -> Result<(), EngineError> {
+    store
+        .invalidate_inventory(project, OffsetDateTime::now_utc())
+        .await?;
+    Ok(())
+}
+
+/// Runs change a cluster only under its lock, so once we hold it, any run of the cluster still
+/// marked `running` belongs to a process that died (killed, crashed, lost its lease): close it
+/// so `gantry runs` tells the truth.
+async fn close_abandoned_runs(ctx: &Context, cluster: &str) -> Result<(), EngineError> {
+    const SCAN: usize = 50;
+    for mut r in ctx
+        .store
+        .list_runs(&ctx.project, Some(cluster), SCAN)
+        .await?
+    {
+        if r.status == RunStatus::Running {
+            r.status = RunStatus::Abandoned;
+            r.finished_at = Some(OffsetDateTime::now_utc());
+            r.error = Some(format!(
+                "its process ({}) ended without finishing the run",
+                r.holder
+            ));
+            ctx.store.update_run(&r).await?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn outcome_to_result(out: &dag::Outcome, total: usize) -> Result<(), EngineError> {
+    if out.interrupted {
+        return Err(EngineError::Interrupted);
+    }
+    if let Some((id, e)) = out.failed.first() {
+        return Err(EngineError::StepsFailed {
+            failed: out.failed.len(),
+            total,
+            first: format!("{id}: {}", e.message),
+            source: Some(e.clone()),
+        });
+    }
+    Ok(())
+}
+
+/// The user's cancel or a lost lease both stop the dispatcher.
+pub(super) fn merged_cancel(ctx: &Context, lock: &ClusterLock) -> CancellationToken {
+    let merged = ctx.cancel.child_token();
+    let (lost, m) = (lock.lost(), merged.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = lost.cancelled() => m.cancel(),
+            _ = m.cancelled() => {}
+        }
+    });
+    merged
+}
