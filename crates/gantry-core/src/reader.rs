@@ -15,6 +15,14 @@ pub use yaml::{Kind, Node, Pos, Scalar};
 
 use crate::{CoreError, SpecError, SpecErrorItem, validate_name};
 
+/// `12h`, `30m`, `4h30m`, `2d`: a duration as specs and blueprints write it.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, CoreError> {
+    humantime::parse_duration(s).map_err(|e| CoreError::InvalidDuration {
+        input: s.into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Renders every item like rustc: `file:line:col: error: message`, the source line with a caret
 /// under the column, then `  hint: ...`.
 pub fn render_error(err: &SpecError, text: &str) -> String {

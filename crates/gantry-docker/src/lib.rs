@@ -31,10 +31,14 @@
 
 mod error;
 pub mod exec;
+mod kind;
+pub mod options;
 mod provider;
 mod transport;
 
 pub use error::DockerError;
+pub use kind::{DockerKind, docker_options, engine};
+pub use options::{DOCKER_SIZES, DockerOptions, docker_size};
 pub use provider::{DockerConfig, DockerProvider};
 pub use transport::DockerTransport;
 

@@ -16,12 +16,13 @@ use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
     RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
 };
+use gantry_core::ClusterSpec;
 use gantry_core::tags::{self, TagFilter, Tags, World};
-use gantry_core::{ClusterSpec, DockerOptions};
 use gantry_provider::{ClusterRequest, NodeInfo, NodeRequest, NodeState, Provider, Result};
 use tokio::sync::{Mutex, OnceCell};
 
 use crate::error::DockerError;
+use crate::options::{self, DockerOptions};
 use crate::{
     LABEL_FOR, LABEL_IP, LABEL_KIND, LABEL_NODE, LABEL_SEQ, LABEL_TAGS, container_name,
     network_name,
@@ -666,11 +667,8 @@ impl DockerProvider {
     async fn create_container(&self, req: &NodeRequest, cname: &str) -> Result<(), DockerError> {
         let image = self.image_of(&req.image);
         self.check_image(&image).await?;
-        let (milli_cpus, mib) = gantry_core::spec::docker_size(&req.size).ok_or_else(|| {
-            let sizes: Vec<&str> = gantry_core::spec::DOCKER_SIZES
-                .iter()
-                .map(|(s, _, _)| *s)
-                .collect();
+        let (milli_cpus, mib) = options::docker_size(&req.size).ok_or_else(|| {
+            let sizes: Vec<&str> = options::DOCKER_SIZES.iter().map(|(s, _, _)| *s).collect();
             DockerError::Invalid(format!(
                 "unknown docker size {:?}; sizes are {}",
                 req.size,

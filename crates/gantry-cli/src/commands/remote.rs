@@ -31,12 +31,13 @@ async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
         context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
     let spec = record.map(|c| c.spec);
     let chosen: Vec<NodeInfo> = resolve_nodes(&provider, &g.project, &target).await?;
-    // The cluster's provider decides how its nodes are reached: Docker exec for docker
-    // clusters, SSH for everything with an SSH endpoint.
-    let transport: Arc<dyn Transport> = match spec
-        .as_ref()
-        .and_then(|s| crate::docker::transport(s, &g.project))
-    {
+    // The cluster's provider kind decides how its nodes are reached: its own transport (Docker
+    // exec), else SSH for everything with an SSH endpoint.
+    let own = match &spec {
+        Some(s) => context::transport_for_spec(&home, &ssh, &g.project, s)?,
+        None => None,
+    };
+    let transport: Arc<dyn Transport> = match own {
         Some(t) => t,
         None => Arc::new(SshTransport::new(ssh)),
     };
@@ -408,31 +409,34 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
     })
 }
 
-/// `gantry ssh-config` of a docker cluster: there is no SSH to configure; say so and how to get
-/// a shell. `Ok(None)` for every other cluster.
+/// `gantry ssh-config` of a cluster whose nodes are reached through their provider's own
+/// transport (Docker exec): there is no SSH to configure; say so and how to get a shell.
+/// `Ok(None)` for every other cluster.
 pub async fn ssh_config_not_applicable(g: &Global, cluster: &str) -> CliResult<Option<i32>> {
     if gantry_core::validate_name(cluster).is_err() {
         return Ok(None);
     }
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
-    let record = gantry_engine::app::load_cluster(store.as_ref(), &g.project, cluster).await?;
-    let docker =
-        record.is_some_and(|c| matches!(c.spec.provider, gantry_core::ProviderSpec::Docker(_)));
-    if !docker {
+    let Some(record) =
+        gantry_engine::app::load_cluster(store.as_ref(), &g.project, cluster).await?
+    else {
+        return Ok(None);
+    };
+    let ssh = context::ssh_config(&home, &g.project)?;
+    if context::transport_for_spec(&home, &ssh, &g.project, &record.spec)?.is_none() {
         return Ok(None);
     }
+    let kind = record.spec.provider_name();
     Err(Failure::new(
         exit::USAGE,
         anyhow::anyhow!(
-            "ssh-config does not apply to cluster {cluster}: its docker nodes run no sshd and are \
-             reached through the Docker exec API"
+            "ssh-config does not apply to cluster {cluster}: its {kind} nodes run no sshd and are \
+             reached through the {kind} provider's own API"
         ),
     )
     .hint(format!(
-        "use `gantry ssh {cluster}/1` (or `gantry run {cluster} -- CMD`); with the docker CLI: \
-         `docker exec -it gantry.{}.NODE sh` against the cluster's engine",
-        g.project
+        "use `gantry ssh {cluster}/1` (or `gantry run {cluster} -- CMD`)"
     )))
 }
 

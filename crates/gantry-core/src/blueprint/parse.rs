@@ -11,9 +11,9 @@ use super::{
     StepDef, StepTarget, Text, UploadSource, WaitCheck,
 };
 use crate::SpecError;
+use crate::reader::parse_duration;
 use crate::reader::yaml::{self, Kind, Node, Pos, Scalar};
 use crate::reader::{Field, Reader, closest, list};
-use crate::spec::parse_duration;
 
 const TOP: &[&str] = &[
     "name",
@@ -964,19 +964,5 @@ steps:
         assert!(e.contains("bp.yaml:4:") && e.contains("secret"), "{e}");
         let e = err("name: x\nsteps: []\noutputs:\n  a: {secret: true}\n");
         assert!(e.contains("value"), "{e}");
-    }
-
-    #[test]
-    fn spec_blueprints_keep_param_positions() {
-        let spec = crate::spec::parse(
-            "s.yaml",
-            "apiVersion: gantry/v1\nname: d\nprovider: local\npools: [{name: db, count: 1}]\nblueprints:\n  - name: hello\n    params: {greeting: hi, n: 3, l: [1, 2]}\n",
-        )
-        .unwrap();
-        let r = &spec.blueprints[0];
-        assert_eq!(r.source, BlueprintSource::Name("hello".into()));
-        assert_eq!(r.params["n"], serde_json::json!(3));
-        assert_eq!(r.params["l"], serde_json::json!([1, 2]));
-        assert_eq!(r.locs.params["n"].0, Loc { line: 7, col: 28 });
     }
 }

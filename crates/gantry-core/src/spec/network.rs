@@ -17,10 +17,12 @@ pub const OPEN_PORTS_WITHOUT_WARNING: &[u16] = &[22, 80, 443];
 
 /// What a valid spec asks for that is probably a mistake (nothing is refused): an `allow` rule
 /// open to the whole internet (`from: 0.0.0.0/0` or `::/0`) on a port other than 22, 80 and
-/// 443, for providers whose rules open a firewall. Each item points at the rule's `from` in
-/// `text`, the spec's source (0:0 when it cannot be found); render with [`render_warnings`].
-pub fn warnings(text: &str, spec: &ClusterSpec) -> Vec<SpecErrorItem> {
-    if !spec.provider.opens_firewall() {
+/// 443, for providers whose rules open a firewall (`opens_firewall`: the spec's kind's
+/// [`ProviderSection::opens_firewall`](super::ProviderSection::opens_firewall)). Each item points
+/// at the rule's `from` in `text`, the spec's source (0:0 when it cannot be found); render with
+/// [`render_warnings`](crate::reader::render_warnings).
+pub fn warnings(text: &str, spec: &ClusterSpec, opens_firewall: bool) -> Vec<SpecErrorItem> {
+    if !opens_firewall {
         return vec![];
     }
     let root = yaml::load(text).ok().flatten();

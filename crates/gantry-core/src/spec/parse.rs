@@ -2,18 +2,19 @@
 //!
 //! The text is loaded and walked with [`crate::reader`] (every problem collected, each at its
 //! `line:column`, with a hint); this module knows the spec's fields. The `network` section is
-//! read by [`super::network`].
+//! read by [`super::network`]; the `provider` section by the provider kind it names (a
+//! [`ProviderSection`] the caller hands in: gantry-core knows no provider).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use super::network::check_from;
-use super::{DEFAULT_LIFETIME, KNOWN_PROVIDERS};
-use crate::reader::yaml::{self, Kind, Node, Pos, Scalar};
+use super::DEFAULT_LIFETIME;
+use super::provider::{ProviderSection, ReadinessRule};
+use crate::reader::yaml::{self, Kind, Node, Pos};
 use crate::reader::{Field, Reader, closest, list};
 use crate::{
-    API_VERSION, AwsOptions, ClusterSpec, CoreError, DockerOptions, LocalOptions, NetworkSpec,
-    PoolSpec, ProviderSpec, Readiness, SpecError, Tags,
+    API_VERSION, ClusterSpec, CoreError, NetworkSpec, PoolSpec, ProviderSpec, Readiness, SpecError,
+    Tags,
 };
 
 /// Most nodes one pool may ask for.
@@ -32,27 +33,18 @@ const TOP_FIELDS: &[&str] = &[
     "blueprints",
 ];
 const POOL_FIELDS: &[&str] = &["name", "count", "size", "image", "labels"];
-const LOCAL_FIELDS: &[&str] = &["ssh_port"];
-const AWS_FIELDS: &[&str] = &[
-    "region",
-    "zones",
-    "vpc",
-    "subnet",
-    "instance_types",
-    "ami",
-    "image",
-    "spot",
-    "endpoint",
-    "caller_cidr",
-];
-const DOCKER_FIELDS: &[&str] = &["host", "image", "network", "privileged"];
 const SSH_FIELDS: &[&str] = &["user"];
 
-/// Parses and validates a spec. `file` is used only to label errors.
-pub fn parse(file: &str, text: &str) -> Result<ClusterSpec, SpecError> {
+/// Parses and validates a spec. `file` is used only to label errors; `kinds`: the providers a
+/// spec may name, each of which reads its own section.
+pub fn parse(
+    file: &str,
+    text: &str,
+    kinds: &[&dyn ProviderSection],
+) -> Result<ClusterSpec, SpecError> {
     let mut cx = Reader::new();
     let spec = match yaml::load(text) {
-        Ok(Some(root)) => cx.spec(&root),
+        Ok(Some(root)) => cx.spec(&root, kinds),
         Ok(None) => {
             cx.err(
                 Pos::START,
@@ -69,16 +61,10 @@ pub fn parse(file: &str, text: &str) -> Result<ClusterSpec, SpecError> {
     cx.finish(file, spec)
 }
 
-/// `12h`, `30m`, `4h30m`, `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, CoreError> {
-    humantime::parse_duration(s).map_err(|e| CoreError::InvalidDuration {
-        input: s.into(),
-        reason: e.to_string(),
-    })
-}
+pub use crate::reader::parse_duration;
 
 impl Reader {
-    fn spec(&mut self, root: &Node) -> Option<ClusterSpec> {
+    fn spec(&mut self, root: &Node, kinds: &[&dyn ProviderSection]) -> Option<ClusterSpec> {
         if !matches!(root.kind, Kind::Map(_)) {
             self.err(
                 root.pos,
@@ -100,7 +86,9 @@ impl Reader {
             );
         }
         let name = top.req(self, "name").and_then(|f| self.name(f, "cluster"));
-        let provider = top.req(self, "provider").and_then(|f| self.provider(f));
+        let provider = top
+            .req(self, "provider")
+            .and_then(|f| self.provider(f, kinds));
         let lifetime = match top.opt("lifetime") {
             None => Some(DEFAULT_LIFETIME),
             Some(f) => self.lifetime(f),
@@ -127,33 +115,31 @@ impl Reader {
             Some(f) => self.blueprint_refs(f),
         };
 
-        let docker = matches!(provider, Some(ProviderSpec::Docker(_)));
-        // Docker nodes are reached through the Docker API (exec), which is also how their
-        // readiness is told: the provider's create and start wait for an exec of `true`.
-        let readiness = if docker {
-            match (readiness, top.opt("readiness")) {
-                (Some(Readiness::Ssh), Some(f)) => {
-                    self.err(
-                        f.pos(),
-                        "`readiness: ssh` does not apply to the docker provider",
-                        "docker nodes have no sshd: gantry reaches them through the Docker exec \
-                         API and waits until each answers an exec of `true`; leave `readiness` out",
-                    );
-                    None
+        let section = provider
+            .as_ref()
+            .and_then(|(p, _)| kinds.iter().find(|k| k.name() == p.kind));
+        // A kind whose API is how its nodes are reached (Docker exec) is always `api` ready.
+        let api_only = section.is_some_and(|k| k.readiness() != ReadinessRule::Any);
+        let readiness = match section.map(|k| k.readiness()) {
+            Some(ReadinessRule::ApiOnly { message, hint }) => {
+                match (readiness, top.opt("readiness")) {
+                    (Some(Readiness::Ssh), Some(f)) => {
+                        self.err(f.pos(), message, hint);
+                        None
+                    }
+                    (Some(_), _) => Some(Readiness::Api),
+                    (None, _) => None,
                 }
-                (Some(_), _) => Some(Readiness::Api),
-                (None, _) => None,
             }
-        } else {
-            readiness
+            _ => readiness,
         };
-        if docker
+        if let Some(k) = section
             && let Some(f) = top.opt("pools")
             && let Kind::Seq(items) = &f.value.kind
         {
-            self.docker_sizes(items);
+            self.sizes(*k, items);
         }
-        if !docker
+        if !api_only
             && readiness == Some(Readiness::Api)
             && blueprints.as_ref().is_some_and(|b| !b.is_empty())
             && let Some(f) = top.opt("readiness")
@@ -169,7 +155,7 @@ impl Reader {
 
         Some(ClusterSpec {
             name: name?,
-            provider: provider?,
+            provider: provider?.0,
             pools: pools?,
             network: network?,
             lifetime: lifetime?,
@@ -180,8 +166,15 @@ impl Reader {
         })
     }
 
-    fn provider(&mut self, f: Field<'_>) -> Option<ProviderSpec> {
-        let known_hint = format!("known providers: {}", list(KNOWN_PROVIDERS));
+    /// The `provider` section: the kind it names reads its own options. Returns the spec's
+    /// provider and where its name is.
+    fn provider(
+        &mut self,
+        f: Field<'_>,
+        kinds: &[&dyn ProviderSection],
+    ) -> Option<(ProviderSpec, Pos)> {
+        let known: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+        let known_hint = format!("known providers: {}", list(&known));
         let (name, name_pos, options) = match &f.value.kind {
             Kind::Map(_) => {
                 let hint = "write e.g. `provider: local` or `provider: {local: {}}`";
@@ -218,114 +211,21 @@ impl Reader {
                 return None;
             }
         };
-        match name {
-            "local" => {
-                let mut opts = LocalOptions::default();
-                if let Some(o) = options.filter(|o| !o.value.is_null()) {
-                    let fields =
-                        self.fields(o.value, "local", "the local provider options", LOCAL_FIELDS)?;
-                    if let Some(p) = fields.opt("ssh_port") {
-                        opts.ssh_port =
-                            Some(u16::try_from(self.int_in(p, 1, 65535, "2222")?).ok()?);
-                    }
-                }
-                Some(ProviderSpec::Local(opts))
-            }
-            "docker" => {
-                let Some(o) = options.filter(|o| !o.value.is_null()) else {
-                    self.err(
-                        name_pos,
-                        "the docker provider needs options: at least `image`",
-                        "write e.g. `provider: {docker: {image: gantry/node:test}}` \
-                         (scripts/build-test-image.sh builds that image)",
-                    );
-                    return None;
-                };
-                self.docker(o)
-            }
-            "aws" => {
-                let Some(o) = options.filter(|o| !o.value.is_null()) else {
-                    self.err(
-                        name_pos,
-                        "the aws provider needs options: at least `region`",
-                        "write e.g. `provider: {aws: {region: us-east-1}}`",
-                    );
-                    return None;
-                };
-                self.aws(o)
-            }
-            other => {
-                let hint = match closest(other, KNOWN_PROVIDERS) {
-                    Some(s) => format!("did you mean `{s}`? {known_hint}"),
-                    None => known_hint,
-                };
-                self.err(name_pos, format!("unknown provider `{other}`"), hint);
-                None
-            }
-        }
+        let Some(kind) = kinds.iter().find(|k| k.name() == name) else {
+            let hint = match closest(name, &known) {
+                Some(s) => format!("did you mean `{s}`? {known_hint}"),
+                None => known_hint,
+            };
+            self.err(name_pos, format!("unknown provider `{name}`"), hint);
+            return None;
+        };
+        let options = options.map(|o| o.value).filter(|v| !v.is_null());
+        let options = kind.read_options(self, name_pos, options)?;
+        Some((ProviderSpec::new(kind.name(), options), name_pos))
     }
 
-    fn docker(&mut self, o: Field<'_>) -> Option<ProviderSpec> {
-        let fields = self.fields(
-            o.value,
-            "docker",
-            "the docker provider options",
-            DOCKER_FIELDS,
-        )?;
-        let mut opts = DockerOptions::default();
-        let mut ok = true;
-        match fields.req(self, "image").map(|f| self.non_empty(f)) {
-            Some(Some(i)) => opts.image = i,
-            _ => ok = false,
-        }
-        if let Some(f) = fields.opt("host") {
-            match self.non_empty(f) {
-                Some(h)
-                    if h.starts_with("unix://")
-                        || h.starts_with("tcp://")
-                        || h.starts_with("http://")
-                        || h.starts_with('/') =>
-                {
-                    opts.host = Some(h)
-                }
-                Some(h) => {
-                    self.err(
-                        f.pos(),
-                        format!("invalid docker host {h:?}"),
-                        "give `unix:///path/to/docker.sock`, `tcp://HOST:PORT` or a socket path, \
-                         or leave it out to use DOCKER_HOST",
-                    );
-                    ok = false;
-                }
-                None => ok = false,
-            }
-        }
-        if let Some(f) = fields.opt("network") {
-            match self.non_empty(f) {
-                Some(n) => opts.network = Some(n),
-                None => ok = false,
-            }
-        }
-        if let Some(f) = fields.opt("privileged") {
-            match f.value.scalar() {
-                Some(Scalar::Bool(b)) => opts.privileged = b,
-                _ => {
-                    self.type_err(
-                        f.pos(),
-                        "privileged",
-                        "a boolean",
-                        f.value,
-                        "write `privileged: true`",
-                    );
-                    ok = false;
-                }
-            }
-        }
-        ok.then_some(ProviderSpec::Docker(opts))
-    }
-
-    /// Every pool size of a docker spec must be one of [`crate::spec::DOCKER_SIZES`].
-    fn docker_sizes(&mut self, pools: &[Node]) {
+    /// Every pool size must mean something to the spec's provider.
+    fn sizes(&mut self, kind: &dyn ProviderSection, pools: &[Node]) {
         for pool in pools {
             let Kind::Map(pairs) = &pool.kind else {
                 continue;
@@ -335,158 +235,12 @@ impl Reader {
                     continue;
                 }
                 if let Some(size) = v.text()
-                    && crate::spec::docker_size(size).is_none()
+                    && let Some((message, hint)) = kind.check_size(size)
                 {
-                    let sizes: Vec<&str> = crate::spec::DOCKER_SIZES
-                        .iter()
-                        .map(|(s, _, _)| *s)
-                        .collect();
-                    self.err(
-                        v.pos,
-                        format!("unknown docker size `{size}`"),
-                        format!(
-                            "docker sizes are {} (CPU and memory limits; see README)",
-                            list(&sizes)
-                        ),
-                    );
+                    self.err(v.pos, message, hint);
                 }
             }
         }
-    }
-
-    fn aws(&mut self, o: Field<'_>) -> Option<ProviderSpec> {
-        let fields = self.fields(o.value, "aws", "the aws provider options", AWS_FIELDS)?;
-        let mut opts = AwsOptions::default();
-        let mut ok = true;
-        match fields.req(self, "region") {
-            Some(f) => match self.string(f) {
-                Some(r) if is_region(r) => opts.region = r.to_string(),
-                Some(r) => {
-                    self.err(
-                        f.pos(),
-                        format!("invalid aws region {r:?}"),
-                        "write a region name such as `us-east-1` or `eu-west-2`",
-                    );
-                    ok = false;
-                }
-                None => ok = false,
-            },
-            None => ok = false,
-        }
-        if let Some(f) = fields.opt("zones") {
-            match &f.value.kind {
-                Kind::Seq(items) => {
-                    for item in items {
-                        match item.text() {
-                            Some(z) if is_region(z.trim_end_matches(char::is_alphabetic)) => {
-                                opts.zones.push(z.to_string())
-                            }
-                            _ => {
-                                self.err(
-                                    item.pos,
-                                    format!("invalid availability zone {}", item.describe()),
-                                    "write zones of the region, e.g. `[us-east-1a, us-east-1b]`",
-                                );
-                                ok = false;
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    self.type_err(
-                        f.pos(),
-                        "zones",
-                        "a list",
-                        f.value,
-                        "write e.g. `zones: [us-east-1a, us-east-1b]`",
-                    );
-                    ok = false;
-                }
-            }
-        }
-        let mut id = |cx: &mut Reader, key: &str, prefix: &str, words: &[&str], hint: &str| {
-            let f = fields.opt(key)?;
-            let v = cx.string(f)?;
-            let good = words.contains(&v)
-                || v.strip_prefix(prefix).is_some_and(|rest| {
-                    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_hexdigit())
-                });
-            if !good {
-                cx.err(f.pos(), format!("invalid `{key}` {v:?}"), hint);
-                ok = false;
-                return None;
-            }
-            Some(v.to_string())
-        };
-        opts.vpc = id(
-            self,
-            "vpc",
-            "vpc-",
-            &["default", "create"],
-            "use `default` (the region's default vpc), `create` (one per cluster) or a `vpc-…` id",
-        );
-        opts.subnet = id(self, "subnet", "subnet-", &[], "give a `subnet-…` id");
-        opts.ami = id(
-            self,
-            "ami",
-            "ami-",
-            &[],
-            "give an `ami-…` id, or use `image: al2023`",
-        );
-        if let Some(f) = fields.opt("instance_types") {
-            match self.string_map(f) {
-                Some(m) => opts.instance_types = m,
-                None => ok = false,
-            }
-        }
-        for (key, slot) in [("image", &mut opts.image), ("endpoint", &mut opts.endpoint)] {
-            if let Some(f) = fields.opt(key) {
-                match self.non_empty(f) {
-                    Some(v) => *slot = Some(v),
-                    None => ok = false,
-                }
-            }
-        }
-        if let Some(f) = &opts.endpoint
-            && !(f.starts_with("http://") || f.starts_with("https://"))
-            && let Some(field) = fields.opt("endpoint")
-        {
-            self.err(
-                field.pos(),
-                format!("invalid endpoint {f:?}"),
-                "give a url such as `http://127.0.0.1:5000`, or leave it out and set \
-                 AWS_ENDPOINT_URL",
-            );
-            ok = false;
-        }
-        if let Some(f) = fields.opt("spot") {
-            match f.value.scalar() {
-                Some(Scalar::Bool(b)) => opts.spot = b,
-                _ => {
-                    self.type_err(f.pos(), "spot", "a boolean", f.value, "write `spot: true`");
-                    ok = false;
-                }
-            }
-        }
-        if let Some(f) = fields.opt("caller_cidr") {
-            match self.string(f) {
-                Some(c) if c != "caller" && c != "cluster" && check_from(c).is_ok() => {
-                    opts.caller_cidr = Some(c.to_string())
-                }
-                Some(c) => {
-                    let (message, hint) = check_from(c).err().unwrap_or_else(|| {
-                        (
-                            format!("invalid caller_cidr {c:?}"),
-                            "give a cidr such as `203.0.113.7/32`".into(),
-                        )
-                    });
-                    self.err(f.pos(), message, hint);
-                    ok = false;
-                }
-                None => ok = false,
-            }
-        }
-        ok.then_some(ProviderSpec::Aws(opts))
     }
 
     fn lifetime(&mut self, f: Field<'_>) -> Option<Duration> {
@@ -650,16 +404,6 @@ impl Reader {
     }
 }
 
-/// `us-east-1`, `eu-central-2`, `us-gov-west-1`: lowercase words and a number, `-`-separated.
-fn is_region(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() >= 3
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1].parse::<u8>().is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,5 +418,26 @@ mod tests {
         assert_eq!(closest("nmae", POOL_FIELDS), Some("name"));
         assert_eq!(closest("apiversion", TOP_FIELDS), Some("apiVersion"));
         assert_eq!(closest("flavour", POOL_FIELDS), None);
+    }
+
+    #[test]
+    fn spec_blueprints_keep_param_positions() {
+        let spec = super::parse(
+            "s.yaml",
+            "apiVersion: gantry/v1\nname: d\nprovider: local\npools: [{name: db, count: 1}]\nblueprints:\n  - name: hello\n    params: {greeting: hi, n: 3, l: [1, 2]}\n",
+            &[&crate::spec::provider::StubKind],
+        )
+        .unwrap();
+        let r = &spec.blueprints[0];
+        assert_eq!(
+            r.source,
+            crate::blueprint::BlueprintSource::Name("hello".into())
+        );
+        assert_eq!(r.params["n"], serde_json::json!(3));
+        assert_eq!(r.params["l"], serde_json::json!([1, 2]));
+        assert_eq!(
+            r.locs.params["n"].0,
+            crate::blueprint::Loc { line: 7, col: 28 }
+        );
     }
 }

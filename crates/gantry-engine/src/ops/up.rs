@@ -73,7 +73,7 @@ fn check_names(
         }
         // A record that does not decode is an error naming it: its node names cannot be
         // told, so a collision with it could not be ruled out.
-        let s = crate::app::decode_spec(r)?;
+        let s = super::decode_spec(r)?;
         others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
     }
     for n in listed {
@@ -99,6 +99,7 @@ fn check_names(
 /// about the names it would give (another cluster's node names). Runs without the cluster lock;
 /// `up` plans again under it, from its own listing, and asks about the deletions of that plan.
 pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
+    preflight(ctx, spec).await?;
     let UpView { existing, observed } = observe_for_up(ctx, spec).await?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
     let expires = match existing {
@@ -143,6 +144,17 @@ pub async fn plan_resources(
     let creq = cluster_request(ctx, spec, &crate::plan::cluster_tags(spec, &input));
     ctx.retry_outside_steps(|| ctx.provider.plan_cluster_resources(&creq))
         .await
+}
+
+/// What the provider needs before a run of `spec` starts ([`Provider::preflight`]: the
+/// caller's address of `from: caller` rules), checked by `plan` and by `up` before it takes the
+/// lock or records anything.
+///
+/// [`Provider::preflight`]: gantry_provider::Provider::preflight
+async fn preflight(ctx: &Context, spec: &ClusterSpec) -> Result<(), EngineError> {
+    let creq = cluster_request(ctx, spec, &gantry_core::Tags::new());
+    ctx.provider.preflight(&creq).await?;
+    Ok(())
 }
 
 /// The supporting resources `up` asks the provider for.
@@ -234,6 +246,7 @@ pub async fn up(
     spec_yaml: &str,
     opts: &UpOptions,
 ) -> Result<Report, EngineError> {
+    preflight(ctx, spec).await?;
     let hash = spec.hash();
     let run = RunGuard::begin(ctx, &spec.name, RunKind::Up, Some(hash.clone())).await?;
     let result = up_locked(ctx, spec, spec_yaml, opts, &run).await;
