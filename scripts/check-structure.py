@@ -12,7 +12,11 @@ What it checks:
    rusqlite: gantry-state; aws-sdk-*: gantry-aws; bollard: gantry-docker); anyhow and miette only
    in gantry-cli.
 2. gantry-core does no IO: its sources name no `std::fs`, socket, `std::process` or `tokio`.
-3. No import circle between modules of one crate. Every `crate::a::b` or `super::x` path in a
+3. gantry-cli names no provider crate (`gantry_local`, `gantry_docker`, `gantry_aws`, ...: every
+   crate of PROVIDER_CRATES), not even in a comment, outside the one place that registers them
+   (src/providers.rs) and the local node agent's entry point (src/commands/agent.rs, which runs
+   gantry-local's agent). Adding a provider is its crate plus one registration line.
+4. No import circle between modules of one crate. Every `crate::a::b` or `super::x` path in a
    module's file is an arrow from that module to the module it names, lifted to the two sibling
    modules below their nearest common parent (`crate::ops::up` using `crate::transport` is an
    arrow ops -> transport). A cycle among siblings is a circle. A module naming its own
@@ -99,7 +103,29 @@ for path in rust_files(os.path.join(CRATES, "gantry-core", "src")):
         if IO.search(line):
             problem(path, f"line {n}: gantry-core does no IO, but names {IO.search(line).group(1)}")
 
-# --- 3. no import circle between modules of one crate ------------------------------------------
+# --- 3. gantry-cli names providers in one place -------------------------------------------------
+CLI_SRC = os.path.join(CRATES, "gantry-cli", "src")
+MAY_NAME_PROVIDERS = {
+    os.path.join(CLI_SRC, "providers.rs"),
+    os.path.join(CLI_SRC, "commands", "agent.rs"),
+}
+PROVIDER_NAME = re.compile(
+    r"\b(" + "|".join(sorted(c.replace("-", "_") for c in PROVIDER_CRATES)) + r")\b"
+)
+for path in rust_files(CLI_SRC):
+    if path in MAY_NAME_PROVIDERS:
+        continue
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            m = PROVIDER_NAME.search(line)
+            if m:
+                problem(
+                    path,
+                    f"line {n}: names the provider crate {m.group(1)}; only src/providers.rs "
+                    "registers providers",
+                )
+
+# --- 4. no import circle between modules of one crate ------------------------------------------
 PATH = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+|::\{)")
 USE_GROUP = re.compile(r"\buse\s+(crate|super)::\{([^;]*)\}", re.S)
 
@@ -222,4 +248,7 @@ if problems:
     for p in problems:
         print("  " + p)
     sys.exit(1)
-print("structure: crate arrows, gantry-core without IO, no module import circles: ok")
+print(
+    "structure: crate arrows, gantry-core without IO, providers named in gantry-cli's "
+    "providers.rs only, no module import circles: ok"
+)

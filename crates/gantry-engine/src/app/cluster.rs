@@ -20,18 +20,7 @@ pub struct LoadedCluster {
     pub spec: ClusterSpec,
 }
 
-/// The spec a record was last brought up with; an error naming the record when it does not
-/// decode.
-pub fn decode_spec(record: &ClusterRecord) -> Result<ClusterSpec, EngineError> {
-    serde_json::from_str::<ClusterSpec>(&record.spec_json).map_err(|source| {
-        EngineError::RecordUnreadable {
-            project: record.project.clone(),
-            cluster: record.name.clone(),
-            provider: record.provider.clone(),
-            source,
-        }
-    })
-}
+pub use crate::ops::decode_spec;
 
 /// The record of `cluster` with its spec; `None` when the store has no record of it (it may
 /// still have nodes: a run that crashed before recording it, or a lost state file).
