@@ -1,4 +1,6 @@
-//! Image aliases → AMI ids through the SSM public parameters AWS publishes per region.
+//! The pools' images: `default`, an AMI id, or an alias resolved to the region's AMI id through
+//! the SSM public parameters AWS publishes (cached per provider), and the check, before anything
+//! is created, that every pool's AMI and instance type exist.
 
 use gantry_provider::ErrorKind;
 
@@ -77,4 +79,67 @@ pub(crate) async fn resolve(p: &AwsProvider, alias: &str) -> gantry_provider::Re
                 "the parameter has no value",
             )
         })
+}
+
+impl AwsProvider {
+    /// The image of a pool: `ami-…` as is, `default` → the spec's `ami`/`image` (else
+    /// `al2023`), any other word an alias resolved through SSM public parameters.
+    pub(crate) async fn ami_for(&self, image: &str) -> gantry_provider::Result<String> {
+        let o = &self.cfg.options;
+        let want = if image == "default" {
+            match (&o.ami, &o.image) {
+                (Some(a), _) => a.clone(),
+                (None, Some(i)) => i.clone(),
+                (None, None) => "al2023".into(),
+            }
+        } else {
+            image.to_string()
+        };
+        if want.starts_with("ami-") {
+            return Ok(want);
+        }
+        if let Some(a) = self.images.lock().expect("images lock").get(&want) {
+            return Ok(a.clone());
+        }
+        let ami = resolve(self, &want).await?;
+        self.images
+            .lock()
+            .expect("images lock")
+            .insert(want, ami.clone());
+        Ok(ami)
+    }
+
+    /// Bad input creates nothing: every pool's AMI and instance type must exist first.
+    pub(crate) async fn check_pools(&self) -> gantry_provider::Result<()> {
+        let c = self.clients().await?;
+        let mut amis = Vec::new();
+        let mut types = Vec::new();
+        for (size, image) in &self.cfg.pools {
+            let a = self.ami_for(image).await?;
+            if !amis.contains(&a) {
+                amis.push(a);
+            }
+            let t = self.cfg.options.instance_type(size);
+            if !types.contains(&t) {
+                types.push(t);
+            }
+        }
+        if !amis.is_empty() {
+            c.ec2
+                .describe_images()
+                .set_image_ids(Some(amis.clone()))
+                .send()
+                .await
+                .map_err(|e| sdk(self.region(), "DescribeImages", &amis.join(","), e))?;
+        }
+        if !types.is_empty() {
+            c.ec2
+                .describe_instance_types()
+                .set_instance_types(Some(types.iter().map(|t| t.as_str().into()).collect()))
+                .send()
+                .await
+                .map_err(|e| sdk(self.region(), "DescribeInstanceTypes", &types.join(","), e))?;
+        }
+        Ok(())
+    }
 }

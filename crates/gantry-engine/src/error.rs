@@ -127,6 +127,10 @@ pub enum EngineError {
         index: u32,
         nodes: String,
     },
+    /// A node the cluster's transport cannot reach: it has no SSH endpoint (stopped, or not
+    /// booted yet).
+    #[error("node {node} has no ssh endpoint (state {state})")]
+    NoEndpoint { node: String, state: String },
     /// The provider a spec names cannot be built here (a binary built without it).
     #[error("{message}")]
     ProviderUnavailable {
@@ -214,6 +218,7 @@ impl EngineError {
             | E::ProviderMismatch { .. }
             | E::StepsFailed { .. }
             | E::SecretStore { .. }
+            | E::NoEndpoint { .. }
             | E::Artifact { .. }
             | E::Ssh(_) => ErrorClass::Failed,
         }

@@ -12,11 +12,10 @@ mod scopes;
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use gantry_core::{ClusterSpec, Target};
-use gantry_provider::{NodeInfo, Provider};
+use gantry_provider::NodeInfo;
 use serde::Serialize;
 
 use crate::cli::{Cli, Command};
@@ -188,15 +187,6 @@ impl From<&NodeInfo> for NodeJson {
             host_key: n.host_key.clone(),
         }
     }
-}
-
-/// The nodes a target names ([`gantry_engine::app::select_nodes`]).
-pub async fn resolve_nodes(
-    provider: &Arc<dyn Provider>,
-    project: &str,
-    target: &Target,
-) -> CliResult<Vec<NodeInfo>> {
-    Ok(gantry_engine::app::select_nodes(provider, project, target).await?)
 }
 
 pub fn parse_target(s: &str) -> CliResult<Target> {

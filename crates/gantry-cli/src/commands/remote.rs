@@ -2,61 +2,22 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use gantry_engine::transport::{
-    ExitStatus, FanOutOptions, NodeTarget, OutputSink, SshTransport, Transport, TransportError,
-    fan_out,
-};
-use gantry_provider::NodeInfo;
+use gantry_engine::app::RemoteTarget;
+use gantry_engine::transport::{ExitStatus, NodeTarget, OutputSink, TransportError};
 use serde_json::json;
 
-use super::{parse_target, resolve_nodes};
+use super::parse_target;
 use crate::cli::{Global, OutputFormat};
 use crate::context::{self, Home};
 use crate::exit::{self, CliResult, Failure};
 use crate::output;
 
-struct Resolved {
-    nodes: Vec<NodeTarget>,
-    transport: Arc<dyn Transport>,
-}
-
-async fn resolve(g: &Global, target: &str) -> CliResult<Resolved> {
+/// The nodes a target names and how they are reached ([`gantry_engine::app::App::remote`]).
+async fn resolve(g: &Global, target: &str) -> CliResult<RemoteTarget> {
     let target = parse_target(target)?;
     let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
-    let ssh = context::ssh_config(&home, &g.project)?;
-    let (provider, record) =
-        context::provider_for_cluster(&home, &store, &ssh, &g.project, &target.cluster).await?;
-    let spec = record.map(|c| c.spec);
-    let chosen: Vec<NodeInfo> = resolve_nodes(&provider, &g.project, &target).await?;
-    // The cluster's provider kind decides how its nodes are reached: its own transport (Docker
-    // exec), else SSH for everything with an SSH endpoint.
-    let own = match &spec {
-        Some(s) => context::transport_for_spec(&home, &ssh, &g.project, s)?,
-        None => None,
-    };
-    let transport: Arc<dyn Transport> = match own {
-        Some(t) => t,
-        None => Arc::new(SshTransport::new(ssh)),
-    };
-    let nodes = chosen
-        .iter()
-        .map(|n| {
-            transport.target(n).ok_or_else(|| {
-                Failure::new(
-                    exit::FAILURE,
-                    anyhow::anyhow!(
-                        "node {} has no ssh endpoint (state {})",
-                        n.name,
-                        n.state.as_str()
-                    ),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Resolved { nodes, transport })
+    Ok(crate::app::app(g, &home)?.remote(&target).await?)
 }
 
 /// Writes remote output line by line, prefixed with the node name when several nodes answer,
@@ -164,40 +125,24 @@ fn fan_out_code(transport_errors: usize, other_errors: usize, command_failures: 
     }
 }
 
-async fn until_cancelled<T>(fut: impl std::future::Future<Output = T>) -> CliResult<T> {
-    let cancel = context::cancel_on_ctrl_c();
-    tokio::select! {
-        v = fut => Ok(v),
-        _ = cancel.cancelled() => Err(Failure::new(exit::INTERRUPTED, anyhow::anyhow!("interrupted"))),
-    }
-}
-
 pub async fn run(g: &Global, target: &str, concurrency: usize, command: &[String]) -> CliResult {
     let r = resolve(g, target).await?;
-    let cmd = Arc::new(command.join(" "));
     let capture = g.output == OutputFormat::Json;
     let prefix = r.nodes.len() > 1;
-    let transport = r.transport.clone();
-    let opts = FanOutOptions {
-        concurrency,
-        ..Default::default()
-    };
-    let results = until_cancelled(fan_out(&r.nodes, &opts, move |node| {
-        let (t, cmd) = (transport.clone(), cmd.clone());
-        Box::pin(async move {
-            let mut sink = LineSink::new(&node.name, prefix, capture);
-            let status = t.exec(&node, &cmd, None, &mut sink).await;
-            sink.finish();
-            status.map(|s| (s, sink.out, sink.err))
-        })
-    }))
-    .await?;
-    r.transport.close().await;
+    let results = r
+        .run(
+            &command.join(" "),
+            concurrency,
+            move |node| LineSink::new(&node.name, prefix, capture),
+            LineSink::finish,
+        )
+        .await?;
     let (mut transport_errors, mut other_errors, mut failed) = (0, 0, Vec::new());
     let mut items = Vec::new();
     for (node, res) in r.nodes.iter().zip(&results) {
         match res {
-            Ok((s, out, err)) => {
+            Ok((s, LineSink { out, err, .. })) => {
+                let (out, err) = (&out[..], &err[..]);
                 if !s.success() {
                     failed.push(format!("{} ({})", node.name, describe_status(s)));
                 }
@@ -285,25 +230,12 @@ pub async fn put(
         ));
     }
     let r = resolve(g, target).await?;
-    let (transport, local, remote) = (
-        r.transport.clone(),
-        Arc::new(local.to_path_buf()),
-        Arc::new(remote.to_string()),
-    );
-    let opts = FanOutOptions {
-        concurrency,
-        ..Default::default()
-    };
-    let results = until_cancelled(fan_out(&r.nodes, &opts, move |node| {
-        let (t, local, remote) = (transport.clone(), local.clone(), remote.clone());
-        Box::pin(async move {
-            t.upload(&node, &local, &remote)
-                .await
-                .map(|b| (b, remote.to_string()))
-        })
-    }))
-    .await?;
-    r.transport.close().await;
+    let results: Vec<_> = r
+        .put(local, remote, concurrency)
+        .await?
+        .into_iter()
+        .map(|res| res.map(|b| (b, remote.to_string())))
+        .collect();
     Ok(report_transfers(g, "sent", &r.nodes, &results))
 }
 
@@ -362,24 +294,20 @@ pub async fn get(
             })?;
         }
     }
-    let by_node: Arc<std::collections::HashMap<String, PathBuf>> =
-        Arc::new(r.nodes.iter().map(|n| n.name.clone()).zip(dests).collect());
-    let (transport, remote) = (r.transport.clone(), Arc::new(remote.to_string()));
-    let opts = FanOutOptions {
-        concurrency,
-        ..Default::default()
-    };
-    let results = until_cancelled(fan_out(&r.nodes, &opts, move |node| {
-        let (t, remote, by_node) = (transport.clone(), remote.clone(), by_node.clone());
-        Box::pin(async move {
-            let to = by_node[&node.name].clone();
-            t.download(&node, &remote, &to)
-                .await
-                .map(|b| (b, to.display().to_string()))
-        })
-    }))
-    .await?;
-    r.transport.close().await;
+    let by_node: std::collections::HashMap<String, PathBuf> =
+        r.nodes.iter().map(|n| n.name.clone()).zip(dests).collect();
+    let shown: Vec<String> = r
+        .nodes
+        .iter()
+        .map(|n| by_node[&n.name].display().to_string())
+        .collect();
+    let results: Vec<_> = r
+        .get(remote, move |n| by_node[&n.name].clone(), concurrency)
+        .await?
+        .into_iter()
+        .zip(shown)
+        .map(|(res, path)| res.map(|b| (b, path)))
+        .collect();
     Ok(report_transfers(g, "received", &r.nodes, &results))
 }
 

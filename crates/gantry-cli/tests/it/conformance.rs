@@ -1,5 +1,6 @@
 //! The provider conformance suite against the real local provider (real agents, started from
-//! the built binary) and the real Docker provider (a real dockerd, see `docker.rs`).
+//! the built binary). The Docker and AWS providers run it in their own crates
+//! (`crates/gantry-docker/tests/it/engine.rs`, `crates/gantry-aws/tests/moto.rs`).
 
 use gantry_local::{LocalConfig, LocalProvider};
 
@@ -31,25 +32,4 @@ async fn local_provider_conforms() {
     // Agents are `gantry agent --node-dir <root>/...`: none may outlive its node.
     let pids = g.home_pids();
     assert!(pids.is_empty(), "agents left running: {pids:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_provider_conforms() {
-    let Some(engine) = crate::docker::Engine::get() else {
-        return;
-    };
-    let p = gantry_docker::DockerProvider::new(gantry_docker::DockerConfig::new(
-        Some(engine.host.clone()),
-        crate::docker::IMAGE,
-    ));
-    let project = "conformance-docker";
-    gantry_provider::conformance::run_all(&p, project).await;
-    // The suite leaves no node; the cluster's network goes with its resources.
-    gantry_provider::Provider::delete_cluster_resources(
-        &p,
-        &gantry_core::tags::TagFilter::cluster(project, "conf"),
-    )
-    .await
-    .unwrap();
-    engine.assert_clean("conf");
 }

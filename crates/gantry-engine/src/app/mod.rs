@@ -10,11 +10,13 @@
 //!   (local, every Docker engine, every AWS region), merged with the records
 //!   ([`list_project`]); the one answer `ls`, `gc` and `inventory` give.
 //! - [`ops`]: operations by cluster name on the [`App`] context (the binary hands in how
-//!   providers are built, [`Providers`]).
+//!   providers are built, [`Providers`]); [`remote`]: `run`, `put` and `get` on the nodes a
+//!   target names, over their cluster's transport.
 
 pub mod cluster;
 pub mod inventory;
 pub mod ops;
+pub mod remote;
 
 pub use cluster::{LoadedCluster, decode_spec, load_cluster, select_nodes};
 pub use inventory::{
@@ -22,3 +24,4 @@ pub use inventory::{
     Tracked, Warning, list_project,
 };
 pub use ops::{App, ClusterOps, DestroyTarget, Providers};
+pub use remote::RemoteTarget;
