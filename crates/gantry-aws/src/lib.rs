@@ -9,13 +9,14 @@
 //!
 //! Concurrent `create_node` calls with the same launch parameters share one `RunInstances`
 //! (see `batch`); the caller's address for `from: caller` rules is given or
-//! detected (see `caller`).
+//! detected (`gantry_provider::cloud::caller`).
 //!
 //! The provider by idea: this file holds its configuration, its clients and the `Provider`
 //! implementation, which hands each operation to the module of what it acts on: `instances`
 //! (nodes), `security_group`, `key_pair`, `network` (the optional VPC), `images` (AMI aliases
 //! and the pools' check); `rules` (the security group's rules), `batch` and `listing` (the
-//! coalescers of `RunInstances` and `DescribeInstances`) and `caller` serve them.
+//! coalescers of `RunInstances` and `DescribeInstances`) serve them; `options` and `kind` are
+//! the provider as a plug-in (its spec section, its listing scopes).
 
 mod batch;
 mod error;
@@ -456,8 +457,6 @@ impl Provider for AwsProvider {
         Ok(())
     }
 
-    /// The security group (created, or its rules authorized and revoked), then the key pair
-    /// (imported).
     /// `from: caller` needs the caller's address: known (spec, `GANTRY_CALLER_CIDR`) or
     /// detected now, before anything starts.
     async fn preflight(&self, req: &ClusterRequest) -> gantry_provider::Result<()> {
@@ -467,6 +466,8 @@ impl Provider for AwsProvider {
         Ok(())
     }
 
+    /// The security group (created, or its rules authorized and revoked), then the key pair
+    /// (imported).
     async fn plan_cluster_resources(
         &self,
         req: &ClusterRequest,

@@ -12,6 +12,7 @@ mod exit;
 mod output;
 mod progress;
 mod providers;
+mod terminal;
 
 use clap::Parser;
 

@@ -64,9 +64,6 @@ pub enum DockerError {
     /// A file on a node is not what the transfer expects (a directory, a link, no such file).
     #[error("{0}")]
     Transfer(String),
-    /// The terminal could not be set up for an interactive exec.
-    #[error("terminal: {0}")]
-    Terminal(#[source] std::io::Error),
     #[error("{0}")]
     Invalid(String),
 }

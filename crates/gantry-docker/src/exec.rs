@@ -7,7 +7,6 @@
 //! its configuration.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal as _, Read as _};
 
 use bytes::Bytes;
 use std::path::Path;
@@ -18,9 +17,10 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures::StreamExt as _;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use gantry_provider::transport::OutputSink as ExecOutput;
+use gantry_provider::transport::{ShellIo, TermSize};
 
 use crate::DockerProvider;
 use crate::error::DockerError;
@@ -275,11 +275,23 @@ impl DockerProvider {
         }
     }
 
-    /// An interactive exec for `gantry ssh`: a login shell, or `command` through `sh -c`; with
-    /// a tty (raw local terminal, size kept in step) when stdin is a terminal. Returns the exit
-    /// code.
-    pub async fn shell(&self, container: &str, command: Option<&str>) -> Result<i64, DockerError> {
-        let tty = std::io::stdin().is_terminal();
+    /// An interactive exec for `gantry ssh`: a login shell, or `command` through `sh -c`, over
+    /// `io` (with a tty of its size, kept in step, when it asks for one). Returns the exit code.
+    /// The caller owns the local terminal (raw mode), not this crate.
+    pub async fn shell(
+        &self,
+        container: &str,
+        command: Option<&str>,
+        io: ShellIo,
+    ) -> Result<i64, DockerError> {
+        let ShellIo {
+            pty,
+            mut stdin,
+            mut stdout,
+            mut stderr,
+            mut resize,
+        } = io;
+        let tty = pty.is_some();
         let argv: Vec<String> = match command {
             Some(c) => vec!["/bin/sh".into(), "-c".into(), c.into()],
             None => vec![
@@ -288,7 +300,11 @@ impl DockerProvider {
                 "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi".into(),
             ],
         };
-        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+        // `$TERM` of the pty, else (plain pipes) the caller's, as a login would have it.
+        let term = match &pty {
+            Some((term, _)) => term.clone(),
+            None => std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into()),
+        };
         let d = self.docker().await?;
         let created = d
             .create_exec(
@@ -319,47 +335,21 @@ impl DockerProvider {
         let StartExecResults::Attached { mut output, input } = started else {
             return Err(DockerError::Invalid("exec started detached".into()));
         };
-        let mut winch = None;
-        let _raw = if tty {
-            winch = Some(
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-                    .map_err(DockerError::Terminal)?,
-            );
-            Some(RawMode::enter().map_err(DockerError::Terminal)?)
-        } else {
-            None
+        let resize_exec = |size: TermSize| {
+            d.resize_exec(
+                &created.id,
+                bollard::exec::ResizeExecOptions {
+                    width: size.cols,
+                    height: size.rows,
+                },
+            )
         };
-        if tty && let Some((w, h)) = term_size() {
-            let _ = d
-                .resize_exec(
-                    &created.id,
-                    bollard::exec::ResizeExecOptions {
-                        width: w,
-                        height: h,
-                    },
-                )
-                .await;
+        if let Some((_, size)) = pty {
+            let _ = resize_exec(size).await;
         }
-        // stdin is read on a thread of its own: a blocked read must not hold the exit back.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
-        std::thread::spawn(move || {
-            let mut stdin = std::io::stdin();
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                match stdin.read(&mut buf) {
-                    Ok(n) if n > 0 => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
-                            break;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-        });
         let mut input = input;
         let mut stdin_open = true;
-        let mut stdout = tokio::io::stdout();
-        let mut stderr = tokio::io::stderr();
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             tokio::select! {
                 item = output.next() => match item {
@@ -375,34 +365,32 @@ impl DockerProvider {
                     Some(Err(e)) => return Err(DockerError::api("exec output of", container)(e)),
                     None => break,
                 },
-                data = rx.recv(), if stdin_open => match data {
-                    Some(data) => {
-                        if input.write_all(&data).await.is_err() {
+                read = stdin.read(&mut buf), if stdin_open => match read {
+                    Ok(n) if n > 0 => {
+                        if input.write_all(&buf[..n]).await.is_err() {
                             stdin_open = false;
                         }
                     }
-                    None => {
+                    _ => {
                         stdin_open = false;
                         let _ = input.shutdown().await;
                     }
                 },
-                Some(()) = recv_winch(&mut winch) => {
-                    if let Some((w, h)) = term_size() {
-                        let _ = d
-                            .resize_exec(&created.id, bollard::exec::ResizeExecOptions { width: w, height: h })
-                            .await;
-                    }
+                Some(size) = recv_resize(&mut resize) => {
+                    let _ = resize_exec(size).await;
                 }
             }
         }
-        drop(_raw);
         self.exit_code(container, &created.id).await
     }
 }
 
-async fn recv_winch(winch: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match winch {
-        Some(s) => s.recv().await,
+/// The next size of `resize`, or never when there is none.
+async fn recv_resize(
+    resize: &mut Option<tokio::sync::mpsc::Receiver<TermSize>>,
+) -> Option<TermSize> {
+    match resize {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -660,44 +648,6 @@ fn extract_one(tar: impl std::io::Read, remote: &str, local: &Path) -> Result<u6
 /// fetched by `gantry get` must not become one here.
 fn downloaded_mode(remote: u32) -> u32 {
     remote & 0o777
-}
-
-/// The terminal size of stdin as (columns, rows), if stdin is a terminal.
-fn term_size() -> Option<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointed-to struct, which lives for the
-    // whole call; fd 0 is only read from.
-    let rc = unsafe { libc::ioctl(libc::STDIN_FILENO, libc::TIOCGWINSZ, &mut ws) };
-    (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col, ws.ws_row))
-}
-
-/// Raw mode on stdin's terminal, undone on drop (however the shell ends).
-struct RawMode {
-    original: nix::sys::termios::Termios,
-}
-
-impl RawMode {
-    fn enter() -> std::io::Result<RawMode> {
-        use nix::sys::termios::{self, SetArg};
-        let stdin = std::io::stdin();
-        let original = termios::tcgetattr(&stdin)?;
-        let mut raw = original.clone();
-        termios::cfmakeraw(&mut raw);
-        termios::tcsetattr(&stdin, SetArg::TCSADRAIN, &raw)?;
-        Ok(RawMode { original })
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        use nix::sys::termios::{self, SetArg};
-        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, &self.original);
-    }
 }
 
 #[cfg(test)]

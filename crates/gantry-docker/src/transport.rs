@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use gantry_provider::NodeInfo;
-use gantry_provider::transport::{ExitStatus, NodeTarget, OutputSink, Transport, TransportError};
+use gantry_provider::transport::{
+    ExitStatus, NodeTarget, OutputSink, ShellIo, Transport, TransportError,
+};
 
 use crate::{DockerError, DockerProvider, container_name};
 
@@ -105,10 +107,11 @@ impl Transport for DockerTransport {
         &self,
         node: &NodeTarget,
         command: Option<&str>,
+        io: ShellIo,
     ) -> Result<ExitStatus, TransportError> {
         let code = self
             .docker
-            .shell(container(node)?, command)
+            .shell(container(node)?, command, io)
             .await
             .map_err(classify)?;
         Ok(status(code))

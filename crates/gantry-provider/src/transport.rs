@@ -182,6 +182,26 @@ impl std::error::Error for TransportError {
     }
 }
 
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TermSize {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+/// The local side of an interactive session ([`Transport::shell`]). The front end owns the
+/// terminal (raw mode, its size, resizes: `gantry-cli` only writes to it) and hands in plain
+/// async streams; a transport only moves bytes between them and the node.
+pub struct ShellIo {
+    /// A pty for the remote side, with its `$TERM` and initial size; None: plain pipes.
+    pub pty: Option<(String, TermSize)>,
+    pub stdin: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub stdout: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    pub stderr: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    /// The terminal's new size each time it is resized (None: it never is).
+    pub resize: Option<tokio::sync::mpsc::Receiver<TermSize>>,
+}
+
 /// How commands and files reach nodes. One instance serves one command (it may cache
 /// connections); [`Transport::close`] ends them.
 #[async_trait]
@@ -220,13 +240,14 @@ pub trait Transport: Send + Sync {
         local: &Path,
     ) -> Result<u64, TransportError>;
 
-    /// An interactive session on the node (`gantry ssh`): the local terminal is the remote
-    /// one's (with a tty when stdin is a terminal) until `command` (None: a login shell) ends.
-    /// Optional capability: the default says this transport has none.
+    /// An interactive session on the node (`gantry ssh`) over `io` (with a pty when it asks for
+    /// one) until `command` (None: a login shell) ends. Optional capability: the default says
+    /// this transport has none.
     async fn shell(
         &self,
         node: &NodeTarget,
         _command: Option<&str>,
+        _io: ShellIo,
     ) -> Result<ExitStatus, TransportError> {
         Err(TransportError::command(format!(
             "{}: this transport has no interactive shell",

@@ -7,7 +7,6 @@
 //! as it arrives, and the host key is checked against the per-node pin before anything else.
 
 use std::fmt;
-use std::io::IsTerminal;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -131,6 +130,16 @@ impl client::Handler for ClientHandler {
             })??;
         Ok(true)
     }
+}
+
+/// The local side of an interactive shell ([`Session::shell`]): a pty request (`$TERM`,
+/// (columns, rows)) or plain pipes, the streams, and the terminal's new sizes as it is resized.
+pub struct ShellIo {
+    pub pty: Option<(String, (u16, u16))>,
+    pub stdin: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    pub stdout: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    pub stderr: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    pub resize: Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
 }
 
 /// One SSH connection to a node. Cheap to share: every method takes `&self` and opens its own
@@ -434,33 +443,28 @@ impl Session {
         Ok(total)
     }
 
-    /// Interactive shell (or `command`) with a pty of the local terminal's size and `$TERM`:
-    /// puts the local tty in raw mode (restored on every exit path), forwards stdin, stdout and
-    /// window-size changes (SIGWINCH); returns the remote exit status.
-    /// When stdin is not a tty, runs without a pty and just pipes.
-    pub async fn shell(&self, command: Option<&str>) -> Result<ExitStatus, SshError> {
+    /// Interactive shell (or `command`) over `io`: with a pty of its size and `$TERM` when it
+    /// asks for one, forwarding its input, output and resizes; returns the remote exit status.
+    /// The caller owns the local terminal (raw mode), not this crate.
+    pub async fn shell(&self, command: Option<&str>, io: ShellIo) -> Result<ExitStatus, SshError> {
+        let ShellIo {
+            pty,
+            mut stdin,
+            mut stdout,
+            mut stderr,
+            mut resize,
+        } = io;
         let channel = self
             .handle
             .channel_open_session()
             .await
             .map_err(SshError::protocol("opening a channel"))?;
-        let tty = std::io::stdin().is_terminal();
-        let mut winch = None;
-        let _raw = if tty {
-            let (cols, rows) = crate::term::size().unwrap_or((80, 24));
-            let term = std::env::var("TERM").unwrap_or_else(|_| "xterm-256color".into());
+        if let Some((term, (cols, rows))) = &pty {
             channel
-                .request_pty(true, &term, cols.into(), rows.into(), 0, 0, &[])
+                .request_pty(true, term, (*cols).into(), (*rows).into(), 0, 0, &[])
                 .await
                 .map_err(SshError::protocol("requesting a pty"))?;
-            winch = Some(
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-                    .map_err(|source| SshError::Terminal { source })?,
-            );
-            Some(crate::term::RawMode::enter().map_err(|source| SshError::Terminal { source })?)
-        } else {
-            None
-        };
+        }
         match command {
             Some(c) => channel.exec(true, c).await,
             None => channel.request_shell(true).await,
@@ -468,9 +472,6 @@ impl Session {
         .map_err(SshError::protocol("starting the shell"))?;
 
         let (mut rx, tx) = channel.split();
-        let mut stdin = tokio::io::stdin();
-        let mut stdout = tokio::io::stdout();
-        let mut stderr = tokio::io::stderr();
         let mut stdin_open = true;
         let mut buf = vec![0u8; 16 * 1024];
         let mut status = PartialStatus::default();
@@ -499,10 +500,8 @@ impl Session {
                         let _ = tx.eof().await;
                     }
                 },
-                Some(()) = recv_winch(&mut winch) => {
-                    if let Some((cols, rows)) = crate::term::size() {
-                        let _ = tx.window_change(cols.into(), rows.into(), 0, 0).await;
-                    }
+                Some((cols, rows)) = recv_resize(&mut resize) => {
+                    let _ = tx.window_change(cols.into(), rows.into(), 0, 0).await;
                 }
             }
         }
@@ -523,9 +522,12 @@ impl Session {
     }
 }
 
-async fn recv_winch(winch: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match winch {
-        Some(s) => s.recv().await,
+/// The next size of `resize`, or never when there is none.
+async fn recv_resize(
+    resize: &mut Option<tokio::sync::mpsc::Receiver<(u16, u16)>>,
+) -> Option<(u16, u16)> {
+    match resize {
+        Some(r) => r.recv().await,
         None => std::future::pending().await,
     }
 }

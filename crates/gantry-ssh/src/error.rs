@@ -108,13 +108,6 @@ pub enum SshError {
     #[error("{path} does not exist on the node")]
     RemoteMissing { path: String },
 
-    /// The local terminal could not be set up for an interactive shell.
-    #[error("terminal setup failed")]
-    Terminal {
-        #[source]
-        source: std::io::Error,
-    },
-
     /// The SSH server could not start (bind failure, bad configuration).
     #[error("ssh server on {addr}")]
     Serve {
@@ -148,7 +141,6 @@ impl SshError {
             | SshError::KnownHosts { .. }
             | SshError::LocalIo { .. }
             | SshError::RemoteMissing { .. }
-            | SshError::Terminal { .. }
             | SshError::Serve { .. } => false,
         }
     }

@@ -10,9 +10,8 @@ mod keys;
 mod known_hosts;
 mod server;
 mod sftp;
-mod term;
 
-pub use client::{ClientConfig, ConnectSpec, ExitStatus, Output, OutputSink, Session};
+pub use client::{ClientConfig, ConnectSpec, ExitStatus, Output, OutputSink, Session, ShellIo};
 pub use error::SshError;
 pub use keys::KeyPair;
 pub use known_hosts::{HostKeyCheck, KnownHosts};

@@ -318,8 +318,16 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
         eprintln!("{} nodes match; connecting to {}", r.nodes.len(), node.name);
     }
     let cmd = (!command.is_empty()).then(|| command.join(" "));
-    // The cluster's own transport: an SSH session, or an interactive Docker exec.
-    let status = r.transport.shell(node, cmd.as_deref()).await;
+    // The cluster's own transport (an SSH session, an interactive Docker exec) over this
+    // terminal, in raw mode until the session ends.
+    let (io, raw) = crate::terminal::shell_io().map_err(|e| {
+        Failure::new(
+            exit::FAILURE,
+            anyhow::anyhow!("setting up the terminal failed: {e}"),
+        )
+    })?;
+    let status = r.transport.shell(node, cmd.as_deref(), io).await;
+    drop(raw);
     r.transport.close().await;
     let status = status.map_err(|e| {
         let code = if e.is_transport() {

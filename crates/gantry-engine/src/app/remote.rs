@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gantry_core::Target;
+use gantry_core::{ClusterSpec, Target};
 
 use super::cluster::select_nodes;
 use super::ops::App;
@@ -19,6 +19,8 @@ use crate::transport::{
 pub struct RemoteTarget {
     pub nodes: Vec<NodeTarget>,
     pub transport: Arc<dyn Transport>,
+    /// The cluster's recorded spec (None: no record).
+    pub spec: Option<ClusterSpec>,
     cancel: tokio_util::sync::CancellationToken,
 }
 
@@ -28,6 +30,8 @@ impl App {
     pub async fn remote(&self, target: &Target) -> Result<RemoteTarget, EngineError> {
         let c = self.cluster(&target.cluster, None).await?;
         let chosen = select_nodes(&c.ctx.provider, &self.project, target).await?;
+        // The cluster's own transport (Docker exec), else SSH; either serves `gantry ssh` too
+        // (`Transport::shell`).
         let transport: Arc<dyn Transport> = match c.ctx.transport {
             Some(t) => t,
             None => Arc::new(SshTransport::new(self.ssh.clone())),
@@ -44,6 +48,7 @@ impl App {
         Ok(RemoteTarget {
             nodes,
             transport,
+            spec: c.loaded.map(|l| l.spec),
             cancel: self.cancel.clone(),
         })
     }

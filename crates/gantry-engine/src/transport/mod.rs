@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 pub use gantry_provider::transport::{
-    Address, ErrorClass, ExitStatus, NodeTarget, OutputSink, Transport, TransportError,
+    Address, ErrorClass, ExitStatus, NodeTarget, OutputSink, ShellIo, TermSize, Transport,
+    TransportError,
 };
 
 pub mod ssh;

@@ -14,7 +14,7 @@ use gantry_ssh::{ClientConfig, ConnectSpec, Session, SshError};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::{ExitStatus, NodeTarget, OutputSink, Transport, TransportError};
+use super::{ExitStatus, NodeTarget, OutputSink, ShellIo, Transport, TransportError};
 use crate::dag::StepError;
 
 /// An SSH failure, classified: transport errors are retried, the rest never is.
@@ -112,6 +112,28 @@ impl SshTransport {
     }
 }
 
+/// The shell's streams as `gantry-ssh` takes them.
+fn ssh_io(io: ShellIo) -> gantry_ssh::ShellIo {
+    let resize = io.resize.map(|mut sizes| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(s) = sizes.recv().await {
+                if tx.send((s.cols, s.rows)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    });
+    gantry_ssh::ShellIo {
+        pty: io.pty.map(|(term, s)| (term, (s.cols, s.rows))),
+        stdin: io.stdin,
+        stdout: io.stdout,
+        stderr: io.stderr,
+        resize,
+    }
+}
+
 #[async_trait]
 impl Transport for SshTransport {
     async fn exec(
@@ -152,9 +174,10 @@ impl Transport for SshTransport {
         &self,
         node: &NodeTarget,
         command: Option<&str>,
+        io: ShellIo,
     ) -> Result<ExitStatus, TransportError> {
         let s = self.session(node).await?;
-        let r = s.shell(command).await;
+        let r = s.shell(command, ssh_io(io)).await;
         self.classify(node, r).await.map(status)
     }
 
