@@ -29,7 +29,7 @@ pub fn render_error(err: &SpecError, text: &str) -> String {
     render_items("error", err, text)
 }
 
-/// [`warnings`] of `file`, rendered like errors but as `warning:`.
+/// [`warnings`](crate::spec::warnings) of `file`, rendered like errors but as `warning:`.
 pub fn render_warnings(file: &str, items: &[SpecErrorItem], text: &str) -> String {
     let err = SpecError {
         file: file.to_string(),

@@ -6,10 +6,10 @@
 //! between "created" and "recorded") converges: existing nodes are found by their tags and
 //! `create_node` is idempotent by name.
 //!
-//! Every run goes through `RunGuard` ([`run`]), the one place that also invalidates the
+//! Every run goes through `RunGuard` (`run`), the one place that also invalidates the
 //! project's inventory cache (when the run starts and when it ends), so `gantry ls` never serves
 //! a listing from before a change gantry made. One module per operation: [`up`] (with what
-//! `plan` shows of it), [`destroy`], [`power`] (stop/start), [`lifetime`] (extend, gc). This file
+//! `plan` shows of it), [`destroy`], [`power`] (stop/start), `lifetime` (extend, gc). This file
 //! holds what they share: the [`Context`], observation by world, and the node records.
 
 use std::sync::Arc;

@@ -392,7 +392,7 @@ impl Session {
     }
 
     /// Copies `remote` to a local file over SFTP, keeping its permission bits (but never
-    /// setuid, setgid or sticky: see [`downloaded_mode`]). Returns the number of bytes copied.
+    /// setuid, setgid or sticky: see `downloaded_mode`). Returns the number of bytes copied.
     pub async fn download(&self, remote: &str, local: &Path) -> Result<u64, SshError> {
         let sftp = self.sftp().await?;
         let sftp_err = |op: &'static str| {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gantry_core::{ClusterSpec, Target};
+use gantry_core::Target;
 
 use super::cluster::select_nodes;
 use super::ops::App;
@@ -19,8 +19,6 @@ use crate::transport::{
 pub struct RemoteTarget {
     pub nodes: Vec<NodeTarget>,
     pub transport: Arc<dyn Transport>,
-    /// The cluster's recorded spec (None: no record).
-    pub spec: Option<ClusterSpec>,
     cancel: tokio_util::sync::CancellationToken,
 }
 
@@ -48,7 +46,6 @@ impl App {
         Ok(RemoteTarget {
             nodes,
             transport,
-            spec: c.loaded.map(|l| l.spec),
             cancel: self.cancel.clone(),
         })
     }

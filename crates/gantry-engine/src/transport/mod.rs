@@ -2,7 +2,7 @@
 //!
 //! The [`Transport`] trait and its types live in `gantry-provider` (re-exported here), so that a
 //! provider can bring its own (Docker's exec API, in `gantry-docker`) without depending on the
-//! engine. The engine brings the SSH one ([`ssh::SshTransport`], with [`ssh::wait_ready`]: SSH
+//! engine. The engine brings the SSH one ([`ssh::SshTransport`], with `ssh::wait_ready`: SSH
 //! reachability, beside it) for every machine with an SSH endpoint (local nodes, VMs).
 //! [`fan_out`] runs one operation over many nodes with bounded concurrency and returns results
 //! in input order, whatever the transport. Errors are classified the same way for all of them:

@@ -1,5 +1,5 @@
 //! The SSH transport ([`SshTransport`]: one connection per node, reused by every operation of one
-//! command) and SSH reachability ([`wait_ready`]: a node answers a real handshake and `true`),
+//! command) and SSH reachability (`wait_ready`: a node answers a real handshake and `true`),
 //! side by side: they are the only places the engine opens SSH sessions, so the engine reaches
 //! nodes through this module and the provider's own transports, nowhere else.
 
