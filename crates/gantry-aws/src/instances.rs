@@ -1,7 +1,11 @@
 //! EC2 instances as gantry's nodes: reading one as a [`NodeInfo`] (its state, names and
 //! addresses), describing and waiting for a state, and the node operations of the provider
 //! (listing with adoption of instances a crash left untagged, launching through the batch
-//! coalescer, start, stop, terminate, tags).
+//! coalescer, start, stop, terminate, tags). Its two coalescers: [`batch`] gathers concurrent
+//! creates into one `RunInstances`, [`listing`] concurrent listings into one `DescribeInstances`.
+
+pub(crate) mod batch;
+pub(crate) mod listing;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +16,7 @@ use gantry_core::tags::{self, TagFilter};
 use gantry_provider::{ErrorKind, NodeInfo, NodeRequest, NodeState, SshEndpoint};
 use sha2::Digest;
 
-use crate::{AwsProvider, backoff, batch, error, sdk, tag_filters, world_of};
+use crate::{AwsProvider, backoff, error, sdk, tag_filters, world_of};
 
 /// How long to wait for an instance state (stopped, running, terminated).
 const STATE_TIMEOUT: Duration = Duration::from_secs(600);

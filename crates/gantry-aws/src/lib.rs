@@ -8,23 +8,21 @@
 //! tags first, everything else by tags or deterministic names.
 //!
 //! Concurrent `create_node` calls with the same launch parameters share one `RunInstances`
-//! (see `batch`); the caller's address for `from: caller` rules is given or
+//! (see `instances::batch`); the caller's address for `from: caller` rules is given or
 //! detected (`gantry_provider::cloud::caller`).
 //!
 //! The provider by idea: this file holds its configuration, its clients and the `Provider`
 //! implementation, which hands each operation to the module of what it acts on: `instances`
-//! (nodes), `security_group`, `key_pair`, `network` (the optional VPC), `images` (AMI aliases
-//! and the pools' check); `rules` (the security group's rules), `batch` and `listing` (the
-//! coalescers of `RunInstances` and `DescribeInstances`) serve them; `options` and `kind` are
-//! the provider as a plug-in (its spec section, its listing scopes).
+//! (nodes, with the coalescers of `RunInstances` and `DescribeInstances`), `security_group`,
+//! `key_pair`, `network` (the optional VPC), `images` (AMI aliases and the pools' check);
+//! `rules` (the security group's rules) serves them; `options` and `kind` are the provider as a
+//! plug-in (its spec section, its listing scopes).
 
-mod batch;
 mod error;
 mod images;
 mod instances;
 mod key_pair;
 mod kind;
-mod listing;
 mod network;
 pub mod options;
 mod rules;
@@ -44,18 +42,17 @@ use gantry_provider::{
 };
 use tokio::sync::OnceCell;
 
-pub use batch::{
-    BATCH_INDICES_TAG, BATCH_TAG, MAX_BATCH, MAX_WAIT, PENDING_NAME, TestHooks, WINDOW,
-};
 pub(crate) use error::{err, sdk};
 pub use gantry_provider::cloud::caller::{
     CALLER_CIDR_ENV, CALLER_IP_URL_ENV, DEFAULT_CALLER_IP_URL, DETECT_TIMEOUT, cidr_of_answer,
 };
+pub use instances::batch::{
+    BATCH_INDICES_TAG, BATCH_TAG, MAX_BATCH, MAX_WAIT, PENDING_NAME, TestHooks, WINDOW,
+};
 pub use instances::client_token;
-pub(crate) use instances::gone;
+pub use instances::listing::{LIST_MAX_WAIT, LIST_WINDOW};
 pub use key_pair::key_pair_name;
 pub use kind::{AwsKind, REGIONS_ENV, aws_options, region_provider};
-pub use listing::{LIST_MAX_WAIT, LIST_WINDOW};
 pub use options::{AWS_DEFAULT_INSTANCE_TYPES, AwsOptions};
 
 /// The login user when the spec names none.
@@ -113,11 +110,11 @@ pub struct AwsProvider {
     res: Mutex<HashMap<String, ClusterRes>>,
     images: Mutex<HashMap<String, String>>,
     /// `RunInstances` batches being gathered.
-    batches: batch::Coalescer,
+    batches: instances::batch::Coalescer,
     /// Instances this process is tagging now (so that concurrent adoptions do not repeat it).
     tagging: Mutex<HashSet<String>>,
     /// `list` calls being gathered into one `DescribeInstances`.
-    lists: listing::Lists,
+    lists: instances::listing::Lists,
     hooks: TestHooks,
     /// The caller's CIDR once known (given or detected).
     caller: OnceCell<String>,
@@ -208,9 +205,9 @@ impl AwsProvider {
             clients: OnceCell::new(),
             res: Mutex::new(HashMap::new()),
             images: Mutex::new(HashMap::new()),
-            batches: batch::Coalescer::default(),
+            batches: instances::batch::Coalescer::default(),
             tagging: Mutex::new(HashSet::new()),
-            lists: listing::Lists::default(),
+            lists: instances::listing::Lists::default(),
             hooks: TestHooks::default(),
             caller: OnceCell::new(),
             caller_ip_url: None,

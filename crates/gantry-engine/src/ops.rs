@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gantry_core::ClusterSpec;
 use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{NodeInfo, Provider};
 use gantry_ssh::ClientConfig;
@@ -258,29 +257,6 @@ pub struct Report {
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// The spec a record was last brought up with; an error naming the record when it does not
-/// decode, or names another provider than the record does (its options are the provider
-/// kind's to decode, when the provider is built).
-pub fn decode_spec(record: &ClusterRecord) -> Result<ClusterSpec, EngineError> {
-    let unreadable = |source| EngineError::RecordUnreadable {
-        project: record.project.clone(),
-        cluster: record.name.clone(),
-        provider: record.provider.clone(),
-        source,
-    };
-    let spec = serde_json::from_str::<ClusterSpec>(&record.spec_json).map_err(unreadable)?;
-    if spec.provider_name() != record.provider {
-        return Err(unreadable(<serde_json::Error as serde::de::Error>::custom(
-            format!(
-                "its spec names the provider {}, its record {}",
-                spec.provider_name(),
-                record.provider
-            ),
-        )));
-    }
-    Ok(spec)
 }
 
 fn node_record(project: &str, cluster: &str, n: &NodeInfo) -> NodeRecord {

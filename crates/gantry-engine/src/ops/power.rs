@@ -42,7 +42,7 @@ pub async fn power(
             .collect();
         // No record (nodes of a run that crashed before recording): the default readiness.
         let readiness = match &record {
-            Some(c) => super::decode_spec(c)?.readiness,
+            Some(c) => crate::record::decode_spec(c)?.readiness,
             None => Default::default(),
         };
         // How boot steps reach the started nodes: the cluster's own transport, else SSH (one

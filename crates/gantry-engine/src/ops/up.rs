@@ -73,7 +73,7 @@ fn check_names(
         }
         // A record that does not decode is an error naming it: its node names cannot be
         // told, so a collision with it could not be ruled out.
-        let s = super::decode_spec(r)?;
+        let s = crate::record::decode_spec(r)?;
         others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
     }
     for n in listed {

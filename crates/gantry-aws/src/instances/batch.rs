@@ -36,7 +36,8 @@ use gantry_core::tags;
 use gantry_provider::{ErrorKind, NodeInfo, NodeRequest, ProviderError};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{AwsProvider, Clients, backoff, client_token, error, filter, gone, sdk, tag_spec};
+use super::{client_token, gone};
+use crate::{AwsProvider, Clients, backoff, error, filter, sdk, tag_spec};
 
 /// The batch an instance was launched in: the `ClientToken` of its `RunInstances`.
 pub const BATCH_TAG: &str = "gantry-batch";
