@@ -96,7 +96,11 @@ async fn upload_download_round_trip_keeps_mode() {
         .download("/nonexistent/file", &client.dir.path().join("x"))
         .await
         .unwrap_err();
-    assert!(matches!(missing, SshError::Sftp { .. }), "{missing}");
+    // Said in words, naming the file (not the bare SFTP status).
+    assert!(
+        matches!(&missing, SshError::RemoteMissing { path } if path == "/nonexistent/file"),
+        "{missing}"
+    );
     assert!(!missing.is_transport(), "{missing}");
 }
 
