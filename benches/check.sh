@@ -2,7 +2,7 @@
 # Keeps the bench scripts working: a broken bench fails CI instead of the next person who
 # measures. `scripts/test.sh` runs it.
 #
-#   benches/check.sh [NAME...]       # NAME: local-fanout, docker-exec, aws-terraform, etcd-quickstart
+#   benches/check.sh [NAME...]   # NAME: local-fanout, local-scale, docker-exec, aws-terraform, etcd-quickstart
 #
 # 1. Statically, for every script under benches/ and scripts/: no unquoted heredoc holds a
 #    backtick. In an unquoted heredoc a backtick pair runs a command: docker-exec.sh's report once
@@ -83,13 +83,13 @@ trap 'exit 130' INT TERM
 # NAME -> the environment it runs with (besides BENCH_GANTRY, BENCH_RUNS=1, BENCH_OUT=-).
 declare -A ENVS=(
   [local-fanout]="BENCH_NODES=2 BENCH_NO_INSTALL=1"
+  [local-scale]="BENCH_SIZES=2,4"
   [docker-exec]="BENCH_NODES=2${GANTRY_TEST_DOCKER_HOST:+ BENCH_DOCKER_HOST=$GANTRY_TEST_DOCKER_HOST}"
   [aws-terraform]="BENCH_SIZES=2 BENCH_SKIP_TERRAFORM=1"
   [etcd-quickstart]=""
-  [local-scale]="BENCH_SIZES=3"
 )
 names=("$@")
-((${#names[@]})) || names=(local-fanout docker-exec aws-terraform etcd-quickstart local-scale)
+((${#names[@]})) || names=(local-fanout local-scale docker-exec aws-terraform etcd-quickstart)
 for f in benches/*.sh; do
   n=$(basename "$f" .sh)
   [[ $n == check || $n == lib || -v "ENVS[$n]" ]] ||

@@ -15,17 +15,19 @@
 #      destroy against the issue's targets) and writes/replaces the section
 #      "## Local provider: 200 and 1,000 nodes" in BENCHMARKS.md.
 #
-# Knobs (environment): BENCH_SIZES ("200 1000"; the ratio compares the last size with the
-# first), BENCH_RUNS (3), BENCH_OUT (BENCHMARKS.md at the repo root; "-" for none),
+# Knobs (environment): BENCH_SIZES ("200 1000", spaces or commas; the ratio compares the last
+# size with the first), BENCH_RUNS (3), BENCH_OUT (BENCHMARKS.md at the repo root; "-" for none),
 # BENCH_SKIP_BUILD=1 (use the existing release binary), BENCH_GANTRY=PATH (use that binary, no
-# build). A quick check that the script works: BENCH_SIZES="3 6" BENCH_RUNS=1 BENCH_OUT=-.
+# build). A quick check that the script works: BENCH_SIZES=3,6 BENCH_RUNS=1 BENCH_OUT=- (what
+# benches/check.sh runs, with the debug binary).
 # All traffic stays on 127.0.0.0/8: local nodes listen on their own 127.x.y.z address. Sizes
 # are run one at a time and every cluster is destroyed (and checked gone) before the next, so
 # at most max(BENCH_SIZES) agents run at once; on exit (also on failure or Ctrl-C) whatever is
 # left is destroyed and any agent of the temporary home is killed by its pid.
 set -euo pipefail
 
-read -r -a SIZES <<<"${BENCH_SIZES:-200 1000}"
+SIZES_GIVEN=${BENCH_SIZES:-200 1000}
+read -r -a SIZES <<<"${SIZES_GIVEN//,/ }"
 RUNS=${BENCH_RUNS:-3}
 CLUSTER=scale
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -195,13 +197,15 @@ SECTION=$WORK/section.md
   printf '\n%s\n%s\n' "| command | nodes | median (s) | min | max | per node (ms) |" \
     "| --- | ---: | ---: | ---: | ---: | ---: |"
   cat "$ROWS"
-  printf '\n%s\n' "Cost against size ($LAST/$FIRST nodes, ${SIZE_RATIO}x the nodes): \`up\` ${UP_RATIO}x, \`destroy\` ${DE_RATIO}x" \
+  printf '\n'
+  printf '%s\n' "Cost against size ($LAST/$FIRST nodes, ${SIZE_RATIO}x the nodes): \`up\` ${UP_RATIO}x, \`destroy\` ${DE_RATIO}x" \
     "(target: under 6x: up $(verdict "$UP_RATIO" 6 x), destroy $(verdict "$DE_RATIO" 6 x))."
   if [[ $LAST == 1000 ]]; then
     printf '%s\n' "Targets for 1,000 nodes: \`up\` $(verdict "$UP_LAST" 15 ' s'), \`destroy\` $(verdict "$DE_LAST" 5 ' s')," \
       "\`run -- true\` $(verdict "$RUN_LAST" 3 ' s')."
   fi
-  printf '\n%s\n' "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
+  printf '\n'
+  printf '%s\n' "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')" \
     "- Machine: $(nproc) CPUs, $CPU; $(uname -sr); load average before measuring: $LOAD_START" \
     "- gantry commit: $COMMIT, $BUILD_KIND" \
     "- Reproduce: \`benches/local-scale.sh\` (\`BENCH_SIZES\`, \`BENCH_RUNS\`; see benches/README.md)"

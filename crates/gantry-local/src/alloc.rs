@@ -22,6 +22,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::LocalError;
 use crate::meta::{META_FILE, NodeMeta};
@@ -223,18 +224,69 @@ pub fn release_all_of(machine: &MachineDir, node_dir: &Path) {
     }
 }
 
+/// The addresses this home's nodes record, read from their `node.json` files once (at the first
+/// allocation) and then kept up to date by the allocations made through it: one `up` of N nodes
+/// reads every `node.json` once, not once per node (N² reads, under the machine-wide lock, made
+/// a 1,000-node `up` spend most of its time here). Clones share the set.
+///
+/// A node another process creates after the set was read is not in it, and needs not be: every
+/// create reserves its address in the machine dir under the same lock before its `node.json`
+/// appears, and [`pick_address`] skips reserved addresses whose node exists (or is being
+/// created). A node deleted meanwhile only keeps its address out of use until the next command.
+#[derive(Debug, Clone, Default)]
+pub struct UsedAddresses(Arc<Mutex<Option<BTreeSet<Ipv4Addr>>>>);
+
+impl UsedAddresses {
+    /// Picks a free address for the node in `node_dir` (see [`pick_address`]) and counts it as
+    /// used from now on. Call under the allocation lock, then [`reserve`] it.
+    pub fn pick(
+        &self,
+        machine: &MachineDir,
+        root: &Path,
+        port: u16,
+        node_dir: &Path,
+    ) -> Result<Ipv4Addr, LocalError> {
+        let mut used = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let used = used.get_or_insert_with(|| {
+            all_nodes(root)
+                .into_iter()
+                .map(|(_, m)| m.address)
+                .collect()
+        });
+        let address = pick_address(machine, root, used, port, node_dir)?;
+        used.insert(address);
+        Ok(address)
+    }
+}
+
 /// Every `node.json` below `root` (any project, any cluster), skipping unreadable ones.
 pub fn all_nodes(root: &Path) -> Vec<(PathBuf, NodeMeta)> {
-    let mut out = Vec::new();
-    let Ok(projects) = std::fs::read_dir(root) else {
-        return out;
+    nodes_below(root, None, None)
+}
+
+/// The `node.json` files below `root` of one project and one cluster when given (None: all),
+/// skipping unreadable ones. A node lives in `<root>/<project>/<cluster>/<node>/`, named by the
+/// tags it was created with, so a listing of one cluster reads only that cluster's nodes. A
+/// name that is not one plain path component is ignored (all are read, the caller filters).
+pub fn nodes_below(
+    root: &Path,
+    project: Option<&str>,
+    cluster: Option<&str>,
+) -> Vec<(PathBuf, NodeMeta)> {
+    let plain = |n: &&str| !n.is_empty() && *n != "." && *n != ".." && !n.contains('/');
+    // The directories of one level: the named one only, or every one.
+    let level = |dir: &Path, name: Option<&str>| -> Vec<PathBuf> {
+        match name.filter(plain) {
+            Some(n) => vec![dir.join(n)],
+            None => std::fs::read_dir(dir)
+                .map(|r| r.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default(),
+        }
     };
-    for p in projects.flatten().filter(|e| e.path().is_dir()) {
-        let Ok(clusters) = std::fs::read_dir(p.path()) else {
-            continue;
-        };
-        for c in clusters.flatten().filter(|e| e.path().is_dir()) {
-            let Ok(nodes) = std::fs::read_dir(c.path()) else {
+    let mut out = Vec::new();
+    for p in level(root, project).into_iter().filter(|p| p.is_dir()) {
+        for c in level(&p, cluster).into_iter().filter(|c| c.is_dir()) {
+            let Ok(nodes) = std::fs::read_dir(&c) else {
                 continue;
             };
             for n in nodes.flatten() {

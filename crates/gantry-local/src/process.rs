@@ -10,11 +10,12 @@
 //! answering on the node's address may be anyone's), and how it finds a node's marker when its
 //! `node.json` is unreadable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -25,13 +26,52 @@ use crate::meta::NodeDir;
 /// Environment marker carried by every process of a node.
 pub const UID_ENV: &str = "GANTRY_NODE_UID";
 
-/// PIDs of live processes whose environment has `GANTRY_NODE_UID=<uid>`.
+/// PIDs of live processes whose environment has `GANTRY_NODE_UID=<uid>`, from a pass over
+/// `/proc` that started after this call (see [`marker_table`]).
 pub fn node_pids(uid: &str) -> Vec<i32> {
-    let needle = format!("{UID_ENV}={uid}");
+    marker_table(Instant::now())
+        .get(uid)
+        .into_iter()
+        .flatten()
+        .copied()
+        .filter(|pid| !is_zombie(*pid))
+        .collect()
+}
+
+/// Every process carrying a node marker, by marker: one pass over `/proc/*/environ`.
+type MarkerTable = HashMap<String, Vec<i32>>;
+
+/// The last pass over `/proc` and when it started; [`SCANNING`] is held by the pass in
+/// progress.
+static LAST_SCAN: Mutex<Option<(Instant, Arc<MarkerTable>)>> = Mutex::new(None);
+static SCANNING: Mutex<()> = Mutex::new(());
+
+/// A marker table made by a pass over `/proc` that started at or after `asked`, shared by every
+/// caller waiting at the same time. A pass reads every process's environment, so with a pass per
+/// node, deleting N nodes (N agents running) read N² environments: 1,000 nodes took most of a
+/// `destroy`'s time here. Concurrent deletes (and their polls) now share each pass. A pass that
+/// started after the caller asked sees what a pass of the caller's own would have seen: every
+/// process alive when it reads `/proc`, after the caller's signals were sent.
+fn marker_table(asked: Instant) -> Arc<MarkerTable> {
+    let _one_at_a_time = SCANNING.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((started, table)) = &*LAST_SCAN.lock().unwrap_or_else(PoisonError::into_inner)
+        && *started >= asked
+    {
+        return table.clone();
+    }
+    let started = Instant::now();
+    let table = Arc::new(scan_markers());
+    *LAST_SCAN.lock().unwrap_or_else(PoisonError::into_inner) = Some((started, table.clone()));
+    table
+}
+
+/// One pass over `/proc`: the processes (other than this one) carrying `GANTRY_NODE_UID`.
+fn scan_markers() -> MarkerTable {
+    let prefix = format!("{UID_ENV}=");
     let me = std::process::id() as i32;
-    let mut pids = Vec::new();
+    let mut table = MarkerTable::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
+        return table;
     };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -43,11 +83,14 @@ pub fn node_pids(uid: &str) -> Vec<i32> {
         let Ok(env) = std::fs::read(e.path().join("environ")) else {
             continue;
         };
-        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) && !is_zombie(pid) {
-            pids.push(pid);
+        let marker = env
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(prefix.as_bytes()));
+        if let Some(uid) = marker.and_then(|u| std::str::from_utf8(u).ok()) {
+            table.entry(uid.to_string()).or_default().push(pid);
         }
     }
-    pids
+    table
 }
 
 fn is_zombie(pid: i32) -> bool {

@@ -1,6 +1,5 @@
 //! [`LocalProvider`]: the `Provider` implementation over sandbox directories and agents.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -17,7 +16,7 @@ use gantry_provider::{
 
 use crate::LocalError;
 use crate::alloc::{
-    FileLock, MachineDir, all_nodes, pick_address, release, release_all_of, reserve,
+    FileLock, MachineDir, UsedAddresses, nodes_below, release, release_all_of, reserve,
 };
 use crate::meta::{NodeDir, NodeMeta};
 use crate::process::{UID_ENV, agent_running, agent_uids_of, kill_node_processes, ready_agent};
@@ -60,6 +59,8 @@ pub struct LocalProvider {
     cfg: LocalConfig,
     /// Tightens the modes of what earlier versions left open, once per provider.
     secured: Arc<Once>,
+    /// This home's node addresses, read once per provider (see [`UsedAddresses`]).
+    used: UsedAddresses,
 }
 
 impl LocalProvider {
@@ -67,6 +68,7 @@ impl LocalProvider {
         Self {
             cfg,
             secured: Arc::new(Once::new()),
+            used: UsedAddresses::default(),
         }
     }
 
@@ -223,6 +225,15 @@ pub struct Prepared {
 /// The first half of `create_node`: the node's directory under its final name, with an
 /// address reserved for it (or the existing node, not fresh). Blocking.
 pub fn prepare_node(cfg: &LocalConfig, req: &NodeRequest) -> Result<Prepared, LocalError> {
+    prepare_node_with(cfg, &UsedAddresses::default(), req)
+}
+
+/// [`prepare_node`] with the home's addresses as `used` knows them (the provider's, read once).
+fn prepare_node_with(
+    cfg: &LocalConfig,
+    used: &UsedAddresses,
+    req: &NodeRequest,
+) -> Result<Prepared, LocalError> {
     let machine = MachineDir::open(&cfg.machine_dir)?;
     let cluster_dir = cfg.root.join(&req.project).join(&req.cluster);
     let final_dir = cluster_dir.join(&req.name);
@@ -235,11 +246,7 @@ pub fn prepare_node(cfg: &LocalConfig, req: &NodeRequest) -> Result<Prepared, Lo
         });
     }
     remove_partial(&cluster_dir, Some(&req.name));
-    let used: BTreeSet<_> = all_nodes(&cfg.root)
-        .into_iter()
-        .map(|(_, m)| m.address)
-        .collect();
-    let address = pick_address(&machine, &cfg.root, &used, cfg.ssh_port, &final_dir)?;
+    let address = used.pick(&machine, &cfg.root, cfg.ssh_port, &final_dir)?;
     reserve(&machine, address, &final_dir)?;
     let tmp = cluster_dir.join(format!(".{}.tmp-{}", req.name, rand::random::<u32>()));
     let nd = NodeDir(tmp.clone());
@@ -331,12 +338,9 @@ pub fn start_agent(cfg: &LocalConfig, node: Prepared) -> Result<NodeMeta, LocalE
 fn readdress(cfg: &LocalConfig, dir: &Path, mut meta: NodeMeta) -> Result<NodeMeta, LocalError> {
     let machine = MachineDir::open(&cfg.machine_dir)?;
     let _guard = FileLock::acquire(&machine.alloc_lock())?;
-    let used: BTreeSet<_> = all_nodes(&cfg.root)
-        .into_iter()
-        .map(|(_, m)| m.address)
-        .collect();
     let old = meta.address;
-    let address = pick_address(&machine, &cfg.root, &used, cfg.ssh_port, dir)?;
+    // Rare (something took the address between the check and the bind): read afresh.
+    let address = UsedAddresses::default().pick(&machine, &cfg.root, cfg.ssh_port, dir)?;
     reserve(&machine, address, dir)?;
     meta.address = address;
     write_hostname_shim(&NodeDir(dir.to_path_buf()), &meta)?;
@@ -467,25 +471,17 @@ impl Provider for LocalProvider {
     }
 
     async fn list(&self, filter: &TagFilter) -> gantry_provider::Result<Vec<NodeInfo>> {
-        let root = match filter.equals.get(tags::PROJECT) {
-            Some(p) => self.cfg.root.join(p),
-            None => self.cfg.root.clone(),
-        };
-        let project_scoped = filter.equals.contains_key(tags::PROJECT);
         let filter = filter.clone();
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             this.secure();
-            let nodes = if project_scoped {
-                // all_nodes expects <root>/<project>/<cluster>/<node>; scan one project.
-                let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
-                all_nodes(&parent)
-                    .into_iter()
-                    .filter(|(d, _)| d.starts_with(&root))
-                    .collect()
-            } else {
-                all_nodes(&root)
-            };
+            // Only the directories of the filter's project and cluster are read: a listing of
+            // one cluster does not read every other node's `node.json`.
+            let nodes = nodes_below(
+                &this.cfg.root,
+                filter.equals.get(tags::PROJECT).map(String::as_str),
+                filter.equals.get(tags::CLUSTER).map(String::as_str),
+            );
             let mut out: Vec<NodeInfo> = nodes
                 .iter()
                 .filter(|(_, m)| filter.matches(&m.tags))
@@ -504,7 +500,7 @@ impl Provider for LocalProvider {
         let name = req.name.clone();
         tokio::task::spawn_blocking(move || {
             this.secure();
-            let node = prepare_node(&this.cfg, &req)?;
+            let node = prepare_node_with(&this.cfg, &this.used, &req)?;
             let dir = node.dir.clone();
             let meta = start_agent(&this.cfg, node)?;
             Ok::<_, LocalError>(info(&dir, &meta))

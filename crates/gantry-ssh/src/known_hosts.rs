@@ -10,13 +10,18 @@
 //! The file is OpenSSH's format, one line per alias (`ALIAS ssh-ed25519 AAAA...`), so that
 //! `ssh -o UserKnownHostsFile=FILE -o HostKeyAlias=ALIAS` trusts exactly what gantry trusts.
 //! Many connections pin at once (a 50-node `up`), so every change is made under an exclusive
-//! lock on a side file and written atomically (temporary file, then rename).
+//! lock on a side file and written atomically (temporary file, then rename). The changes that
+//! callers of one [`KnownHosts`] (and its clones) ask for while a write is under way are made
+//! together in the next write: each change rewrites and syncs the whole file, so one write per
+//! pin made a 1,000-node `up` (and each delete of a `destroy`) cost N² bytes and N fsyncs in a
+//! row. Every call still returns only once its own change is on disk.
 
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use russh::keys::{HashAlg, PublicKey};
 
@@ -32,15 +37,39 @@ pub enum HostKeyCheck {
     Matches,
 }
 
-/// A known_hosts file holding gantry's pins.
+/// A known_hosts file holding gantry's pins. Clones share their pending changes (see the module
+/// doc).
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
     path: PathBuf,
+    batch: Arc<Batch>,
+}
+
+/// A change to the file's lines; true when it changed them.
+type Edit = Box<dyn FnOnce(&mut Vec<String>) -> bool + Send>;
+
+/// Where the outcome of a queued change goes: the io error's kind and text on failure.
+type Outcome = Arc<Mutex<Option<Result<(), (std::io::ErrorKind, String)>>>>;
+
+/// The changes waiting for the next write of the file, and the right to write it.
+#[derive(Default)]
+struct Batch {
+    queue: Mutex<Vec<(Edit, Outcome)>>,
+    writing: Mutex<()>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").finish_non_exhaustive()
+    }
 }
 
 impl KnownHosts {
     pub fn new(path: impl Into<PathBuf>) -> KnownHosts {
-        KnownHosts { path: path.into() }
+        KnownHosts {
+            path: path.into(),
+            batch: Arc::default(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,9 +78,10 @@ impl KnownHosts {
 
     /// Removes the pin for `alias` (when its node is destroyed). Removing a missing pin is fine.
     pub fn forget(&self, alias: &str) -> Result<(), SshError> {
-        self.update(|lines| {
+        let alias = alias.to_string();
+        self.update(move |lines| {
             let before = lines.len();
-            lines.retain(|l| !line_matches(l, alias));
+            lines.retain(|l| !line_matches(l, &alias));
             before != lines.len()
         })
     }
@@ -62,8 +92,9 @@ impl KnownHosts {
         if aliases.is_empty() {
             return Ok(());
         }
-        let gone: std::collections::HashSet<&str> = aliases.iter().copied().collect();
-        self.update(|lines| {
+        let gone: std::collections::HashSet<String> =
+            aliases.iter().map(|a| a.to_string()).collect();
+        self.update(move |lines| {
             let before = lines.len();
             lines.retain(|l| !hosts_of(l).any(|h| gone.contains(h)));
             before != lines.len()
@@ -87,20 +118,23 @@ impl KnownHosts {
             reason: e.to_string(),
         })?;
         let line = format!("{alias} {}", public_key_data_line(&parsed));
-        let mut replaced = Vec::new();
-        self.update(|lines| {
-            if lines.iter().filter(|l| line_matches(l, alias)).eq([&line]) {
+        let replaced = Arc::new(Mutex::new(Vec::new()));
+        let (owned, found) = (alias.to_string(), replaced.clone());
+        self.update(move |lines| {
+            if lines.iter().filter(|l| line_matches(l, &owned)).eq([&line]) {
                 return false;
             }
-            replaced = lines
+            *found.lock().unwrap_or_else(PoisonError::into_inner) = lines
                 .iter()
-                .filter(|l| line_matches(l, alias))
+                .filter(|l| line_matches(l, &owned))
                 .filter_map(|l| key_part(l))
                 .collect();
-            lines.retain(|l| !line_matches(l, alias));
+            lines.retain(|l| !line_matches(l, &owned));
             lines.push(line);
             true
         })?;
+        let replaced =
+            std::mem::take(&mut *replaced.lock().unwrap_or_else(PoisonError::into_inner));
         for old in replaced {
             // A different key was trusted for this node: pinned on first contact by whatever
             // answered then, or left by hand.
@@ -126,16 +160,25 @@ impl KnownHosts {
         if let Some(pinned) = self.pinned(alias)? {
             return self.compare(alias, &pinned, &presented, key);
         }
-        let mut existing = None;
-        self.update(|lines| {
-            if let Some(line) = lines.iter().find(|l| line_matches(l, alias)) {
+        let existing = Arc::new(Mutex::new(None));
+        let (owned, line, found) = (
+            alias.to_string(),
+            format!("{alias} {presented}"),
+            existing.clone(),
+        );
+        self.update(move |lines| {
+            if let Some(pinned) = lines.iter().find(|l| line_matches(l, &owned)) {
                 // Pinned by a concurrent connection since we looked.
-                existing = key_part(line);
+                *found.lock().unwrap_or_else(PoisonError::into_inner) = key_part(pinned);
                 return false;
             }
-            lines.push(format!("{alias} {presented}"));
+            lines.push(line);
             true
         })?;
+        let existing = existing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         match existing {
             Some(pinned) => self.compare(alias, &pinned, &presented, key),
             None => {
@@ -182,28 +225,66 @@ impl KnownHosts {
         }
     }
 
-    /// Runs `edit` on the file's lines under the lock; writes the result if `edit` returns true.
-    fn update(&self, edit: impl FnOnce(&mut Vec<String>) -> bool) -> Result<(), SshError> {
-        let err = |source| SshError::KnownHosts {
+    /// Runs `edit` on the file's lines under the lock, in one write with whatever other changes
+    /// are queued by then (see the module doc); returns once the file holding it is synced.
+    fn update(
+        &self,
+        edit: impl FnOnce(&mut Vec<String>) -> bool + Send + 'static,
+    ) -> Result<(), SshError> {
+        let outcome = Outcome::default();
+        lock(&self.batch.queue).push((Box::new(edit), outcome.clone()));
+        let _writing = lock(&self.batch.writing);
+        // Made by the write that ran while we waited?
+        if let Some(done) = lock(&outcome).take() {
+            return done.map_err(|(kind, text)| self.io_error(std::io::Error::new(kind, text)));
+        }
+        let queued = std::mem::take(&mut *lock(&self.batch.queue));
+        let (edits, outcomes): (Vec<Edit>, Vec<Outcome>) = queued.into_iter().unzip();
+        let result = self.write_edits(edits);
+        let shared = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| (e.kind(), e.to_string()));
+        for o in &outcomes {
+            *lock(o) = Some(shared.clone());
+        }
+        lock(&outcome).take();
+        result.map_err(|e| self.io_error(e))
+    }
+
+    fn io_error(&self, source: std::io::Error) -> SshError {
+        SshError::KnownHosts {
             path: self.path.clone(),
             source,
-        };
+        }
+    }
+
+    /// Applies `edits` in order to the file's lines under the file lock (other processes) and
+    /// writes the result once when any of them changed it.
+    fn write_edits(&self, edits: Vec<Edit>) -> std::io::Result<()> {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(parent)
-                .map_err(err)?;
+                .create(parent)?;
         }
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(with_suffix(&self.path, ".lock"))
-            .map_err(err)?;
-        lock.lock().map_err(err)?;
-        let mut lines: Vec<String> = self.read()?.lines().map(str::to_string).collect();
-        if edit(&mut lines) {
+            .open(with_suffix(&self.path, ".lock"))?;
+        lock.lock()?;
+        let text = match fs::read_to_string(&self.path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let mut changed = false;
+        for edit in edits {
+            changed |= edit(&mut lines);
+        }
+        if changed {
             static COUNTER: AtomicU64 = AtomicU64::new(0);
             let tmp = with_suffix(
                 &self.path,
@@ -214,23 +295,29 @@ impl KnownHosts {
                 ),
             );
             let write = || -> std::io::Result<()> {
-                let mut f = fs::File::create(&tmp)?;
+                let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
                 for l in &lines {
                     f.write_all(l.as_bytes())?;
                     f.write_all(b"\n")?;
                 }
-                f.sync_all()?;
+                f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
                 fs::rename(&tmp, &self.path)
             };
             if let Err(e) = write() {
                 let _ = fs::remove_file(&tmp);
-                return Err(err(e));
+                return Err(e);
             }
         }
         // The lock is released when `lock` is closed.
         drop(lock);
         Ok(())
     }
+}
+
+/// A mutex of this module, taken even when a panicking holder poisoned it (the data is a queue
+/// or an outcome, whole at every point).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Whether a known_hosts line pins `alias` (plain host patterns only; markers and hashed

@@ -96,8 +96,9 @@ async fn upload_download_round_trip_keeps_mode() {
         .download("/nonexistent/file", &client.dir.path().join("x"))
         .await
         .unwrap_err();
+    // Said in words, naming the file (not the bare SFTP status).
     assert!(
-        matches!(missing, SshError::RemoteMissing { .. }),
+        matches!(&missing, SshError::RemoteMissing { path } if path == "/nonexistent/file"),
         "{missing}"
     );
     assert!(!missing.is_transport(), "{missing}");
