@@ -86,9 +86,10 @@ declare -A ENVS=(
   [docker-exec]="BENCH_NODES=2${GANTRY_TEST_DOCKER_HOST:+ BENCH_DOCKER_HOST=$GANTRY_TEST_DOCKER_HOST}"
   [aws-terraform]="BENCH_SIZES=2 BENCH_SKIP_TERRAFORM=1"
   [etcd-quickstart]=""
+  [local-scale]="BENCH_SIZES=3"
 )
 names=("$@")
-((${#names[@]})) || names=(local-fanout docker-exec aws-terraform etcd-quickstart)
+((${#names[@]})) || names=(local-fanout docker-exec aws-terraform etcd-quickstart local-scale)
 for f in benches/*.sh; do
   n=$(basename "$f" .sh)
   [[ $n == check || $n == lib || -v "ENVS[$n]" ]] ||

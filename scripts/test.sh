@@ -9,6 +9,9 @@ scripts/install-deps.sh
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 
+echo "== structure (scripts/check-structure.py)" >&2
+scripts/check-structure.py
+
 echo "== cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -9,20 +9,22 @@
 //!
 //! Concurrent `create_node` calls with the same launch parameters share one `RunInstances`
 //! (see `instances::batch`); the caller's address for `from: caller` rules is given or
-//! detected (see `caller`).
+//! detected (see `gantry_provider::cloud::caller`).
 //!
 //! The provider by idea: this file holds its configuration, its clients and the `Provider`
 //! implementation, which hands each operation to the module of what it acts on: `instances`
 //! (nodes, with the coalescers of `RunInstances` and `DescribeInstances`), `security_group`,
 //! `key_pair`, `network` (the optional VPC), `images` (AMI aliases and the pools' check);
-//! `rules` (the security group's rules) and `caller` serve them.
+//! `rules` (the security group's rules) and `kind` (the provider kind: its `provider:` section,
+//! listing scopes) serve them.
 
-mod caller;
 mod error;
 mod images;
 mod instances;
 mod key_pair;
+mod kind;
 mod network;
+pub mod options;
 mod rules;
 mod security_group;
 
@@ -33,7 +35,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_ec2::Client as Ec2;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use gantry_core::AwsOptions;
 use gantry_core::Tags;
 use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{
@@ -41,19 +42,21 @@ use gantry_provider::{
 };
 use tokio::sync::OnceCell;
 
-pub use caller::{CALLER_IP_URL_ENV, DEFAULT_CALLER_IP_URL, DETECT_TIMEOUT, cidr_of_answer};
 pub(crate) use error::{err, sdk};
+pub use gantry_provider::cloud::caller::{
+    CALLER_CIDR_ENV, CALLER_IP_URL_ENV, DEFAULT_CALLER_IP_URL, DETECT_TIMEOUT, cidr_of_answer,
+};
 pub use instances::batch::{
     BATCH_INDICES_TAG, BATCH_TAG, MAX_BATCH, MAX_WAIT, PENDING_NAME, TestHooks, WINDOW,
 };
 pub use instances::client_token;
 pub use instances::listing::{LIST_MAX_WAIT, LIST_WINDOW};
 pub use key_pair::key_pair_name;
+pub use kind::{AwsKind, REGIONS_ENV, aws_options, region_provider};
+pub use options::{AWS_DEFAULT_INSTANCE_TYPES, AwsOptions};
 
 /// The login user when the spec names none.
 pub const DEFAULT_USER: &str = "ec2-user";
-/// The environment variable `from: caller` falls back to.
-pub const CALLER_CIDR_ENV: &str = "GANTRY_CALLER_CIDR";
 
 /// How long to retry `DependencyViolation` while deleting supporting resources.
 const DEPENDENCY_TIMEOUT: Duration = Duration::from_secs(300);
@@ -384,38 +387,21 @@ impl AwsProvider {
     pub(crate) async fn caller_cidr(&self) -> gantry_provider::Result<String> {
         self.caller
             .get_or_try_init(|| async {
-                if let Some(c) = &self.cfg.options.caller_cidr {
-                    return Ok(c.clone());
-                }
-                if let Ok(v) = std::env::var(CALLER_CIDR_ENV)
-                    && !v.trim().is_empty()
-                {
-                    return Ok(v.trim().to_string());
-                }
-                let url = caller::url(self.caller_ip_url.as_deref());
-                match caller::detect(&url).await {
-                    Ok(cidr) => {
-                        tracing::info!(%cidr, %url, "detected the caller's address");
-                        Ok(cidr)
-                    }
-                    Err(why) => Err(self
-                        .e(
-                            "AuthorizeSecurityGroupIngress",
-                            "caller",
-                            ErrorKind::InvalidInput,
-                            format!(
-                                "a rule allows `from: caller` (the default: ssh from the caller) \
-                                 but the caller's address is not known: neither `caller_cidr` \
-                                 nor {CALLER_CIDR_ENV} is set, and detecting it with GET {url} \
-                                 failed: {why}"
-                            ),
-                        )
-                        .with_hint(format!(
-                            "set `caller_cidr: YOUR.PUBLIC.IP/32` under `provider: {{aws: ...}}` \
-                             or the environment variable {CALLER_CIDR_ENV}, or point \
-                             {CALLER_IP_URL_ENV} at a service that answers your address"
-                        ))),
-                }
+                gantry_provider::cloud::caller::resolve(
+                    self.cfg.options.caller_cidr.as_deref(),
+                    self.caller_ip_url.as_deref(),
+                    "`caller_cidr` under `provider: {aws: ...}`",
+                )
+                .await
+                .map_err(|u| {
+                    self.e(
+                        "AuthorizeSecurityGroupIngress",
+                        "caller",
+                        ErrorKind::InvalidInput,
+                        u.message,
+                    )
+                    .with_hint(u.hint)
+                })
             })
             .await
             .cloned()
@@ -450,7 +436,7 @@ impl Provider for AwsProvider {
 
     async fn ensure_cluster_resources(&self, req: &ClusterRequest) -> gantry_provider::Result<()> {
         self.check_pools().await?;
-        if req.allow.is_empty() || req.allow.iter().any(|r| r.from == "caller") {
+        if gantry_provider::cloud::caller::needs_caller(&req.allow) {
             self.caller_cidr().await?;
         }
         let t = cluster_tags(req);
@@ -470,6 +456,15 @@ impl Provider for AwsProvider {
 
     /// The security group (created, or its rules authorized and revoked), then the key pair
     /// (imported).
+    /// `from: caller` needs the caller's address: known (spec, `GANTRY_CALLER_CIDR`) or
+    /// detected now, before anything starts.
+    async fn preflight(&self, req: &ClusterRequest) -> gantry_provider::Result<()> {
+        if gantry_provider::cloud::caller::needs_caller(&req.allow) {
+            self.caller_cidr().await?;
+        }
+        Ok(())
+    }
+
     async fn plan_cluster_resources(
         &self,
         req: &ClusterRequest,

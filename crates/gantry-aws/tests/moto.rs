@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_sdk_ec2::types::Filter;
+use gantry_aws::AwsOptions;
 use gantry_aws::{AwsConfig, AwsProvider};
 use gantry_core::tags::{self, TagFilter};
-use gantry_core::{AllowRule, AwsOptions, Tags};
+use gantry_core::{AllowRule, Tags};
 use gantry_provider::{ClusterRequest, ErrorKind, NodeRequest, Provider};
 
 const PUBKEY: &str =

@@ -1,6 +1,6 @@
 //! The application layer's context for this binary ([`gantry_engine::app::App`]): the state
 //! store, the project's SSH identity, Ctrl-C, and how providers are built ([`CliProviders`],
-//! over `context` and `docker`, the one place the binary builds them).
+//! over `context` and the registry of [`crate::providers`]).
 
 use std::sync::Arc;
 
@@ -19,10 +19,11 @@ use crate::exit::{CliResult, Failure};
 struct CliProviders {
     home: Home,
     ssh: ClientConfig,
+    project: String,
 }
 
-/// A provider that cannot be built (the binary was built without it), as an engine error that
-/// keeps the message and the hint.
+/// A provider that cannot be built (the binary was built without it, options that do not
+/// decode), as an engine error that keeps the message and the hint.
 fn unavailable(f: Failure) -> EngineError {
     EngineError::ProviderUnavailable {
         message: format!("{:#}", f.error),
@@ -32,19 +33,26 @@ fn unavailable(f: Failure) -> EngineError {
 
 impl Providers for CliProviders {
     fn for_spec(&self, spec: &ClusterSpec) -> Result<Arc<dyn Provider>, EngineError> {
-        context::provider_for_spec(&self.home, &self.ssh, spec).map_err(unavailable)
+        context::provider_for_spec(&self.home, &self.ssh, &self.project, spec).map_err(unavailable)
     }
 
     fn unrecorded(&self) -> Result<Arc<dyn Provider>, EngineError> {
-        context::local_provider(&self.home, &self.ssh, None).map_err(unavailable)
+        context::unrecorded_provider(&self.home, &self.ssh, &self.project).map_err(unavailable)
     }
 
     fn transport(&self, spec: &ClusterSpec, project: &str) -> Option<Arc<dyn Transport>> {
-        crate::docker::transport(spec, project)
+        // A spec whose provider cannot be built has no transport either; building the provider
+        // reports why.
+        context::transport_for_spec(&self.home, &self.ssh, project, spec)
+            .ok()
+            .flatten()
     }
 
     fn elsewhere(&self) -> Vec<Arc<dyn Provider>> {
-        crate::docker::default_engine().into_iter().collect()
+        context::default_places(&self.home, &self.ssh, &self.project)
+            .into_iter()
+            .skip(1)
+            .collect()
     }
 }
 
@@ -64,6 +72,7 @@ pub fn app(g: &Global, home: &Home) -> CliResult<App> {
         providers: Arc::new(CliProviders {
             home: home.clone(),
             ssh,
+            project: g.project.clone(),
         }),
     })
 }

@@ -1,5 +1,6 @@
 //! Resolving where things live (`GANTRY_HOME`) and building the engine's context: the state
-//! store, the project's SSH key and pins, the provider of a cluster, and Ctrl-C handling.
+//! store, the project's SSH key and pins, the provider of a cluster (through the registry of
+//! [`crate::providers`]), and Ctrl-C handling.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use gantry_core::ClusterSpec;
 use gantry_engine::app::LoadedCluster;
 use gantry_engine::events::Listener;
 use gantry_engine::ops::Context;
-use gantry_local::{LocalConfig, LocalProvider};
-use gantry_provider::Provider;
+use gantry_engine::transport::Transport;
+use gantry_provider::registry::BuildEnv;
+use gantry_provider::{Provider, ProviderError};
 use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
 use gantry_state::{SqliteStore, StateStore};
 use tokio_util::sync::CancellationToken;
@@ -62,9 +64,6 @@ impl Home {
     pub fn known_hosts(&self, project: &str) -> PathBuf {
         self.project_dir(project).join("known_hosts")
     }
-    pub fn local_root(&self) -> PathBuf {
-        self.root.join("local")
-    }
     /// The values of blueprints' secret params and the rendered outputs, per project and
     /// cluster uid (0700; files 0600), until the encrypted store replaces it.
     pub fn secrets_dir(&self) -> PathBuf {
@@ -106,106 +105,73 @@ pub fn current_user() -> String {
         .unwrap_or_else(|| "root".into())
 }
 
-/// Every provider the binary builds goes through here: what it returns is checked
-/// ([`gantry_provider::checked`]) before any name, address or user reaches a file or a path.
-fn checked(p: Arc<dyn Provider>) -> Arc<dyn Provider> {
-    gantry_provider::checked::Checked::wrap(p)
-}
-
-/// The provider a spec names.
-pub fn provider_for_spec(
-    home: &Home,
-    ssh: &ClientConfig,
-    spec: &ClusterSpec,
-) -> Result<Arc<dyn Provider>, Failure> {
-    match &spec.provider {
-        gantry_core::ProviderSpec::Local(opts) => local_provider(home, ssh, opts.ssh_port),
-        gantry_core::ProviderSpec::Docker(opts) => crate::docker::provider(spec, opts).map(checked),
-        gantry_core::ProviderSpec::Aws(opts) => aws_provider(spec, opts),
+/// What this binary gives every provider kind to build providers with.
+pub fn build_env(home: &Home, ssh: &ClientConfig, project: &str) -> BuildEnv {
+    BuildEnv {
+        project: project.into(),
+        data_dir: home.root.clone(),
+        user: current_user(),
+        ssh_public_key: ssh.key.public_openssh(),
+        executable: std::env::current_exe().ok(),
     }
 }
 
-/// The AWS provider of a spec; its clients are built on first use (no IO here).
-#[cfg(feature = "aws")]
-fn aws_provider(
-    spec: &ClusterSpec,
-    opts: &gantry_core::AwsOptions,
-) -> Result<Arc<dyn Provider>, Failure> {
-    Ok(checked(Arc::new(gantry_aws::AwsProvider::new(
-        gantry_aws::AwsConfig {
-            options: opts.clone(),
-            ssh_user: spec.ssh_user.clone(),
-            pools: spec
-                .pools
-                .iter()
-                .map(|p| (p.size.clone(), p.image.clone()))
-                .collect(),
-            static_credentials: None,
-        },
-    ))))
+/// A provider that cannot be built (a kind this binary lacks, options that do not decode), as
+/// a usage failure with the provider's hint.
+pub fn provider_failure(e: ProviderError) -> Failure {
+    let hint = e.hint.clone();
+    let f = Failure::new(exit::USAGE, anyhow::Error::new(e));
+    match hint {
+        Some(h) => f.hint(h),
+        None => f,
+    }
 }
 
-/// An AWS provider that only lists: one region, the standard credential chain, the spec's
-/// endpoint override if any (else the SDK's own `AWS_ENDPOINT_URL`). For `gantry ls`, which
-/// lists whole regions by the project's tags rather than one cluster.
-#[cfg(feature = "aws")]
-pub fn aws_region_provider(
-    region: &str,
-    endpoint: Option<&str>,
-) -> Result<Arc<dyn Provider>, Failure> {
-    Ok(checked(Arc::new(gantry_aws::AwsProvider::new(
-        gantry_aws::AwsConfig {
-            options: gantry_core::AwsOptions {
-                region: region.into(),
-                endpoint: endpoint.map(str::to_owned),
-                ..Default::default()
-            },
-            ssh_user: None,
-            pools: vec![],
-            static_credentials: None,
-        },
-    ))))
-}
-
-#[cfg(not(feature = "aws"))]
-pub fn aws_region_provider(
-    _region: &str,
-    _endpoint: Option<&str>,
-) -> Result<Arc<dyn Provider>, Failure> {
-    Err(Failure::new(
-        exit::USAGE,
-        anyhow::anyhow!("this gantry was built without the aws provider"),
-    )
-    .hint("rebuild with the default features (`cargo build` without --no-default-features)"))
-}
-
-#[cfg(not(feature = "aws"))]
-fn aws_provider(
-    _spec: &ClusterSpec,
-    _opts: &gantry_core::AwsOptions,
-) -> Result<Arc<dyn Provider>, Failure> {
-    Err(Failure::new(
-        exit::USAGE,
-        anyhow::anyhow!("this gantry was built without the aws provider"),
-    )
-    .hint("rebuild with the default features (`cargo build` without --no-default-features)"))
-}
-
-pub fn local_provider(
+/// The provider a spec names, built by its kind ([`crate::providers`]) and checked.
+pub fn provider_for_spec(
     home: &Home,
     ssh: &ClientConfig,
-    port: Option<u16>,
+    project: &str,
+    spec: &ClusterSpec,
 ) -> Result<Arc<dyn Provider>, Failure> {
-    let exe =
-        std::env::current_exe().context("failed to find the gantry binary to run node agents")?;
-    Ok(checked(Arc::new(LocalProvider::new(LocalConfig {
-        root: home.local_root(),
-        agent_exe: exe,
-        ssh_port: port.unwrap_or(gantry_local::DEFAULT_SSH_PORT),
-        user: current_user(),
-        authorized_keys: vec![ssh.key.public_openssh()],
-        machine_dir: gantry_local::default_machine_dir(),
-    }))))
+    crate::providers::registry()
+        .build(spec, &build_env(home, ssh, project))
+        .map_err(provider_failure)
+}
+
+/// How a spec's nodes are reached when not over SSH (Docker exec); None: SSH.
+pub fn transport_for_spec(
+    home: &Home,
+    ssh: &ClientConfig,
+    project: &str,
+    spec: &ClusterSpec,
+) -> Result<Option<Arc<dyn Transport>>, Failure> {
+    crate::providers::registry()
+        .transport(spec, &build_env(home, ssh, project))
+        .map_err(provider_failure)
+}
+
+/// Where an unrecorded cluster's nodes may be, most likely first (local nodes, then the
+/// default Docker engine).
+pub fn default_places(home: &Home, ssh: &ClientConfig, project: &str) -> Vec<Arc<dyn Provider>> {
+    crate::providers::registry().default_places(&build_env(home, ssh, project))
+}
+
+/// The provider of a cluster the store has no record of: the first default place.
+pub fn unrecorded_provider(
+    home: &Home,
+    ssh: &ClientConfig,
+    project: &str,
+) -> Result<Arc<dyn Provider>, Failure> {
+    default_places(home, ssh, project)
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!("this gantry has no provider for clusters it has no record of"),
+            )
+        })
 }
 
 /// The provider of an existing cluster, from its recorded spec (local when there is no record:
@@ -220,8 +186,8 @@ pub async fn provider_for_cluster(
 ) -> Result<(Arc<dyn Provider>, Option<LoadedCluster>), Failure> {
     let loaded = gantry_engine::app::load_cluster(store.as_ref(), project, cluster).await?;
     let provider = match &loaded {
-        Some(c) => provider_for_spec(home, ssh, &c.spec)?,
-        None => local_provider(home, ssh, None)?,
+        Some(c) => provider_for_spec(home, ssh, project, &c.spec)?,
+        None => unrecorded_provider(home, ssh, project)?,
     };
     Ok((provider, loaded))
 }

@@ -1,5 +1,6 @@
 //! Every environment variable gantry reads, as one documented constant each (used by clap's
-//! `env =` and by the docs).
+//! `env =` and by the docs). A provider's own variables live in its crate (AWS regions to list:
+//! `GANTRY_AWS_REGIONS`, read by the aws provider kind).
 
 /// Where gantry keeps all its data (state DB, keys, local nodes). Default:
 /// `$XDG_DATA_HOME/gantry`, else `~/.local/share/gantry`.
@@ -17,10 +18,6 @@ pub const GANTRY_CONCURRENCY: &str = "GANTRY_CONCURRENCY";
 /// `1` lets `up` install packages that blueprint artifacts name (apt-get), like
 /// `--allow-packages`.
 pub const GANTRY_ALLOW_PACKAGES: &str = "GANTRY_ALLOW_PACKAGES";
-/// AWS regions `gantry ls` lists besides those of the tracked AWS clusters, comma-separated
-/// (e.g. `us-east-1,eu-west-1`). Added to `--region`, not replaced by it, so it is read directly
-/// rather than through clap's `env =`.
-pub const GANTRY_AWS_REGIONS: &str = "GANTRY_AWS_REGIONS";
 /// How long `gantry ls` serves a region's cached listing, e.g. `5m`; `0s` never does. Like
 /// `--max-age`; default `60s`.
 pub const GANTRY_LS_MAX_AGE: &str = "GANTRY_LS_MAX_AGE";

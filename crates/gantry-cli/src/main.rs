@@ -7,11 +7,11 @@ mod app;
 mod cli;
 mod commands;
 mod context;
-mod docker;
 mod env_vars;
 mod exit;
 mod output;
 mod progress;
+mod providers;
 
 use clap::Parser;
 

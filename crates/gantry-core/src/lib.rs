@@ -9,6 +9,7 @@ pub mod blueprint;
 pub mod error;
 pub mod event;
 pub mod names;
+pub mod reader;
 pub mod secret;
 pub mod spec;
 pub mod status;
@@ -18,8 +19,8 @@ pub mod target;
 pub use error::{CoreError, SpecError, SpecErrorItem};
 pub use names::{NodeName, node_name, parse_node_name, validate_name, validate_user};
 pub use spec::{
-    AllowRule, AwsOptions, ClusterSpec, DockerOptions, LocalOptions, NetworkSpec, PoolSpec,
-    ProviderSpec, Readiness,
+    AllowRule, ClusterSpec, NetworkSpec, PoolSpec, ProviderOptions, ProviderSection, ProviderSpec,
+    Readiness, ReadinessRule,
 };
 pub use tags::Tags;
 pub use target::Target;

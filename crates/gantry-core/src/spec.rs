@@ -1,7 +1,9 @@
 //! The cluster spec (`apiVersion: gantry/v1`).
 //!
-//! Types only live here; `spec::parse` turns YAML text into a validated [`ClusterSpec`] or a
-//! [`SpecError`](crate::SpecError) listing every problem at `file:line:column` with a hint.
+//! Types live here; `spec::parse` turns YAML text into a validated [`ClusterSpec`] or a
+//! [`SpecError`](crate::SpecError) listing every problem at `file:line:column` with a hint (read
+//! with [`crate::reader`]); [`network`] holds the `allow` rules and their warnings; [`provider`]
+//! the provider-neutral `provider:` section, which each provider crate reads and decodes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,12 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::Tags;
 
+pub mod network;
 pub(crate) mod parse;
-pub(crate) mod yaml;
-pub use parse::{
-    MAX_POOL_COUNT, OPEN_PORTS_WITHOUT_WARNING, parse, parse_duration, render_error,
-    render_warnings, warnings,
-};
+pub mod provider;
+pub use crate::reader::{render_error, render_warnings};
+pub use network::{OPEN_PORTS_WITHOUT_WARNING, check_from, warnings};
+pub use parse::{MAX_POOL_COUNT, parse, parse_duration};
+pub use provider::{ProviderOptions, ProviderSection, ProviderSpec, ReadinessRule};
 
 /// Default cluster lifetime when the spec gives none.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(12 * 3600);
@@ -64,9 +67,6 @@ pub fn expiry_within_bound(
     (at <= checked_expiry(now, MAX_LIFETIME)?).then_some(at)
 }
 
-/// Providers a spec may name; an unknown one is an error that lists these.
-pub const KNOWN_PROVIDERS: &[&str] = &["local", "docker", "aws"];
-
 /// A validated cluster spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterSpec {
@@ -102,136 +102,8 @@ impl ClusterSpec {
         hex::encode(sha2::Sha256::digest(&json))
     }
 
-    pub fn provider_name(&self) -> &'static str {
+    pub fn provider_name(&self) -> &str {
         self.provider.name()
-    }
-}
-
-/// The provider and its options: a map with exactly one key in YAML, e.g. `provider: {local: {}}`
-/// or the short form `provider: local`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderSpec {
-    Local(LocalOptions),
-    Docker(DockerOptions),
-    Aws(AwsOptions),
-}
-
-impl ProviderSpec {
-    /// Whether the spec's `allow` rules open a firewall to the addresses they name (a cloud's
-    /// security group), rather than only reaching this machine (local nodes, Docker ports
-    /// published on 127.0.0.1).
-    pub fn opens_firewall(&self) -> bool {
-        matches!(self, ProviderSpec::Aws(_))
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ProviderSpec::Local(_) => "local",
-            ProviderSpec::Docker(_) => "docker",
-            ProviderSpec::Aws(_) => "aws",
-        }
-    }
-}
-
-/// Options of the local provider.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalOptions {
-    /// TCP port the node agents' SSH servers listen on (each on its node's own address).
-    /// Default 2222.
-    #[serde(default)]
-    pub ssh_port: Option<u16>,
-}
-
-/// Options of the Docker provider (`provider: {docker: {image: ...}}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DockerOptions {
-    /// The engine: `unix:///path/docker.sock`, `tcp://host:2375`, or a socket path. Default:
-    /// `DOCKER_HOST`, else `unix:///var/run/docker.sock`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host: Option<String>,
-    /// The image of pools whose image is `default` (required); a pool's own `image` is used as a
-    /// Docker image reference.
-    pub image: String,
-    /// An existing user-defined network to attach nodes to instead of the one gantry creates per
-    /// cluster (gantry never removes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// Run the containers privileged (default false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub privileged: bool,
-}
-
-/// What the pool sizes mean on Docker: (size, CPUs in thousandths, memory in MiB), applied as
-/// the container's CPU and memory limits. Any other size is a spec error.
-pub const DOCKER_SIZES: &[(&str, u32, u64)] = &[
-    ("small", 1000, 1024),
-    ("medium", 2000, 4096),
-    ("large", 4000, 8192),
-];
-
-/// The CPU (thousandths) and memory (MiB) limits of a Docker pool size.
-pub fn docker_size(size: &str) -> Option<(u32, u64)> {
-    DOCKER_SIZES
-        .iter()
-        .find(|(s, _, _)| *s == size)
-        .map(|(_, c, m)| (*c, *m))
-}
-
-/// Options of the AWS provider (`provider: {aws: {...}}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AwsOptions {
-    /// e.g. `us-east-1` (required).
-    pub region: String,
-    /// Availability zones the nodes of each pool are spread over, round-robin by index.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub zones: Vec<String>,
-    /// `default` (the region's default VPC), `create` (a tagged VPC per cluster) or a `vpc-…` id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vpc: Option<String>,
-    /// A `subnet-…` id to launch into.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnet: Option<String>,
-    /// Pool size alias → instance type; merged over the defaults (see [`AwsOptions::instance_type`]).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub instance_types: BTreeMap<String, String>,
-    /// An `ami-…` id for pools whose image is `default`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ami: Option<String>,
-    /// An image alias (`al2023`, `ubuntu-22.04`, …) resolved through SSM public parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub spot: bool,
-    /// API endpoint override (an emulator); `AWS_ENDPOINT_URL` works too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// The CIDR `from: caller` stands for; `GANTRY_CALLER_CIDR` works too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller_cidr: Option<String>,
-}
-
-/// Instance types of the size aliases when the spec maps none.
-pub const AWS_DEFAULT_INSTANCE_TYPES: &[(&str, &str)] = &[
-    ("small", "t3.micro"),
-    ("medium", "t3.large"),
-    ("large", "m5.xlarge"),
-];
-
-impl AwsOptions {
-    /// The instance type of a pool size: the spec's map, then the defaults, else the size itself.
-    pub fn instance_type(&self, size: &str) -> String {
-        if let Some(t) = self.instance_types.get(size) {
-            return t.clone();
-        }
-        AWS_DEFAULT_INSTANCE_TYPES
-            .iter()
-            .find(|(k, _)| *k == size)
-            .map(|(_, v)| (*v).to_string())
-            .unwrap_or_else(|| size.to_string())
     }
 }
 

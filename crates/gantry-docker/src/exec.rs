@@ -20,14 +20,10 @@ use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerO
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
 
+use gantry_provider::transport::OutputSink as ExecOutput;
+
 use crate::DockerProvider;
 use crate::error::DockerError;
-
-/// Where a command's output goes as it arrives.
-pub trait ExecOutput: Send {
-    fn stdout(&mut self, data: &[u8]);
-    fn stderr(&mut self, data: &[u8]);
-}
 
 /// Drops everything.
 pub(crate) struct Discard;

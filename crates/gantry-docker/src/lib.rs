@@ -5,7 +5,8 @@
 //! machines: each node is a long-running container with its own hostname and address on one
 //! user-defined network per cluster, and gantry reaches it through the Docker exec API, so the
 //! image needs no sshd ([`exec`]: run with exit code and streamed output, put/get through the
-//! archive API, an interactive exec with a tty).
+//! archive API, an interactive exec with a tty; [`DockerTransport`]: all of it as gantry's
+//! `Transport`, so the engine reaches Docker nodes like any other).
 //!
 //! What gantry keeps true here (see ARCHITECTURE.md):
 //! - **Names.** A node's container is `gantry.<project>.<node>` ([`container_name`]), its network
@@ -30,11 +31,16 @@
 
 mod error;
 pub mod exec;
+mod kind;
+pub mod options;
 mod provider;
+mod transport;
 
 pub use error::DockerError;
-pub use exec::ExecOutput;
+pub use kind::{DockerKind, docker_options, engine};
+pub use options::{DOCKER_SIZES, DockerOptions, docker_size};
 pub use provider::{DockerConfig, DockerProvider};
+pub use transport::DockerTransport;
 
 /// Label: what a resource is to gantry (`node`, `network`, `tags`, `probe`).
 pub const LABEL_KIND: &str = "gantry.kind";

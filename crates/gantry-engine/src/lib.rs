@@ -15,8 +15,6 @@
 //!   render, expand into DAG steps, run over the cluster's transport, checkpoint by input hash).
 //! - [`secrets`]: where the values of blueprints' `secret` params and the rendered outputs are
 //!   kept (outside the state store), behind a small trait.
-//! - [`record`]: a cluster's stored record with its decoded spec (an undecodable one is an error
-//!   naming it).
 //! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
 //! - [`app`]: the application layer the CLI (and later the server) calls: a cluster with its
 //!   decoded spec, the nodes a target names, the listing of the whole project.
@@ -30,7 +28,6 @@ pub mod gc;
 pub mod lock;
 pub mod ops;
 pub mod plan;
-pub mod record;
 pub mod secrets;
 pub mod transport;
 

@@ -13,17 +13,18 @@
 //! holds what they share: the [`Context`], observation by world, and the node records.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use gantry_core::ClusterSpec;
 use gantry_core::tags::{self, TagFilter, World};
 use gantry_provider::{NodeInfo, Provider};
-use gantry_ssh::{ClientConfig, ConnectSpec, Session};
+use gantry_ssh::ClientConfig;
 use gantry_state::{ClusterRecord, NodeRecord, StateStore};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
-use crate::dag::{self, StepError};
+use crate::dag;
 use crate::events::Listener;
 
 mod destroy;
@@ -259,75 +260,27 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Pins the host key the provider reports for `node` (one it made itself), replacing any
-/// earlier pin, so the first connection is checked like every later one: whatever else answers
-/// on the node's address is refused as a changed host key instead of being trusted. Nodes
-/// whose key the provider does not know are pinned on first contact.
-fn pin_reported_key(
-    known_hosts: &gantry_ssh::KnownHosts,
-    node: &NodeInfo,
-) -> Result<(), StepError> {
-    match &node.host_key {
-        Some(key) => known_hosts
-            .pin(&node.name, key)
-            .map_err(|e| StepError::fatal(e.to_string())),
-        None => Ok(()),
+/// The spec a record was last brought up with; an error naming the record when it does not
+/// decode, or names another provider than the record does (its options are the provider
+/// kind's to decode, when the provider is built).
+pub fn decode_spec(record: &ClusterRecord) -> Result<ClusterSpec, EngineError> {
+    let unreadable = |source| EngineError::RecordUnreadable {
+        project: record.project.clone(),
+        cluster: record.name.clone(),
+        provider: record.provider.clone(),
+        source,
+    };
+    let spec = serde_json::from_str::<ClusterSpec>(&record.spec_json).map_err(unreadable)?;
+    if spec.provider_name() != record.provider {
+        return Err(unreadable(<serde_json::Error as serde::de::Error>::custom(
+            format!(
+                "its spec names the provider {}, its record {}",
+                spec.provider_name(),
+                record.provider
+            ),
+        )));
     }
-}
-
-/// Waits until `node` answers SSH (a real handshake and `true`), pinning its host key: the
-/// one the provider reported, else the first one presented.
-async fn wait_ssh(
-    ssh: ClientConfig,
-    node: NodeInfo,
-    timeout: Duration,
-    cancel: CancellationToken,
-) -> Result<(), StepError> {
-    let spec = connect_spec(&node)
-        .ok_or_else(|| StepError::fatal(format!("{} has no ssh endpoint", node.name)))?;
-    pin_reported_key(&ssh.known_hosts, &node)?;
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let attempt = async {
-            let s = Session::connect(&spec, &ssh).await?;
-            let out = s.exec_capture("true").await;
-            s.close().await;
-            out
-        };
-        match attempt.await {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => {
-                return Err(StepError::fatal(format!(
-                    "`true` exited with {:?} on {}",
-                    o.status, spec.alias
-                )));
-            }
-            Err(e) if !e.is_transport() => return Err(StepError::fatal(e.to_string())),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(StepError::fatal(format!(
-                    "{} did not answer ssh within {} s: {e}",
-                    spec.alias,
-                    timeout.as_secs()
-                )));
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return Err(StepError::fatal("interrupted while waiting for ssh")),
-            _ = tokio::time::sleep(delay) => {}
-        }
-        delay = (delay * 2).min(Duration::from_secs(1));
-    }
-}
-
-pub fn connect_spec(node: &NodeInfo) -> Option<ConnectSpec> {
-    node.ssh.as_ref().map(|e| ConnectSpec {
-        alias: node.name.clone(),
-        host: e.host.clone(),
-        port: e.port,
-        user: e.user.clone(),
-    })
+    Ok(spec)
 }
 
 fn node_record(project: &str, cluster: &str, n: &NodeInfo) -> NodeRecord {

@@ -135,12 +135,12 @@ fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gantry_core::{LocalOptions, NetworkSpec, PoolSpec, ProviderSpec, Readiness};
+    use gantry_core::{NetworkSpec, PoolSpec, ProviderOptions, ProviderSpec, Readiness};
 
     fn spec(counts: &[(&str, u32)]) -> ClusterSpec {
         ClusterSpec {
             name: "demo".into(),
-            provider: ProviderSpec::Local(LocalOptions::default()),
+            provider: ProviderSpec::new("local", ProviderOptions::default()),
             pools: counts
                 .iter()
                 .map(|(n, c)| PoolSpec {

@@ -24,6 +24,7 @@
 mod agent;
 mod alloc;
 mod error;
+mod kind;
 mod meta;
 mod process;
 mod provider;
@@ -31,6 +32,7 @@ mod provider;
 pub use agent::run_agent;
 pub use alloc::{MachineDir, default_machine_dir};
 pub use error::LocalError;
+pub use kind::{LocalKind, LocalOptions};
 pub use meta::NodeMeta;
 pub use provider::{
     AGENT_EXIT_ADDRESS_IN_USE, LocalConfig, LocalProvider, Prepared, prepare_node, start_agent,

@@ -139,6 +139,10 @@ impl Provider for Checked {
         self.inner.ensure_cluster_resources(req).await
     }
 
+    async fn preflight(&self, req: &ClusterRequest) -> Result<()> {
+        self.inner.preflight(req).await
+    }
+
     async fn plan_cluster_resources(&self, req: &ClusterRequest) -> Result<Vec<ResourceChange>> {
         self.inner.plan_cluster_resources(req).await
     }

@@ -17,6 +17,11 @@
 //! - Everything created carries the request's tags before or as it is created, so `list` finds
 //!   it by tags even if gantry's own records never heard of it.
 //! - `delete_node` of a node that is already gone succeeds.
+//!
+//! How nodes are reached once they exist is [`transport::Transport`], here too, so that a
+//! provider with its own way in (Docker's exec API) implements it in its own crate. Each
+//! provider plugs in as a [`registry::ProviderKind`]: its spec section, how it is built, its
+//! transport and where its nodes are listed.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -27,8 +32,11 @@ use gantry_core::tags::TagFilter;
 use serde::{Deserialize, Serialize};
 
 pub mod checked;
+pub mod cloud;
 pub mod conformance;
+pub mod registry;
 pub mod testkit;
+pub mod transport;
 
 /// What to create.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +232,14 @@ pub trait Provider: Send + Sync {
 
     /// Creates network/firewall/key resources a cluster needs. Idempotent. Default: none needed.
     async fn ensure_cluster_resources(&self, _req: &ClusterRequest) -> Result<()> {
+        Ok(())
+    }
+
+    /// What must hold before a run for `req` starts, told without changing anything (the
+    /// caller's address that `from: caller` rules need): `plan` and `up`'s preflight call it
+    /// before anything starts, so such a run fails at once with how to fix it rather than
+    /// half-way. Optional capability: the default finds nothing missing.
+    async fn preflight(&self, _req: &ClusterRequest) -> Result<()> {
         Ok(())
     }
 

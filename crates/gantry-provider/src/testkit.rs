@@ -176,3 +176,34 @@ impl Provider for MemoryProvider {
         Ok(())
     }
 }
+
+/// A spec section for tests of code above the providers (the engine's): the kind `local`, with
+/// no options (`provider: local` or `provider: {local: {}}`), as the local provider records it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestSection;
+
+impl gantry_core::ProviderSection for TestSection {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn read_options(
+        &self,
+        r: &mut gantry_core::reader::Reader,
+        _at: gantry_core::reader::Pos,
+        options: Option<&gantry_core::reader::Node>,
+    ) -> Option<gantry_core::ProviderOptions> {
+        if let Some(o) = options {
+            r.fields(o, "local", "the local provider options", &[])?;
+        }
+        gantry_core::ProviderOptions::from_typed(&serde_json::json!({ "ssh_port": null })).ok()
+    }
+}
+
+/// Parses a spec whose provider is [`TestSection`]'s `local`.
+pub fn parse_spec(
+    file: &str,
+    text: &str,
+) -> std::result::Result<gantry_core::ClusterSpec, gantry_core::SpecError> {
+    gantry_core::spec::parse(file, text, &[&TestSection])
+}

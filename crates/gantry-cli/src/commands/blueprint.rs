@@ -308,7 +308,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
     let ssh = context::ssh_config(&home, &g.project)?;
-    let provider = context::provider_for_spec(&home, &ssh, &spec)?;
+    let provider = context::provider_for_spec(&home, &ssh, &g.project, &spec)?;
     let listed = provider
         .list(&gantry_core::tags::TagFilter::cluster(
             &g.project, &spec.name,

@@ -117,7 +117,7 @@ pub fn load_spec(path: &Path) -> Result<(ClusterSpec, String), Failure> {
             .map_err(|e| Failure::new(exit::USAGE, e))?;
         (path.display().to_string(), text)
     };
-    match gantry_core::spec::parse(&name, &text) {
+    match crate::providers::registry().parse_spec(&name, &text) {
         Ok(spec) => Ok((spec, text)),
         Err(e) => {
             eprint!("{}", gantry_core::spec::render_error(&e, &text));
@@ -133,7 +133,8 @@ pub fn load_spec(path: &Path) -> Result<(ClusterSpec, String), Failure> {
 /// Prints the spec's warnings ([`gantry_core::spec::warnings`]: rules open to the whole
 /// internet) on stderr, located like spec errors, and returns them (for JSON output).
 pub fn warn_about_spec(path: &Path, spec: &ClusterSpec, text: &str) -> Vec<serde_json::Value> {
-    let items = gantry_core::spec::warnings(text, spec);
+    let opens_firewall = crate::providers::registry().opens_firewall(spec);
+    let items = gantry_core::spec::warnings(text, spec, opens_firewall);
     let name = if path == Path::new("-") {
         "<stdin>".to_string()
     } else {

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use gantry_engine::app::RemoteTarget;
 use gantry_engine::transport::{ExitStatus, NodeTarget, OutputSink, TransportError};
-use gantry_ssh::Session;
 use serde_json::json;
 
 use super::parse_target;
@@ -153,14 +152,14 @@ pub async fn run(g: &Global, target: &str, concurrency: usize, command: &[String
                 }));
             }
             Err(e) => {
-                if e.transport {
+                if e.is_transport() {
                     transport_errors += 1
                 } else {
                     other_errors += 1
                 }
-                eprintln!("{}: {}", node.name, e.message);
+                eprintln!("{}: {e}", node.name);
                 items.push(json!({"node": node.name, "exit_code": null, "signal": null, "stdout": "", "stderr": "",
-                    "error": e.message, "transport_error": e.transport}));
+                    "error": e.to_string(), "transport_error": e.is_transport()}));
             }
         }
     }
@@ -201,13 +200,13 @@ fn report_transfers(
                 items.push(json!({"node": node.name, "bytes": bytes, "path": path, "error": null}));
             }
             Err(e) => {
-                if e.transport {
+                if e.is_transport() {
                     transport_errors += 1
                 } else {
                     other_errors += 1
                 }
-                eprintln!("{}: {}", node.name, e.message);
-                items.push(json!({"node": node.name, "bytes": null, "error": e.message, "transport_error": e.transport}));
+                eprintln!("{}: {e}", node.name);
+                items.push(json!({"node": node.name, "bytes": null, "error": e.to_string(), "transport_error": e.is_transport()}));
             }
         }
     }
@@ -319,38 +318,17 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
         eprintln!("{} nodes match; connecting to {}", r.nodes.len(), node.name);
     }
     let cmd = (!command.is_empty()).then(|| command.join(" "));
-    if let Some(spec) = &r.spec
-        && let gantry_core::ProviderSpec::Docker(opts) = &spec.provider
-    {
-        return crate::docker::shell(spec, opts, &g.project, &node.name, cmd.as_deref()).await;
-    }
-    let Some(ssh) = &r.ssh else {
-        return Err(Failure::new(
-            exit::FAILURE,
-            anyhow::anyhow!("{}: no interactive transport", node.name),
-        ));
-    };
-    let session = ssh.session(node).await.map_err(|e| {
-        let code = if e.transport {
+    // The cluster's own transport: an SSH session, or an interactive Docker exec.
+    let status = r.transport.shell(node, cmd.as_deref()).await;
+    r.transport.close().await;
+    let status = status.map_err(|e| {
+        let code = if e.is_transport() {
             exit::TRANSPORT
         } else {
             exit::FAILURE
         };
-        Failure::new(code, anyhow::anyhow!("{}: {}", node.name, e.message))
+        Failure::new(code, anyhow::anyhow!("{}: {e}", node.name))
     })?;
-    let status = Session::shell(&session, cmd.as_deref())
-        .await
-        .map_err(|e| {
-            Failure::new(
-                if e.is_transport() {
-                    exit::TRANSPORT
-                } else {
-                    exit::FAILURE
-                },
-                e,
-            )
-        })?;
-    session.close().await;
     Ok(match (status.code, &status.signal) {
         (Some(c), _) => c as i32,
         // As a shell reports it: 128 + the signal's number.
@@ -359,31 +337,34 @@ pub async fn ssh(g: &Global, target: &str, command: &[String]) -> CliResult {
     })
 }
 
-/// `gantry ssh-config` of a docker cluster: there is no SSH to configure; say so and how to get
-/// a shell. `Ok(None)` for every other cluster.
+/// `gantry ssh-config` of a cluster whose nodes are reached through their provider's own
+/// transport (Docker exec): there is no SSH to configure; say so and how to get a shell.
+/// `Ok(None)` for every other cluster.
 pub async fn ssh_config_not_applicable(g: &Global, cluster: &str) -> CliResult<Option<i32>> {
     if gantry_core::validate_name(cluster).is_err() {
         return Ok(None);
     }
     let home = Home::resolve(g.home.as_deref())?;
     let store = context::open_store(&home)?;
-    let record = gantry_engine::app::load_cluster(store.as_ref(), &g.project, cluster).await?;
-    let docker =
-        record.is_some_and(|c| matches!(c.spec.provider, gantry_core::ProviderSpec::Docker(_)));
-    if !docker {
+    let Some(record) =
+        gantry_engine::app::load_cluster(store.as_ref(), &g.project, cluster).await?
+    else {
+        return Ok(None);
+    };
+    let ssh = context::ssh_config(&home, &g.project)?;
+    if context::transport_for_spec(&home, &ssh, &g.project, &record.spec)?.is_none() {
         return Ok(None);
     }
+    let kind = record.spec.provider_name();
     Err(Failure::new(
         exit::USAGE,
         anyhow::anyhow!(
-            "ssh-config does not apply to cluster {cluster}: its docker nodes run no sshd and are \
-             reached through the Docker exec API"
+            "ssh-config does not apply to cluster {cluster}: its {kind} nodes run no sshd and are \
+             reached through the {kind} provider's own API"
         ),
     )
     .hint(format!(
-        "use `gantry ssh {cluster}/1` (or `gantry run {cluster} -- CMD`); with the docker CLI: \
-         `docker exec -it gantry.{}.NODE sh` against the cluster's engine",
-        g.project
+        "use `gantry ssh {cluster}/1` (or `gantry run {cluster} -- CMD`)"
     )))
 }
 

@@ -516,3 +516,64 @@ fn aws_up_revokes_the_rules_the_spec_no_longer_holds() {
     gantry(&g, &moto, &["destroy", c, "--yes"]).ok();
     assert_eq!(counts(&moto, "gantry-cluster", c), [0; 7]);
 }
+
+/// `from: caller` with no way to know the caller's address (no `caller_cidr`, no
+/// GANTRY_CALLER_CIDR, detection pointed at a loopback port nothing listens on: offline) fails
+/// `plan` and `up` before anything starts, saying to set GANTRY_CALLER_CIDR: no run is
+/// recorded and nothing is created.
+#[test]
+fn an_unknown_caller_fails_plan_and_up_before_anything_starts() {
+    let Some(moto) = Moto::start() else { return };
+    let g = Gantry::new();
+    let c = "nocaller";
+    let p = g.work().join("nocaller.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: gantry/v1\nname: {c}\nprovider:\n  aws:\n    region: us-east-1\n\
+             lifetime: 1h\nreadiness: api\npools:\n  - name: db\n    count: 1\n"
+        ),
+    )
+    .unwrap();
+    // A port that was free a moment ago: nothing answers there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let run = |args: &[&str]| {
+        let mut cmd = g.command(args);
+        moto.env(&mut cmd);
+        cmd.env("GANTRY_CALLER_IP_URL", format!("http://127.0.0.1:{port}/"))
+            .env_remove("GANTRY_CALLER_CIDR");
+        g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
+            .wait(TIMEOUT)
+    };
+    for args in [
+        &["plan", "-f", p.to_str().unwrap()][..],
+        &["up", "-f", p.to_str().unwrap()],
+    ] {
+        let out = run(args);
+        assert_ne!(out.code, Some(0), "`gantry {}` succeeded", args.join(" "));
+        assert!(
+            out.stderr.contains("caller's address is not known")
+                && out.stderr.contains("GANTRY_CALLER_CIDR"),
+            "`gantry {}`: {}",
+            args.join(" "),
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("steps (run"),
+            "`gantry {}` started a run: {}",
+            args.join(" "),
+            out.stderr
+        );
+    }
+    assert_eq!(
+        gantry(&g, &moto, &["runs", "--output", "json"]).ok().json(),
+        serde_json::json!([])
+    );
+    for r in ["instances", "security-groups", "key-pairs"] {
+        assert_eq!(moto.count(r, "gantry-cluster", c), 0, "{r}");
+    }
+}

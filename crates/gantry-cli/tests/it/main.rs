@@ -28,6 +28,7 @@ mod lock;
 )]
 mod moto;
 mod names;
+mod old_records;
 mod openssh;
 // The hostile neighbour of the hardening tests (used by several modules).
 mod other_user;

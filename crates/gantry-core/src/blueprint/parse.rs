@@ -1,6 +1,6 @@
 //! `blueprint.yaml` → [`Blueprint`], and the spec's `blueprints:` list, with every problem
-//! located. Reuses the spec parser's position-keeping YAML tree and its field helpers, so both
-//! formats report errors the same way.
+//! located. Read with [`crate::reader`], like the spec, so both formats report errors the same
+//! way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -10,9 +10,10 @@ use super::{
     DEFAULT_STEP_TIMEOUT, DEFAULT_WAIT_TIMEOUT, Loc, Output, Param, ParamType, RefLocs, Script,
     StepDef, StepTarget, Text, UploadSource, WaitCheck,
 };
-use crate::spec::parse::{Cx, Field, closest, list, parse_duration};
-use crate::spec::yaml::{self, Kind, Node, Pos, Scalar};
-use crate::{SpecError, SpecErrorItem};
+use crate::SpecError;
+use crate::reader::parse_duration;
+use crate::reader::yaml::{self, Kind, Node, Pos, Scalar};
+use crate::reader::{Field, Reader, closest, list};
 
 const TOP: &[&str] = &[
     "name",
@@ -52,7 +53,7 @@ fn loc(p: Pos) -> Loc {
 
 /// Parses and checks a `blueprint.yaml`. `file` labels errors.
 pub fn parse(file: &str, text: &str) -> Result<Blueprint, SpecError> {
-    let mut cx = Cx::default();
+    let mut cx = Reader::new();
     let bp = match yaml::load(text) {
         Ok(Some(root)) => cx.blueprint(&root),
         Ok(None) => {
@@ -68,25 +69,7 @@ pub fn parse(file: &str, text: &str) -> Result<Blueprint, SpecError> {
             None
         }
     };
-    match bp {
-        Some(bp) if cx.items.is_empty() => Ok(bp),
-        _ => {
-            let mut items = cx.items;
-            if items.is_empty() {
-                items.push(SpecErrorItem {
-                    line: 1,
-                    column: 1,
-                    message: "invalid blueprint".into(),
-                    hint: None,
-                });
-            }
-            items.sort_by_key(|i| (i.line, i.column));
-            Err(SpecError {
-                file: file.into(),
-                items,
-            })
-        }
-    }
+    cx.finish(file, bp)
 }
 
 /// A YAML value as JSON (params are free-form data).
@@ -126,7 +109,7 @@ fn is_step_id(s: &str) -> bool {
         && s.len() <= 63
 }
 
-impl Cx {
+impl Reader {
     /// The spec's `blueprints:` list.
     pub(crate) fn blueprint_refs(&mut self, f: Field<'_>) -> Option<Vec<BlueprintRef>> {
         let Kind::Seq(items) = &f.value.kind else {
@@ -364,7 +347,7 @@ impl Cx {
                 }
             }
         }
-        let int = |cx: &mut Cx, k: &str| match fields.opt(k) {
+        let int = |cx: &mut Reader, k: &str| match fields.opt(k) {
             Some(f) => cx.int(f, "1").and_then(|v| i64::try_from(v).ok()).map(Some),
             None => Some(None),
         };
@@ -688,7 +671,7 @@ impl Cx {
             }
             _ => {
                 let f = self.fields(a.value, "wait", "`wait`", WAIT)?;
-                let text = |cx: &mut Cx, k: &str| {
+                let text = |cx: &mut Reader, k: &str| {
                     f.opt(k).and_then(|v| {
                         Some(Text {
                             text: cx.string(v)?.to_string(),
@@ -981,19 +964,5 @@ steps:
         assert!(e.contains("bp.yaml:4:") && e.contains("secret"), "{e}");
         let e = err("name: x\nsteps: []\noutputs:\n  a: {secret: true}\n");
         assert!(e.contains("value"), "{e}");
-    }
-
-    #[test]
-    fn spec_blueprints_keep_param_positions() {
-        let spec = crate::spec::parse(
-            "s.yaml",
-            "apiVersion: gantry/v1\nname: d\nprovider: local\npools: [{name: db, count: 1}]\nblueprints:\n  - name: hello\n    params: {greeting: hi, n: 3, l: [1, 2]}\n",
-        )
-        .unwrap();
-        let r = &spec.blueprints[0];
-        assert_eq!(r.source, BlueprintSource::Name("hello".into()));
-        assert_eq!(r.params["n"], serde_json::json!(3));
-        assert_eq!(r.params["l"], serde_json::json!([1, 2]));
-        assert_eq!(r.locs.params["n"].0, Loc { line: 7, col: 28 });
     }
 }

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use gantry_core::{ClusterSpec, DockerOptions};
+use gantry_core::ClusterSpec;
+
+use crate::options::DockerOptions;
 
 /// How the provider is set up; [`DockerConfig::from_spec`] builds it from a cluster spec.
 #[derive(Debug, Clone)]

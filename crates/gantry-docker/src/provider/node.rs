@@ -245,8 +245,8 @@ impl DockerProvider {
     ) -> Result<(), DockerError> {
         let image = self.image_of(&req.image);
         self.check_image(&image).await?;
-        let (milli_cpus, mib) = gantry_core::spec::docker_size(&req.size).ok_or_else(|| {
-            let sizes: Vec<&str> = gantry_core::spec::DOCKER_SIZES
+        let (milli_cpus, mib) = crate::options::docker_size(&req.size).ok_or_else(|| {
+            let sizes: Vec<&str> = crate::options::DOCKER_SIZES
                 .iter()
                 .map(|(s, _, _)| *s)
                 .collect();

@@ -1,16 +1,40 @@
-//! A cluster as every command sees it: its record and its decoded spec (loaded in one place,
-//! [`crate::record`], re-exported here) and the nodes a target names among the ones a provider
-//! lists.
+//! A cluster as every command sees it: its record and its decoded spec, loaded in one place so
+//! that a record whose spec cannot be decoded (written by a newer gantry, or damaged) is an
+//! error naming it, never silently a local cluster with default readiness; and the nodes a
+//! target names among the ones a provider lists.
 
 use std::sync::Arc;
 
-use gantry_core::Target;
 use gantry_core::tags::TagFilter;
 use gantry_core::target::Selector;
+use gantry_core::{ClusterSpec, Target};
 use gantry_provider::{NodeInfo, Provider};
+use gantry_state::{ClusterRecord, StateStore};
 
 use crate::EngineError;
-pub use crate::record::{LoadedCluster, decode_spec, load_cluster};
+
+/// A recorded cluster and the spec it was last brought up with.
+#[derive(Debug, Clone)]
+pub struct LoadedCluster {
+    pub record: ClusterRecord,
+    pub spec: ClusterSpec,
+}
+
+pub use crate::ops::decode_spec;
+
+/// The record of `cluster` with its spec; `None` when the store has no record of it (it may
+/// still have nodes: a run that crashed before recording it, or a lost state file).
+pub async fn load_cluster(
+    store: &dyn StateStore,
+    project: &str,
+    cluster: &str,
+) -> Result<Option<LoadedCluster>, EngineError> {
+    let Some(record) = store.get_cluster(project, cluster).await? else {
+        return Ok(None);
+    };
+    let spec = decode_spec(&record)?;
+    Ok(Some(LoadedCluster { record, spec }))
+}
 
 /// The nodes `target` names among those `provider` lists for its cluster (whoever made them),
 /// in the provider's order. An error when the cluster has no nodes, when nothing matches, and
@@ -87,6 +111,38 @@ mod tests {
             created_at: String::new(),
             host_key: None,
         }
+    }
+
+    fn record(spec_json: &str) -> ClusterRecord {
+        let now = time::OffsetDateTime::now_utc();
+        ClusterRecord {
+            project: "p".into(),
+            name: "c".into(),
+            uid: "u".into(),
+            provider: "aws".into(),
+            spec_yaml: String::new(),
+            spec_json: spec_json.into(),
+            spec_hash: String::new(),
+            generation: 1,
+            status: gantry_core::status::ClusterStatus::Ready,
+            created_at: now,
+            updated_at: now,
+            expires_at: now,
+        }
+    }
+
+    #[test]
+    fn an_undecodable_spec_is_an_error_naming_the_record() {
+        let e = decode_spec(&record("{\"name\": \"c\", \"provider\": {\"gcp\": {}}}")).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("cluster c") && text.contains("project p") && text.contains("aws"),
+            "{text}"
+        );
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "keeps the decoder's error"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use gantry_core::ClusterSpec;
 use gantry_core::tags::{self, TagFilter, World};
+pub use gantry_provider::registry::{OnError, Scope, Warning};
 use gantry_provider::{NodeInfo, Provider, ProviderError};
 use gantry_state::{ClusterRecord, InventoryRecord, StateStore};
 use time::OffsetDateTime;
@@ -76,39 +77,6 @@ impl ProjectRecords {
     }
 }
 
-/// What a scope's failed listing means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    /// The whole listing fails (local nodes: a directory scan that should never fail).
-    Fail,
-    /// A warning naming the scope; the others still list.
-    Warn,
-    /// Nothing to say unless a recorded cluster lives there (the default Docker engine: none
-    /// running is the usual case), then a warning.
-    Quiet,
-}
-
-/// One place nodes are listed by the project's tags.
-pub struct Scope {
-    /// Unique among the scopes; the inventory cache's key for a cacheable scope
-    /// (`aws:REGION`, `aws:REGION@ENDPOINT`).
-    pub key: String,
-    /// The provider it lists, as `ls` shows it: `local`, `docker`, `aws`.
-    pub kind: String,
-    /// Shown beside its clusters (an AWS region).
-    pub region: Option<String>,
-    /// For messages: `AWS region us-east-1`, `docker engine unix:///…`.
-    pub what: String,
-    pub provider: Arc<dyn Provider>,
-    /// Its listings may be kept in, and served from, the inventory cache.
-    pub cacheable: bool,
-    /// How long one listing may take.
-    pub timeout: Option<Duration>,
-    pub on_error: OnError,
-    /// The recorded clusters whose nodes live here.
-    pub clusters: Vec<String>,
-}
-
 /// Whether listings may come from the inventory cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheUse {
@@ -121,13 +89,6 @@ impl CacheUse {
     pub const LIVE: CacheUse = CacheUse {
         max_age: Duration::ZERO,
     };
-}
-
-/// Something worth telling, tied to a region when it is about one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    pub region: Option<String>,
-    pub message: String,
 }
 
 /// What one scope's listing gave.

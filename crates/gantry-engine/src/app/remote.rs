@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use gantry_core::{ClusterSpec, Target};
+use gantry_core::Target;
 
 use super::cluster::select_nodes;
 use super::ops::App;
@@ -19,11 +19,6 @@ use crate::transport::{
 pub struct RemoteTarget {
     pub nodes: Vec<NodeTarget>,
     pub transport: Arc<dyn Transport>,
-    /// The SSH transport when the cluster is reached over SSH (an interactive shell needs its
-    /// session).
-    pub ssh: Option<Arc<SshTransport>>,
-    /// The cluster's recorded spec (None: no record).
-    pub spec: Option<ClusterSpec>,
     cancel: tokio_util::sync::CancellationToken,
 }
 
@@ -33,12 +28,9 @@ impl App {
     pub async fn remote(&self, target: &Target) -> Result<RemoteTarget, EngineError> {
         let c = self.cluster(&target.cluster, None).await?;
         let chosen = select_nodes(&c.ctx.provider, &self.project, target).await?;
-        let (transport, ssh): (Arc<dyn Transport>, _) = match c.ctx.transport {
-            Some(t) => (t, None),
-            None => {
-                let t = Arc::new(SshTransport::new(self.ssh.clone()));
-                (t.clone() as Arc<dyn Transport>, Some(t))
-            }
+        let transport: Arc<dyn Transport> = match c.ctx.transport {
+            Some(t) => t,
+            None => Arc::new(SshTransport::new(self.ssh.clone())),
         };
         let nodes = chosen
             .iter()
@@ -52,8 +44,6 @@ impl App {
         Ok(RemoteTarget {
             nodes,
             transport,
-            ssh,
-            spec: c.loaded.map(|l| l.spec),
             cancel: self.cancel.clone(),
         })
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use gantry_core::blueprint::{ArtifactSource, Blueprint};
 use sha2::Digest;
 
-use super::exec::{Remote, shq};
+use super::remote::{Remote, shq};
 use super::render::ArtifactPaths;
 use crate::EngineError;
 
@@ -154,7 +154,7 @@ pub async fn resolve_on_node(
                             None,
                         )
                         .await
-                        .map_err(|x| e(x.message))?;
+                        .map_err(|x| e(x.to_string()))?;
                     if !st.success() {
                         return Err(e(format!(
                             "cannot create ~/.gantry/artifacts on {node}: {out}"
@@ -165,17 +165,17 @@ pub async fn resolve_on_node(
                     let (st, _) = remote
                         .sh(&format!("test -f {}", shq(&dest)), None)
                         .await
-                        .map_err(|x| e(x.message))?;
+                        .map_err(|x| e(x.to_string()))?;
                     if !st.success() {
                         let tmp = format!("{dest}.tmp");
                         remote
                             .upload(Path::new(&local), &tmp)
                             .await
-                            .map_err(|x| e(format!("uploading to {node}: {}", x.message)))?;
+                            .map_err(|x| e(format!("uploading to {node}: {x}")))?;
                         remote
                             .sh(&format!("mv -f {} {}", shq(&tmp), shq(&dest)), None)
                             .await
-                            .map_err(|x| e(x.message))?;
+                            .map_err(|x| e(x.to_string()))?;
                     }
                     dest
                 }
@@ -184,7 +184,7 @@ pub async fn resolve_on_node(
                 let (st, _) = remote
                     .sh(&format!("test -e {}", shq(path)), None)
                     .await
-                    .map_err(|x| e(x.message))?;
+                    .map_err(|x| e(x.to_string()))?;
                 if !st.success() {
                     return Err(e(format!("{path} does not exist on {node}")));
                 }
@@ -192,7 +192,10 @@ pub async fn resolve_on_node(
             }
             ArtifactSource::Command { command, package } => {
                 let which = format!("command -v {}", shq(command));
-                let (st, out) = remote.sh(&which, None).await.map_err(|x| e(x.message))?;
+                let (st, out) = remote
+                    .sh(&which, None)
+                    .await
+                    .map_err(|x| e(x.to_string()))?;
                 if st.success() {
                     out.trim().to_string()
                 } else {
@@ -216,14 +219,20 @@ pub async fn resolve_on_node(
                          $S apt-get -o DPkg::Lock::Timeout=600 install -y -q {p}; }}",
                         p = shq(pkg)
                     );
-                    let (st, out) = remote.sh(&install, None).await.map_err(|x| e(x.message))?;
+                    let (st, out) = remote
+                        .sh(&install, None)
+                        .await
+                        .map_err(|x| e(x.to_string()))?;
                     if !st.success() {
                         return Err(e(format!(
                             "installing package `{pkg}` on {node} failed ({st}):\n{}",
-                            super::exec::tail(&out, 20)
+                            super::remote::tail(&out, 20)
                         )));
                     }
-                    let (st, out) = remote.sh(&which, None).await.map_err(|x| e(x.message))?;
+                    let (st, out) = remote
+                        .sh(&which, None)
+                        .await
+                        .map_err(|x| e(x.to_string()))?;
                     if !st.success() {
                         return Err(e(format!(
                             "package `{pkg}` is installed on {node} but `{command}` is still \

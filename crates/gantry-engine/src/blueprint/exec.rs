@@ -20,7 +20,6 @@
 //! (scripts 0700, boot files 0600), since rendered scripts may hold secrets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,89 +33,19 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::expand::{self, Instance, NodeView, Rendered};
+pub use super::remote::{Remote, shq, tail};
 use super::render::{ArtifactPaths, ClusterView};
 use super::{Apply, artifacts, secrets};
 use crate::EngineError;
 use crate::dag::{self, Checkpoints, Step, StepError};
 use crate::events::Events;
 use crate::secrets::SecretStore;
-use crate::transport::{
-    ExitStatus, NodeTarget, OutputSink, SshTransport, Transport, TransportError,
-};
+use crate::transport::{NodeTarget, SshTransport, Transport, TransportError};
 
 /// Lines of output a failure shows.
 const TAIL_LINES: usize = 20;
 /// Where a node keeps its boot steps.
 const BOOT_FILE: &str = ".gantry/blueprints/boot.json";
-
-/// Single-quotes `s` for a POSIX shell.
-pub fn shq(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The last `n` lines of `out`, indented, for error messages.
-pub fn tail(out: &str, n: usize) -> String {
-    let lines: Vec<&str> = out.lines().collect();
-    let from = lines.len().saturating_sub(n);
-    lines[from..]
-        .iter()
-        .map(|l| format!("  | {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Collects stdout and stderr interleaved, bounded to the last 64 KiB.
-#[derive(Default)]
-struct TailSink(Vec<u8>);
-
-impl TailSink {
-    fn push(&mut self, data: &[u8]) {
-        self.0.extend_from_slice(data);
-        const MAX: usize = 64 << 10;
-        if self.0.len() > MAX {
-            let cut = self.0.len() - MAX;
-            self.0.drain(..cut);
-        }
-    }
-}
-
-impl OutputSink for TailSink {
-    fn stdout(&mut self, data: &[u8]) {
-        self.push(data);
-    }
-    fn stderr(&mut self, data: &[u8]) {
-        self.push(data);
-    }
-}
-
-/// One node reached over the shared transport.
-#[derive(Clone)]
-pub struct Remote {
-    pub transport: Arc<dyn Transport>,
-    pub target: NodeTarget,
-}
-
-impl Remote {
-    /// Runs `command` in the node's home (stdin optional); returns the status and the combined
-    /// output.
-    pub async fn sh(
-        &self,
-        command: &str,
-        stdin: Option<&[u8]>,
-    ) -> Result<(ExitStatus, String), TransportError> {
-        let mut sink = TailSink::default();
-        let cmd = format!("cd \"$HOME\" && {command}");
-        let st = self
-            .transport
-            .exec(&self.target, &cmd, stdin, &mut sink)
-            .await?;
-        Ok((st, String::from_utf8_lossy(&sink.0).into_owned()))
-    }
-
-    pub async fn upload(&self, local: &Path, remote: &str) -> Result<u64, TransportError> {
-        self.transport.upload(&self.target, local, remote).await
-    }
-}
 
 /// The environment every script sees. The node's address is `GANTRY_NODE_ADDRESS`, the one name
 /// on every provider (local nodes' and Docker containers' own environment use it too);
@@ -147,8 +76,8 @@ struct Failed {
 impl From<TransportError> for Failed {
     fn from(e: TransportError) -> Self {
         Failed {
-            transport: e.transport,
-            message: e.message,
+            transport: e.is_transport(),
+            message: e.to_string(),
         }
     }
 }
@@ -309,7 +238,7 @@ async fn run_action(
                         Ok((st, out)) => {
                             Err(format!("{st}; last output:\n{}", tail(&out, TAIL_LINES)))
                         }
-                        Err(e) => Err(e.message),
+                        Err(e) => Err(e.to_string()),
                     }
                 }
             })
@@ -816,7 +745,7 @@ async fn run_boot(
     let (st, out) = remote
         .sh(&format!("cat {BOOT_FILE} 2>/dev/null || true"), None)
         .await
-        .map_err(|e| StepError::retryable(e.message))?;
+        .map_err(|e| StepError::retryable(e.to_string()))?;
     if !st.success() || out.trim().is_empty() {
         return Ok(());
     }

@@ -14,6 +14,7 @@
 //! - [`artifacts`]: URL downloads into the cache (verified), commands and paths on nodes.
 //! - [`exec`]: instances → DAG steps over the cluster's transport (SSH, Docker exec);
 //!   checkpoints; `boot` steps after a start.
+//! - [`remote`]: one node as steps and artifacts see it (shell commands, uploads, output tail).
 //!
 //! [`prepare`] is the whole validation: it loads, checks params and targets, and dry-renders
 //! every template and script for every node the spec asks for, so a typo in a template or an
@@ -34,6 +35,7 @@ pub mod exec;
 pub mod expand;
 pub mod load;
 pub mod params;
+pub mod remote;
 pub mod render;
 pub mod secrets;
 

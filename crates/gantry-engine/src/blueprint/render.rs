@@ -15,6 +15,36 @@ use serde::{Deserialize, Serialize};
 
 use super::located;
 
+/// What one instance does on its node, fully rendered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Rendered {
+    /// A script run by the node's shell in its home.
+    Run { script: String },
+    /// Write `content` to `dest` (a rendered template or a file of the blueprint).
+    Write {
+        dest: String,
+        content: Vec<u8>,
+        mode: Option<u32>,
+    },
+    /// Copy a file already on the node (an artifact) to `dest`.
+    Copy {
+        src: String,
+        dest: String,
+        mode: Option<u32>,
+    },
+    /// Wait until `host:port` accepts a TCP connection (checked from gantry's machine).
+    Tcp { address: String, timeout_secs: u64 },
+    /// Wait until `url` answers `status` (checked from gantry's machine).
+    Http {
+        url: String,
+        status: u16,
+        timeout_secs: u64,
+    },
+    /// Wait until `command` exits 0 on the node.
+    Command { command: String, timeout_secs: u64 },
+}
+
 /// `cluster` in templates.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterView {

@@ -18,7 +18,7 @@ use gantry_core::secret::{Masker, Secret};
 use serde_json::{Map, Value};
 use sha2::Digest;
 
-use super::expand::Rendered;
+use super::render::Rendered;
 use super::{Prepared, located};
 use crate::EngineError;
 use crate::secrets::SecretStore;

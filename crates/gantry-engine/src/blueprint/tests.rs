@@ -28,7 +28,10 @@ fn spec(count: u32, bp_params: &str) -> (ClusterSpec, String) {
     let text = format!(
         "apiVersion: gantry/v1\nname: demo\nprovider: local\npools:\n  - {{name: db, count: {count}}}\nblueprints:\n  - path: ./t\n    params: {bp_params}\n"
     );
-    (gantry_core::spec::parse("spec.yaml", &text).unwrap(), text)
+    (
+        gantry_provider::testkit::parse_spec("spec.yaml", &text).unwrap(),
+        text,
+    )
 }
 
 fn nodes(n: u32) -> Vec<NodeView> {
@@ -304,7 +307,7 @@ fn the_builtin_hello_is_embedded_and_valid() {
     assert!(builtin::names().contains(&"hello"));
     let l = load::builtin("hello").unwrap();
     let text = "apiVersion: gantry/v1\nname: demo\nprovider: local\npools: [{name: db, count: 3}]\nblueprints: [{name: hello}]\n";
-    let spec = gantry_core::spec::parse("s.yaml", text).unwrap();
+    let spec = gantry_provider::testkit::parse_spec("s.yaml", text).unwrap();
     let p = prepare(&spec, "s.yaml", vec![l]).unwrap();
     assert_eq!(p[0].params["greeting"], serde_json::json!("hello"));
     let _ = Arc::clone(&p[0].loaded);

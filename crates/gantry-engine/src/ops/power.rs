@@ -8,9 +8,10 @@ use gantry_provider::{NodeInfo, NodeState};
 use time::OffsetDateTime;
 
 use super::run::{RunGuard, merged_cancel, outcome_to_result};
-use super::{Context, Report, connect_spec, sync_records, wait_ssh};
+use super::{Context, Report, sync_records};
 use crate::EngineError;
 use crate::dag::Step;
+use crate::transport::ssh::wait_ready;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Power {
@@ -41,7 +42,7 @@ pub async fn power(
             .collect();
         // No record (nodes of a run that crashed before recording): the default readiness.
         let readiness = match &record {
-            Some(c) => crate::record::decode_spec(c)?.readiness,
+            Some(c) => super::decode_spec(c)?.readiness,
             None => Default::default(),
         };
         // How boot steps reach the started nodes: the cluster's own transport, else SSH (one
@@ -90,7 +91,7 @@ pub async fn power(
                 // Not reached over SSH (Docker): the provider's start returns once the node
                 // answers an exec, so its boot steps follow the start step directly.
                 id
-            } else if readiness == gantry_core::Readiness::Ssh && connect_spec(n).is_some() {
+            } else if readiness == gantry_core::Readiness::Ssh && n.ssh.is_some() {
                 let (ssh, cancel, timeout) = (
                     ctx.ssh.clone(),
                     ctx.cancel.clone(),
@@ -102,7 +103,7 @@ pub async fn power(
                     ready.clone(),
                     Some(n.name.clone()),
                     vec![id],
-                    move || wait_ssh(ssh.clone(), node.clone(), timeout, cancel.clone()),
+                    move || wait_ready(ssh.clone(), node.clone(), timeout, cancel.clone()),
                 ));
                 ready
             } else {

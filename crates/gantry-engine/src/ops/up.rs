@@ -13,12 +13,11 @@ use time::OffsetDateTime;
 
 use super::destroy::delete_step;
 use super::run::{RunGuard, merged_cancel, outcome_to_result};
-use super::{
-    Context, Observed, Report, lifetime, pin_reported_key, rfc3339, sync_records, wait_ssh,
-};
+use super::{Context, Observed, Report, lifetime, rfc3339, sync_records};
 use crate::EngineError;
 use crate::dag::{Step, StepError};
 use crate::plan::{Plan, PlanInput, plan};
+use crate::transport::ssh::{pin_reported_key, wait_ready};
 
 /// What `up` and `plan` check and plan from: the cluster's record and its nodes by world, both
 /// from one listing of the project (see [`observe_for_up`]).
@@ -74,7 +73,7 @@ fn check_names(
         }
         // A record that does not decode is an error naming it: its node names cannot be
         // told, so a collision with it could not be ruled out.
-        let s = crate::record::decode_spec(r)?;
+        let s = super::decode_spec(r)?;
         others.extend(s.pools.into_iter().map(|p| (r.name.clone(), p.name)));
     }
     for n in listed {
@@ -100,6 +99,7 @@ fn check_names(
 /// about the names it would give (another cluster's node names). Runs without the cluster lock;
 /// `up` plans again under it, from its own listing, and asks about the deletions of that plan.
 pub async fn plan_up(ctx: &Context, spec: &ClusterSpec) -> Result<Plan, EngineError> {
+    preflight(ctx, spec).await?;
     let UpView { existing, observed } = observe_for_up(ctx, spec).await?;
     let uid = existing.as_ref().map(|c| c.uid.clone()).unwrap_or_default();
     let expires = match existing {
@@ -144,6 +144,17 @@ pub async fn plan_resources(
     let creq = cluster_request(ctx, spec, &crate::plan::cluster_tags(spec, &input));
     ctx.retry_outside_steps(|| ctx.provider.plan_cluster_resources(&creq))
         .await
+}
+
+/// What the provider needs before a run of `spec` starts ([`Provider::preflight`]: the
+/// caller's address of `from: caller` rules), checked by `plan` and by `up` before it takes the
+/// lock or records anything.
+///
+/// [`Provider::preflight`]: gantry_provider::Provider::preflight
+async fn preflight(ctx: &Context, spec: &ClusterSpec) -> Result<(), EngineError> {
+    let creq = cluster_request(ctx, spec, &gantry_core::Tags::new());
+    ctx.provider.preflight(&creq).await?;
+    Ok(())
 }
 
 /// The supporting resources `up` asks the provider for.
@@ -235,6 +246,7 @@ pub async fn up(
     spec_yaml: &str,
     opts: &UpOptions,
 ) -> Result<Report, EngineError> {
+    preflight(ctx, spec).await?;
     let hash = spec.hash();
     let run = RunGuard::begin(ctx, &spec.name, RunKind::Up, Some(hash.clone())).await?;
     let result = up_locked(ctx, spec, spec_yaml, opts, &run).await;
@@ -445,7 +457,7 @@ fn up_steps(
                                 StepError::retryable(format!("{name} not listed yet"))
                             })?,
                     };
-                    wait_ssh(ssh, info, provider.boot_timeout(), cancel).await
+                    wait_ready(ssh, info, provider.boot_timeout(), cancel).await
                 }
             },
         )

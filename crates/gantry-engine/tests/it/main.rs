@@ -72,7 +72,10 @@ fn spec(count: u32) -> (gantry_core::ClusterSpec, String) {
     let text = format!(
         "apiVersion: gantry/v1\nname: demo\nprovider: local\nreadiness: api\npools:\n  - name: db\n    count: {count}\n"
     );
-    (gantry_core::spec::parse("test.yaml", &text).unwrap(), text)
+    (
+        gantry_provider::testkit::parse_spec("test.yaml", &text).unwrap(),
+        text,
+    )
 }
 
 async fn names(w: &World) -> Vec<String> {

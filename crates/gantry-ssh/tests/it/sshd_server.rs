@@ -96,7 +96,10 @@ async fn upload_download_round_trip_keeps_mode() {
         .download("/nonexistent/file", &client.dir.path().join("x"))
         .await
         .unwrap_err();
-    assert!(matches!(missing, SshError::Sftp { .. }), "{missing}");
+    assert!(
+        matches!(missing, SshError::RemoteMissing { .. }),
+        "{missing}"
+    );
     assert!(!missing.is_transport(), "{missing}");
 }
 

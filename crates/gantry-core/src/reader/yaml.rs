@@ -1,4 +1,4 @@
-//! A small YAML document tree that keeps source positions.
+//! A small YAML document tree that keeps source positions (the base of [`super::Reader`]).
 //!
 //! Built from `granit-parser`'s marked event stream (the parser `serde-saphyr` uses), so every
 //! key and value of the spec can be reported at its `line:column`. Scalars are kept as text and
@@ -13,13 +13,13 @@ const MAX_NODES: usize = 100_000;
 
 /// A 1-based source position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Pos {
+pub struct Pos {
     pub line: usize,
     pub col: usize,
 }
 
 impl Pos {
-    pub(crate) const START: Pos = Pos { line: 1, col: 1 };
+    pub const START: Pos = Pos { line: 1, col: 1 };
 
     fn from_marker(m: &Marker) -> Pos {
         Pos {
@@ -30,13 +30,13 @@ impl Pos {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Node {
+pub struct Node {
     pub pos: Pos,
     pub kind: Kind,
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `plain` scalars are resolved per the core schema (`3` is an integer); quoted, block and
     /// `!!str`-tagged scalars are always strings.
     ///
@@ -52,7 +52,7 @@ pub(crate) enum Kind {
 
 /// A resolved scalar.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Scalar<'a> {
+pub enum Scalar<'a> {
     Null,
     Bool(bool),
     /// Saturates at the bounds of `i128`.
@@ -63,7 +63,7 @@ pub(crate) enum Scalar<'a> {
 
 impl Node {
     /// The resolved scalar, or `None` for collections.
-    pub(crate) fn scalar(&self) -> Option<Scalar<'_>> {
+    pub fn scalar(&self) -> Option<Scalar<'_>> {
         match &self.kind {
             Kind::Scalar {
                 value, plain: true, ..
@@ -74,24 +74,24 @@ impl Node {
     }
 
     /// The scalar's text as written (after YAML unescaping), for any non-null scalar.
-    pub(crate) fn text(&self) -> Option<&str> {
+    pub fn text(&self) -> Option<&str> {
         match &self.kind {
             Kind::Scalar { value, .. } if self.scalar() != Some(Scalar::Null) => Some(value),
             _ => None,
         }
     }
 
-    pub(crate) fn is_null(&self) -> bool {
+    pub fn is_null(&self) -> bool {
         self.scalar() == Some(Scalar::Null)
     }
 
     /// An absent value (`key:` with nothing after it).
-    pub(crate) fn is_empty_null(&self) -> bool {
+    pub fn is_empty_null(&self) -> bool {
         matches!(&self.kind, Kind::Scalar { empty: true, .. })
     }
 
     /// `a string "x"`, `an integer 3`, `a mapping`… for type errors.
-    pub(crate) fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match &self.kind {
             Kind::Seq(_) => "a list".into(),
             Kind::Map(_) => "a mapping".into(),
@@ -180,7 +180,7 @@ fn is_float(s: &str) -> bool {
 
 /// A syntax error (or an unsupported document shape) at a position.
 #[derive(Debug, Clone)]
-pub(crate) struct YamlError {
+pub struct YamlError {
     pub pos: Pos,
     pub message: String,
     pub hint: String,
@@ -192,7 +192,7 @@ enum Frame {
 }
 
 /// Parses `text` into a tree; `Ok(None)` for a document without content.
-pub(crate) fn load(text: &str) -> Result<Option<Node>, YamlError> {
+pub fn load(text: &str) -> Result<Option<Node>, YamlError> {
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
     let mut root: Option<Node> = None;

@@ -1,12 +1,15 @@
-//! The caller's address for `from: caller` rules: `caller_cidr` of the spec, else
-//! `GANTRY_CALLER_CIDR`, else detected with one HTTPS GET to a "what is my IP" service
-//! (`https://checkip.amazonaws.com`, or `GANTRY_CALLER_IP_URL`) whose answer is the address as
-//! text; it becomes a /32 (IPv4) or /128 (IPv6).
+//! The caller's address for `from: caller` rules, for every provider with a firewall: the
+//! spec's own CIDR (AWS: `caller_cidr`), else `GANTRY_CALLER_CIDR`, else detected with one HTTPS
+//! GET to a "what is my IP" service (`https://checkip.amazonaws.com`, or `GANTRY_CALLER_IP_URL`)
+//! whose answer is the address as text; it becomes a /32 (IPv4) or /128 (IPv6). [`resolve`] is
+//! the whole rule, with the message and hint a provider returns when nothing gives the address.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The environment variable `from: caller` stands for when the spec gives no CIDR.
+pub const CALLER_CIDR_ENV: &str = "GANTRY_CALLER_CIDR";
 /// The environment variable naming the "what is my IP" URL.
 pub const CALLER_IP_URL_ENV: &str = "GANTRY_CALLER_IP_URL";
 /// Where the caller's address is asked when nothing gives it.
@@ -17,7 +20,7 @@ pub const DETECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ANSWER: u64 = 256;
 
 /// The URL to ask: `explicit`, else `GANTRY_CALLER_IP_URL`, else [`DEFAULT_CALLER_IP_URL`].
-pub(crate) fn url(explicit: Option<&str>) -> String {
+pub fn url(explicit: Option<&str>) -> String {
     if let Some(u) = explicit {
         return u.to_string();
     }
@@ -54,7 +57,7 @@ fn loopback(url: &str) -> bool {
 
 /// GETs `url` (at most [`DETECT_TIMEOUT`]) and reads the caller's address from the answer.
 /// The error says what went wrong, for the caller's message.
-pub(crate) async fn detect(url: &str) -> Result<String, String> {
+pub async fn detect(url: &str) -> Result<String, String> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || detect_blocking(&url))
         .await
@@ -90,6 +93,56 @@ fn detect_blocking(url: &str) -> Result<String, String> {
         let shown: String = body.trim().chars().take(60).collect();
         format!("the answer {shown:?} is not an IP address")
     })
+}
+
+/// Whether `allow` uses the caller's address (an empty list is the default: SSH from the
+/// caller).
+pub fn needs_caller(allow: &[gantry_core::AllowRule]) -> bool {
+    allow.is_empty() || allow.iter().any(|r| r.from == "caller")
+}
+
+/// Why the caller's address is not known: a message and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub message: String,
+    pub hint: String,
+}
+
+/// The CIDR `from: caller` stands for: `explicit` (the spec's), else `GANTRY_CALLER_CIDR`, else
+/// the address the service at `url` (else `GANTRY_CALLER_IP_URL`, else the default) sees.
+/// `option`: how the spec names its own setting, for the hint (`caller_cidr` under
+/// `provider: {aws: ...}`).
+pub async fn resolve(
+    explicit: Option<&str>,
+    url_override: Option<&str>,
+    option: &str,
+) -> Result<String, Unresolved> {
+    if let Some(c) = explicit {
+        return Ok(c.to_string());
+    }
+    if let Ok(v) = std::env::var(CALLER_CIDR_ENV)
+        && !v.trim().is_empty()
+    {
+        return Ok(v.trim().to_string());
+    }
+    let url = url(url_override);
+    match detect(&url).await {
+        Ok(cidr) => {
+            tracing::info!(%cidr, %url, "detected the caller's address");
+            Ok(cidr)
+        }
+        Err(why) => Err(Unresolved {
+            message: format!(
+                "a rule allows `from: caller` (the default: ssh from the caller) but the \
+                 caller's address is not known: neither {option} nor {CALLER_CIDR_ENV} is set, \
+                 and detecting it with GET {url} failed: {why}"
+            ),
+            hint: format!(
+                "set the environment variable {CALLER_CIDR_ENV}=YOUR.PUBLIC.IP/32 (or {option}), \
+                 or point {CALLER_IP_URL_ENV} at a service that answers your address"
+            ),
+        }),
+    }
 }
 
 #[cfg(test)]
