@@ -289,24 +289,28 @@ impl AwsProvider {
             })
     }
 
+    /// The node once its instance reached `state` after `call`; an error when the instance is
+    /// gone meanwhile.
+    async fn settled(
+        &self,
+        call: &str,
+        node: &NodeInfo,
+        state: InstanceStateName,
+    ) -> gantry_provider::Result<NodeInfo> {
+        match self.wait_state(call, &node.provider_id, &[state]).await? {
+            Some(i) => Ok(self.info(&i)),
+            None => Err(self.e(call, &node.name, ErrorKind::NotFound, "instance is gone")),
+        }
+    }
+
     pub(crate) async fn start(&self, node: &NodeInfo) -> gantry_provider::Result<NodeInfo> {
         let c = self.clients().await?;
         let id = &node.provider_id;
         if let Err(e) = c.ec2.start_instances().instance_ids(id).send().await {
             return Err(sdk(self.region(), "StartInstances", &node.name, e));
         }
-        match self
-            .wait_state("StartInstances", id, &[InstanceStateName::Running])
-            .await?
-        {
-            Some(i) => Ok(self.info(&i)),
-            None => Err(self.e(
-                "StartInstances",
-                &node.name,
-                ErrorKind::NotFound,
-                "instance is gone",
-            )),
-        }
+        self.settled("StartInstances", node, InstanceStateName::Running)
+            .await
     }
 
     pub(crate) async fn stop(&self, node: &NodeInfo) -> gantry_provider::Result<NodeInfo> {
@@ -315,18 +319,8 @@ impl AwsProvider {
         if let Err(e) = c.ec2.stop_instances().instance_ids(id).send().await {
             return Err(sdk(self.region(), "StopInstances", &node.name, e));
         }
-        match self
-            .wait_state("StopInstances", id, &[InstanceStateName::Stopped])
-            .await?
-        {
-            Some(i) => Ok(self.info(&i)),
-            None => Err(self.e(
-                "StopInstances",
-                &node.name,
-                ErrorKind::NotFound,
-                "instance is gone",
-            )),
-        }
+        self.settled("StopInstances", node, InstanceStateName::Stopped)
+            .await
     }
 
     /// Terminates a node's instance; one already gone counts as terminated.
