@@ -20,6 +20,9 @@ use crate::process::UID_ENV;
 /// already serves this node.
 pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
     let dir = NodeDir(node_dir.to_path_buf());
+    // Started from wherever the CLI ran (see `crate::spawn`): a daemon does not keep the
+    // user's working directory busy.
+    std::env::set_current_dir(node_dir).map_err(LocalError::io("chdir", node_dir))?;
     let meta = NodeMeta::read(node_dir)?;
     let lock_path = dir.lock();
     let lock = std::fs::File::options()
@@ -40,7 +43,7 @@ pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
     let pid_path = dir.pid();
     std::fs::write(&pid_path, format!("{pid}\n")).map_err(LocalError::io("write", &pid_path))?;
 
-    let host_key = KeyPair::load_or_generate(&dir.host_key())?;
+    let host_key = KeyPair::load_or_generate_private(&dir.host_key())?;
     let cfg = ServerConfig {
         listen: (meta.address, meta.ssh_port).into(),
         host_key,

@@ -28,6 +28,7 @@ mod kind;
 mod meta;
 mod process;
 mod provider;
+mod spawn;
 
 pub use agent::run_agent;
 pub use alloc::{MachineDir, default_machine_dir};

@@ -27,13 +27,16 @@ use crate::meta::NodeDir;
 pub const UID_ENV: &str = "GANTRY_NODE_UID";
 
 /// PIDs of live processes whose environment has `GANTRY_NODE_UID=<uid>`, from a pass over
-/// `/proc` that started after this call (see [`marker_table`]).
+/// `/proc` that started after this call (see [`marker_table`]). Each one is checked again
+/// against its environment as it is now, so a pid that a pass remembered but that now belongs
+/// to another process is never returned (and never signalled).
 pub fn node_pids(uid: &str) -> Vec<i32> {
     marker_table(Instant::now())
         .get(uid)
         .into_iter()
         .flatten()
         .copied()
+        .filter(|pid| read_marker(*pid).ok().flatten().as_deref() == Some(uid))
         .filter(|pid| !is_zombie(*pid))
         .collect()
 }
@@ -46,12 +49,27 @@ type MarkerTable = HashMap<String, Vec<i32>>;
 static LAST_SCAN: Mutex<Option<(Instant, Arc<MarkerTable>)>> = Mutex::new(None);
 static SCANNING: Mutex<()> = Mutex::new(());
 
+/// What passes read from each process's environment (its marker, if any) and when, by pid.
+type Seen = HashMap<i32, (Instant, Option<String>)>;
+static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
+
+/// How long a process's marker is taken from [`SEEN`] instead of read again. Pids are handed
+/// out in a cycle over `pid_max` (32,768 at the least), so a pid remembered for this long still
+/// names the same process unless that many processes were started within it; and
+/// [`node_pids`] checks every process it returns afresh anyway.
+const REMEMBER: Duration = Duration::from_secs(1);
+
 /// A marker table made by a pass over `/proc` that started at or after `asked`, shared by every
-/// caller waiting at the same time. A pass reads every process's environment, so with a pass per
-/// node, deleting N nodes (N agents running) read N² environments: 1,000 nodes took most of a
-/// `destroy`'s time here. Concurrent deletes (and their polls) now share each pass. A pass that
-/// started after the caller asked sees what a pass of the caller's own would have seen: every
-/// process alive when it reads `/proc`, after the caller's signals were sent.
+/// caller waiting at the same time. A pass that started after the caller asked sees what a pass
+/// of the caller's own would have seen: every process alive when it reads `/proc`, after the
+/// caller's signals were sent.
+///
+/// Reading every process's environment costs a pass tens of milliseconds with 1,000 agents
+/// running, and a 1,000-node `destroy` needs a pass after each node's agent is gone: with every
+/// environment read each time, the passes were most of its time, and grew with the square of
+/// the nodes. A pass now reads the environment of the processes it has not seen in the last
+/// [`REMEMBER`] only (a process's marker is fixed when it starts: it comes with the environment
+/// the node gave it), and lists `/proc` for the rest.
 fn marker_table(asked: Instant) -> Arc<MarkerTable> {
     let _one_at_a_time = SCANNING.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((started, table)) = &*LAST_SCAN.lock().unwrap_or_else(PoisonError::into_inner)
@@ -60,19 +78,21 @@ fn marker_table(asked: Instant) -> Arc<MarkerTable> {
         return table.clone();
     }
     let started = Instant::now();
-    let table = Arc::new(scan_markers());
+    let table = Arc::new(scan_markers(started));
     *LAST_SCAN.lock().unwrap_or_else(PoisonError::into_inner) = Some((started, table.clone()));
     table
 }
 
 /// One pass over `/proc`: the processes (other than this one) carrying `GANTRY_NODE_UID`.
-fn scan_markers() -> MarkerTable {
-    let prefix = format!("{UID_ENV}=");
+fn scan_markers(now: Instant) -> MarkerTable {
     let me = std::process::id() as i32;
     let mut table = MarkerTable::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return table;
     };
+    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut before = seen.take().unwrap_or_default();
+    let mut now_seen = HashMap::with_capacity(before.len());
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
@@ -80,17 +100,37 @@ fn scan_markers() -> MarkerTable {
         if pid == me {
             continue;
         }
-        let Ok(env) = std::fs::read(e.path().join("environ")) else {
-            continue;
+        let entry = match before.remove(&pid) {
+            Some((read_at, marker)) if now.duration_since(read_at) < REMEMBER => (read_at, marker),
+            // Gone since the listing: not alive, not remembered.
+            _ => match read_marker(pid) {
+                Ok(marker) => (now, marker),
+                Err(_) => continue,
+            },
         };
-        let marker = env
-            .split(|b| *b == 0)
-            .find_map(|kv| kv.strip_prefix(prefix.as_bytes()));
-        if let Some(uid) = marker.and_then(|u| std::str::from_utf8(u).ok()) {
-            table.entry(uid.to_string()).or_default().push(pid);
+        if let Some(uid) = &entry.1 {
+            table.entry(uid.clone()).or_default().push(pid);
         }
+        now_seen.insert(pid, entry);
     }
+    *seen = Some(now_seen);
     table
+}
+
+/// The `GANTRY_NODE_UID` in the process's environment (None: it has none, or its environment
+/// is not ours to read); an error when the process is gone.
+fn read_marker(pid: i32) -> std::io::Result<Option<String>> {
+    let env = match std::fs::read(format!("/proc/{pid}/environ")) {
+        Ok(env) => env,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let prefix = format!("{UID_ENV}=");
+    Ok(env
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+        .and_then(|u| std::str::from_utf8(u).ok())
+        .map(str::to_string))
 }
 
 fn is_zombie(pid: i32) -> bool {
@@ -105,27 +145,60 @@ fn is_zombie(pid: i32) -> bool {
 
 /// SIGTERM every process of the node, wait up to `grace`, then SIGKILL what is left. Returns
 /// when none remain (or after a bounded final wait).
-pub fn kill_node_processes(uid: &str, grace: Duration) {
-    for pid in node_pids(uid) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if node_pids(uid).is_empty() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let end = Instant::now() + Duration::from_secs(5);
+///
+/// The node's agent (`node`, when its directory is known) goes first, found from its pid
+/// file: on SIGTERM it takes the processes of its sessions down with it. `/proc` is then
+/// scanned (a pass shared with concurrent callers, see [`marker_table`]) for whatever carries
+/// the node's marker, daemons that left the agent included. What a pass finds is signalled and
+/// watched by pid (reading each one's small `stat` file) rather than by passes over every
+/// process's environment; the node is done when a pass that started after that finds nothing.
+/// With a pass per poll, or two per node, reading environments was most of a 1,000-node
+/// destroy.
+pub fn kill_node_processes(uid: &str, node: Option<&NodeDir>, grace: Duration) {
+    let kill_from = Instant::now() + grace;
+    let end = kill_from + Duration::from_secs(5);
+    let mut agent: Vec<i32> = node.and_then(agent_of).into_iter().collect();
     loop {
-        let left = node_pids(uid);
-        if left.is_empty() || Instant::now() > end {
+        let pids = if agent.is_empty() {
+            node_pids(uid)
+        } else {
+            std::mem::take(&mut agent)
+        };
+        if pids.is_empty() || Instant::now() > end {
             return;
         }
-        for pid in left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        // SIGTERM until the grace is over (also for processes that appear meanwhile), then
+        // SIGKILL.
+        let (signal, until) = if Instant::now() < kill_from {
+            (Signal::SIGTERM, kill_from)
+        } else {
+            (Signal::SIGKILL, Instant::now() + Duration::from_millis(500))
+        };
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid), signal);
         }
-        std::thread::sleep(Duration::from_millis(25));
+        wait_gone(&pids, until);
+    }
+}
+
+/// The running agent of the node directory, from its pid file (checked to be an agent of this
+/// directory: a pid file may name a process that has since been replaced).
+fn agent_of(nd: &NodeDir) -> Option<i32> {
+    read_pid(&nd.pid()).filter(|pid| is_agent_of(*pid, &nd.0))
+}
+
+/// Waits until none of `pids` runs (gone or a zombie) or `deadline` passes. Looks again after
+/// 1 ms, then twice as long each time up to 16 ms: an agent is usually gone within a few.
+fn wait_gone(pids: &[i32], deadline: Instant) {
+    let mut left: Vec<i32> = pids.to_vec();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        left.retain(|pid| !is_zombie(*pid));
+        if left.is_empty() || Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(16));
     }
 }
 
@@ -188,7 +261,7 @@ pub fn ready_agent(nd: &NodeDir) -> Option<i32> {
 /// any process whose command line names the directory (one that lost its pid file).
 pub fn agent_pids_of(nd: &NodeDir) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
-    if let Some(pid) = read_pid(&nd.pid()).filter(|p| is_agent_of(*p, &nd.0)) {
+    if let Some(pid) = agent_of(nd) {
         out.insert(pid);
     }
     let Ok(entries) = std::fs::read_dir("/proc") else {

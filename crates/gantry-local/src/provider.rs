@@ -2,9 +2,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -20,6 +18,7 @@ use crate::alloc::{
 };
 use crate::meta::{NodeDir, NodeMeta};
 use crate::process::{UID_ENV, agent_running, agent_uids_of, kill_node_processes, ready_agent};
+use crate::spawn::AgentChild;
 
 /// How long `stop` lets a node's processes shut down gracefully before killing them.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -197,13 +196,17 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Removes `.NAME.tmp-*` leftovers of a create interrupted before its rename.
-fn remove_partial(cluster_dir: &Path, name: Option<&str>) {
+/// Removes `.NAME.tmp-*` leftovers of a create interrupted before its rename (all nodes' when
+/// `name` is None), except the entry named `keep`.
+fn remove_partial(cluster_dir: &Path, name: Option<&str>, keep: Option<&str>) {
     let Ok(entries) = std::fs::read_dir(cluster_dir) else {
         return;
     };
     for e in entries.flatten() {
         let f = e.file_name().to_string_lossy().into_owned();
+        if keep == Some(f.as_str()) {
+            continue;
+        }
         let partial = match name {
             Some(n) => f.starts_with(&format!(".{n}.tmp-")),
             None => f.starts_with('.') && f.contains(".tmp-"),
@@ -229,6 +232,12 @@ pub fn prepare_node(cfg: &LocalConfig, req: &NodeRequest) -> Result<Prepared, Lo
 }
 
 /// [`prepare_node`] with the home's addresses as `used` knows them (the provider's, read once).
+///
+/// The node's directory is built under a hidden temporary name first, outside the
+/// machine-wide allocation lock (directories and a host key written to disk, the slow part);
+/// only picking and reserving the address, and giving the directory its final name, happen
+/// under the lock. Two creates of the same node do not run at once (the engine holds the
+/// cluster's lock); were they to, the loser's rename fails and nothing is half-made.
 fn prepare_node_with(
     cfg: &LocalConfig,
     used: &UsedAddresses,
@@ -237,51 +246,80 @@ fn prepare_node_with(
     let machine = MachineDir::open(&cfg.machine_dir)?;
     let cluster_dir = cfg.root.join(&req.project).join(&req.cluster);
     let final_dir = cluster_dir.join(&req.name);
-    let _guard = FileLock::acquire(&machine.alloc_lock())?;
-    if final_dir.join(crate::meta::META_FILE).is_file() {
-        return Ok(Prepared {
+    let existing = || -> Result<Prepared, LocalError> {
+        Ok(Prepared {
             meta: NodeMeta::read(&final_dir)?,
-            dir: final_dir,
+            dir: final_dir.clone(),
             fresh: false,
-        });
+        })
+    };
+    if final_dir.join(crate::meta::META_FILE).is_file() {
+        return existing();
     }
-    remove_partial(&cluster_dir, Some(&req.name));
-    let address = used.pick(&machine, &cfg.root, cfg.ssh_port, &final_dir)?;
-    reserve(&machine, address, &final_dir)?;
-    let tmp = cluster_dir.join(format!(".{}.tmp-{}", req.name, rand::random::<u32>()));
+    let tmp_name = format!(".{}.tmp-{}", req.name, rand::random::<u32>());
+    let tmp = cluster_dir.join(&tmp_name);
     let nd = NodeDir(tmp.clone());
     // Private from the start: the node's files (rendered configs, credentials, whatever its
     // software writes) are readable by this user only.
     private_dir_all(&cluster_dir)?;
-    for d in [nd.home(), nd.bin()] {
-        private_dir_all(&d)?;
-    }
-    let host_key = gantry_ssh::KeyPair::load_or_generate(&nd.host_key())?;
-    let meta = NodeMeta {
-        name: req.name.clone(),
-        uid: uuid::Uuid::new_v4().to_string(),
-        project: req.project.clone(),
-        cluster: req.cluster.clone(),
-        pool: req.pool.clone(),
-        index: req.index,
-        address,
-        ssh_port: cfg.ssh_port,
-        user: cfg.user.clone(),
-        tags: req.tags.clone(),
-        authorized_keys: cfg.authorized_keys.clone(),
-        created_at: now_rfc3339(),
-        host_public_key: Some(host_key.public_openssh()),
+    let built = (|| {
+        for d in [nd.home(), nd.bin()] {
+            private_dir_all(&d)?;
+        }
+        Ok::<_, LocalError>(gantry_ssh::KeyPair::load_or_generate_private(
+            &nd.host_key(),
+        )?)
+    })();
+    let host_key = match built {
+        Ok(key) => key,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
     };
-    write_hostname_shim(&nd, &meta)?;
-    meta.write(&tmp)?;
-    // The node appears under its name only once complete; a crash before this leaves a hidden
-    // partial directory that the next create or the cluster's deletion removes.
-    std::fs::rename(&tmp, &final_dir).map_err(LocalError::io("rename", &final_dir))?;
-    Ok(Prepared {
-        dir: final_dir,
-        meta,
-        fresh: true,
-    })
+    let _guard = FileLock::acquire(&machine.alloc_lock())?;
+    if final_dir.join(crate::meta::META_FILE).is_file() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return existing();
+    }
+    // What an interrupted create of this node left (never this call's own directory).
+    remove_partial(&cluster_dir, Some(&req.name), Some(&tmp_name));
+    let finish = || -> Result<NodeMeta, LocalError> {
+        let address = used.pick(&machine, &cfg.root, cfg.ssh_port, &final_dir)?;
+        reserve(&machine, address, &final_dir)?;
+        let meta = NodeMeta {
+            name: req.name.clone(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            project: req.project.clone(),
+            cluster: req.cluster.clone(),
+            pool: req.pool.clone(),
+            index: req.index,
+            address,
+            ssh_port: cfg.ssh_port,
+            user: cfg.user.clone(),
+            tags: req.tags.clone(),
+            authorized_keys: cfg.authorized_keys.clone(),
+            created_at: now_rfc3339(),
+            host_public_key: Some(host_key.public_openssh()),
+        };
+        write_hostname_shim(&nd, &meta)?;
+        meta.write(&tmp)?;
+        // The node appears under its name only once complete; a crash before this leaves a
+        // hidden partial directory that the next create or the cluster's deletion removes.
+        std::fs::rename(&tmp, &final_dir).map_err(LocalError::io("rename", &final_dir))?;
+        Ok(meta)
+    };
+    match finish() {
+        Ok(meta) => Ok(Prepared {
+            dir: final_dir,
+            meta,
+            fresh: true,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// The second half of `create_node` (and all of `start_node`): the node's agent, up. When
@@ -400,38 +438,19 @@ fn ensure_agent_blocking(cfg: &LocalConfig, dir: &Path, meta: &NodeMeta) -> Resu
         .append(true)
         .open(&log_path)
         .map_err(LocalError::io("open", &log_path))?;
-    let log2 = log.try_clone().map_err(LocalError::io("open", &log_path))?;
-    let mut cmd = Command::new(&cfg.agent_exe);
-    cmd.arg("agent")
-        .arg("--node-dir")
-        .arg(dir)
-        .current_dir(dir)
-        .env_clear()
-        .envs(agent_env(meta))
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    // SAFETY: setsid is async-signal-safe; it detaches the agent from our terminal and process
-    // group so Ctrl-C in the CLI does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
+    let mut child = AgentChild::spawn(&cfg.agent_exe, dir, &agent_env(meta), &log)
         .map_err(LocalError::io("spawn agent", &cfg.agent_exe))?;
+    drop(log);
     let start = Instant::now();
     loop {
         // Our child, or an agent that took the node's lock first.
         if ready_agent(&nd).is_some() {
-            // Reap it in the background so an agent that dies later is not a zombie of ours.
-            std::thread::spawn(move || child.wait());
+            // Reaped in the background once it exits, so it does not stay a zombie of ours.
+            child.detach();
             return Ok(());
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            match status.code() {
+        if let Ok(Some(exited)) = child.try_wait() {
+            match exited.code {
                 // Lost a race against another agent for this node: wait for that one.
                 Some(0) if agent_running(&nd.lock()) => {}
                 Some(AGENT_EXIT_ADDRESS_IN_USE) => {
@@ -444,15 +463,14 @@ fn ensure_agent_blocking(cfg: &LocalConfig, dir: &Path, meta: &NodeMeta) -> Resu
                 _ => {
                     return Err(LocalError::AgentFailed {
                         node: meta.name.clone(),
-                        status: status.to_string(),
+                        status: exited.text,
                         log: log_path,
                     });
                 }
             }
         }
         if start.elapsed() > AGENT_START_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill();
             return Err(LocalError::AgentTimeout {
                 node: meta.name.clone(),
                 address: addr.to_string(),
@@ -535,7 +553,7 @@ impl Provider for LocalProvider {
         let name = node.name.clone();
         tokio::task::spawn_blocking(move || {
             let meta = NodeMeta::read(&dir)?;
-            kill_node_processes(&meta.uid, STOP_GRACE);
+            kill_node_processes(&meta.uid, Some(&NodeDir(dir.clone())), STOP_GRACE);
             let _ = std::fs::remove_file(NodeDir(dir.clone()).ready());
             Ok::<_, LocalError>(info(&dir, &meta))
         })
@@ -560,7 +578,7 @@ impl Provider for LocalProvider {
             }
             let meta = match NodeMeta::read(&dir) {
                 Ok(meta) => {
-                    kill_node_processes(&meta.uid, DELETE_GRACE);
+                    kill_node_processes(&meta.uid, Some(&NodeDir(dir.clone())), DELETE_GRACE);
                     Some(meta)
                 }
                 Err(_) if !dir.exists() => return Ok(()),
@@ -576,7 +594,7 @@ impl Provider for LocalProvider {
                         "deleting a node whose metadata is unreadable; stopping it by its agent's marker"
                     );
                     for uid in &uids {
-                        kill_node_processes(uid, DELETE_GRACE);
+                        kill_node_processes(uid, None, DELETE_GRACE);
                     }
                     None
                 }
@@ -642,7 +660,7 @@ impl Provider for LocalProvider {
         let dir = self.cluster_dir(project, cluster);
         let project_dir = self.cfg.root.join(project);
         tokio::task::spawn_blocking(move || {
-            remove_partial(&dir, None);
+            remove_partial(&dir, None, None);
             // Only empty directories go: a node still here means a delete failed, and it stays
             // visible to list and gc.
             let _ = std::fs::remove_dir(&dir);

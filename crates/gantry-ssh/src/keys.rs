@@ -46,6 +46,17 @@ impl KeyPair {
     /// a temporary file of its own and moves it into place only if no key is there yet, so
     /// exactly one generated key wins and every caller loads that one.
     pub fn load_or_generate(path: &Path) -> Result<KeyPair, SshError> {
+        Self::load_or_generate_with(path, true)
+    }
+
+    /// [`KeyPair::load_or_generate`] without the `.pub` file: for keys whose public half is
+    /// recorded elsewhere (a local node's host key is in its `node.json`). One file fewer per
+    /// node matters at a thousand nodes.
+    pub fn load_or_generate_private(path: &Path) -> Result<KeyPair, SshError> {
+        Self::load_or_generate_with(path, false)
+    }
+
+    fn load_or_generate_with(path: &Path, public_file: bool) -> Result<KeyPair, SshError> {
         match fs::metadata(path) {
             Ok(_) => return Self::load(path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -90,6 +101,9 @@ impl KeyPair {
                 return Self::load(path);
             }
             Err(e) => return Err(SshError::local("writing private key", path)(e.error)),
+        }
+        if !public_file {
+            return Ok(pair);
         }
         let pub_path = sibling(path, ".pub");
         let write_pub = || -> std::io::Result<()> {
@@ -233,6 +247,20 @@ mod tests {
         );
         let pub_line = fs::read_to_string(sibling(&path, ".pub")).unwrap();
         assert_eq!(pub_line.trim(), k1.public_openssh());
+        // Without the public file: only the private key is written, and loads as the same key.
+        let host = dir.path().join("node/host_key");
+        let h1 = KeyPair::load_or_generate_private(&host).unwrap();
+        assert_eq!(fs::metadata(&host).unwrap().mode() & 0o777, 0o600);
+        assert!(!sibling(&host, ".pub").exists());
+        let names: Vec<_> = fs::read_dir(host.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["host_key"], "no temporary file is left either");
+        assert_eq!(
+            KeyPair::load_or_generate(&host).unwrap().fingerprint(),
+            h1.fingerprint()
+        );
     }
 
     #[test]

@@ -117,7 +117,8 @@ fn pinned(g: &Gantry, alias: &str) -> Option<String> {
 
 /// The node's real host key (the public half of the key its agent serves), as `ALGO BASE64`.
 fn real_host_key(node_dir: &Path) -> String {
-    key_data(&std::fs::read_to_string(node_dir.join("host_key.pub")).unwrap())
+    let key = gantry_ssh::KeyPair::load_or_generate(&node_dir.join("host_key")).unwrap();
+    key_data(&key.public_openssh())
 }
 
 /// Whether anyone connected to `l` (a non-blocking listener): a squatter must never be reached.
