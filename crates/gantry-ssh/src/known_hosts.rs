@@ -15,10 +15,16 @@
 //! together in the next write: each change rewrites and syncs the whole file, so one write per
 //! pin made a 1,000-node `up` (and each delete of a `destroy`) cost N² bytes and N fsyncs in a
 //! row. Every call still returns only once its own change is on disk.
+//!
+//! Reading is cached the same way: every connection looks its pin up, and reading and scanning
+//! the whole file for each one made a 1,000-node `run` read 1,000 × 1,000 lines. The parsed
+//! pins are kept (shared by clones) for as long as the file is the same file with the same
+//! size and times; any write, gantry's rename or an edit by hand, changes those.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,11 +57,36 @@ type Edit = Box<dyn FnOnce(&mut Vec<String>) -> bool + Send>;
 /// Where the outcome of a queued change goes: the io error's kind and text on failure.
 type Outcome = Arc<Mutex<Option<Result<(), (std::io::ErrorKind, String)>>>>;
 
-/// The changes waiting for the next write of the file, and the right to write it.
+/// The changes waiting for the next write of the file, and the right to write it; and the
+/// pins as last read.
 #[derive(Default)]
 struct Batch {
     queue: Mutex<Vec<(Edit, Outcome)>>,
     writing: Mutex<()>,
+    read: Mutex<Option<(Stamp, Arc<Pins>)>>,
+}
+
+/// The key (`ALGO BASE64`) of each alias's first pin.
+type Pins = HashMap<String, String>;
+
+/// What tells one version of the file from another: device, inode, size, modification and
+/// change times (ns). `None` when there is no file.
+type Stamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some((
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 impl std::fmt::Debug for Batch {
@@ -103,11 +134,35 @@ impl KnownHosts {
 
     /// The pinned key for `alias` as `ALGO BASE64`, if any.
     pub fn pinned(&self, alias: &str) -> Result<Option<String>, SshError> {
+        Ok(self.pins()?.get(alias).cloned())
+    }
+
+    /// Every alias's pin, from the cache while the file is unchanged (see the module doc).
+    fn pins(&self) -> Result<Arc<Pins>, SshError> {
+        let io = |source| SshError::KnownHosts {
+            path: self.path.clone(),
+            source,
+        };
+        let before = stamp(&self.path).map_err(io)?;
+        if let Some((seen, pins)) = &*lock(&self.batch.read)
+            && *seen == before
+        {
+            return Ok(pins.clone());
+        }
         let content = self.read()?;
-        Ok(content
-            .lines()
-            .find(|l| line_matches(l, alias))
-            .and_then(key_part))
+        let mut pins = Pins::new();
+        for line in content.lines() {
+            let Some(key) = key_part(line) else { continue };
+            for host in hosts_of(line) {
+                pins.entry(host.to_string()).or_insert_with(|| key.clone());
+            }
+        }
+        let pins = Arc::new(pins);
+        // Kept only if the file did not change while it was read.
+        if stamp(&self.path).map_err(io)? == before {
+            *lock(&self.batch.read) = Some((before, pins.clone()));
+        }
+        Ok(pins)
     }
 
     /// Pins `key` (an OpenSSH public key line, `ALGO BASE64 [COMMENT]`) for `alias`, replacing
@@ -399,6 +454,33 @@ mod tests {
         let text = fs::read_to_string(kh.path()).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(text.starts_with("n10 ssh-ed25519 "));
+    }
+
+    /// Pins are read from a cache while the file stays the same; an edit in place (same inode)
+    /// or a replacement by another process is seen at the next look.
+    #[test]
+    fn cached_pins_follow_edits_made_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let kh = KnownHosts::new(&path);
+        let a = KeyPair::generate().public_openssh();
+        let b = KeyPair::generate().public_openssh();
+        let key = |k: &str| k.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        kh.pin("n1", &a).unwrap();
+        assert_eq!(kh.pinned("n1").unwrap(), Some(key(&a)));
+        // By hand, in place: another key for n1 (the file grows by a comment, so the change
+        // shows even within one tick of the file system's clock).
+        let mut f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all(format!("n1 {}\n# edited\n", key(&b)).as_bytes())
+            .unwrap();
+        drop(f);
+        assert_eq!(kh.pinned("n1").unwrap(), Some(key(&b)));
+        // Replaced by another gantry (rename over it), seen by this one's clone.
+        let other = KnownHosts::new(&path);
+        other.pin("n2", &a).unwrap();
+        assert_eq!(kh.clone().pinned("n2").unwrap(), Some(key(&a)));
+        fs::remove_file(&path).unwrap();
+        assert_eq!(kh.pinned("n1").unwrap(), None);
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! `exec` and `shell` (with or without a pty), `env`, `signal`, `window-change`, and the `sftp`
 //! subsystem rooted at the node's work directory.
 //!
-//! Every channel runs in its own task; every child runs in its own session (`setsid`) so
-//! signals reach the whole process group, and nothing blocks the runtime.
+//! Every channel runs in its own task; every child runs in its own process group (a pty child
+//! in its own session, with the pty as its terminal) so signals reach everything it started,
+//! and nothing blocks the runtime.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
@@ -884,15 +885,11 @@ fn spawn_child(
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            // SAFETY: the closure only calls setsid(2), which is async-signal-safe, and touches
-            // no memory shared with the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    nix::unistd::setsid()
-                        .map(|_| ())
-                        .map_err(std::io::Error::from)
-                });
-            }
+            // Its own process group, so closing the channel can signal everything it started.
+            // Not `setsid` through `pre_exec`: that forces a fork of the whole agent, where this
+            // lets the standard library use posix_spawn. The agent has no controlling terminal
+            // (it runs in a session of its own), so the child has none either.
+            cmd.process_group(0);
             let mut child = cmd.spawn()?;
             let missing = || std::io::Error::other("child pipe missing");
             let stdout = child.stdout.take().ok_or_else(missing)?;
