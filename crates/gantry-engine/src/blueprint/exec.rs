@@ -126,10 +126,13 @@ async fn run_action(
     match &inst.action {
         Rendered::Run { script } => {
             let file = format!("{dir}/{}.sh", inst.step);
+            // stderr into stdout at the source: one pipe keeps the order in which the script
+            // wrote its lines, so the tail of a failure ends with its last words (an error on
+            // stderr after output on stdout could otherwise arrive first and be cut off).
             let run = if script.starts_with("#!") {
-                format!("exec env {env} ./{f} </dev/null", f = shq(&file))
+                format!("exec env {env} ./{f} </dev/null 2>&1", f = shq(&file))
             } else {
-                format!("exec env {env} sh {} </dev/null", shq(&file))
+                format!("exec env {env} sh {} </dev/null 2>&1", shq(&file))
             };
             // The script may hold secrets: written 0700 in a 0700 directory (a new file under
             // umask 077; an old one, perhaps readable, is removed first), on cat's stdin.
