@@ -150,10 +150,11 @@ impl Envelope {
         serde_json::to_string(&wire).unwrap_or_default()
     }
 
-    /// Reads what [`Envelope::encode`] wrote. `secret` names it in errors. Anything that does
+    /// Reads what [`Envelope::encode`] wrote (bytes, so that a store's corrupted non-UTF-8
+    /// value is reported like any other corruption). `secret` names it in errors. Anything that does
     /// not parse, or whose check value does not match, is [`SecretsError::Tampered`]; a valid
     /// envelope of a newer format is [`SecretsError::UnsupportedVersion`].
-    pub fn decode(secret: &str, text: &str) -> Result<Envelope, SecretsError> {
+    pub fn decode(secret: &str, text: impl AsRef<[u8]>) -> Result<Envelope, SecretsError> {
         let tampered = |provider: &str, key_id: &str, reason: String| SecretsError::Tampered {
             secret: secret.to_string(),
             provider: if provider.is_empty() {
@@ -168,7 +169,7 @@ impl Envelope {
             },
             reason,
         };
-        let wire: Wire = serde_json::from_str(text)
+        let wire: Wire = serde_json::from_slice(text.as_ref())
             .map_err(|e| tampered("", "", format!("not a readable envelope: {e}")))?;
         let b64 = |field: &str, v: &str| {
             STANDARD.decode(v).map_err(|_| {
