@@ -159,7 +159,7 @@ impl OpenBaoTransit {
             .map_err(|e| fail(format!("POST {shown}: {e}")))?;
         // The answer to a decrypt holds the data key: wipe it once parsed.
         let text = Zeroizing::new(text);
-        let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        let mut json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
             fail(format!(
                 "POST {shown}: HTTP {status} with an answer that is not JSON"
             ))
@@ -200,8 +200,11 @@ impl OpenBaoTransit {
                 }
             )));
         }
-        json.get("data")
-            .cloned()
+        // Taken, not cloned: a decrypt's `data` holds the data key, and a copy left in `json`
+        // would be freed without being wiped.
+        json.get_mut("data")
+            .map(serde_json::Value::take)
+            .filter(|d| !d.is_null())
             .ok_or_else(|| fail(format!("POST {shown}: the answer has no `data`")))
     }
 }

@@ -126,3 +126,19 @@ fn the_factory_builds_what_is_built_in_and_says_what_is_not() {
         "{msg}"
     );
 }
+
+#[test]
+fn server_addresses_are_shown_without_passwords() {
+    use gantry_secrets::provider::openbao::redact_url;
+    for (url, shown) in [
+        ("https://bao.internal:8200", "https://bao.internal:8200"),
+        (
+            "https://me:s3cret@bao.internal:8200/v1/x",
+            "https://me:***@bao.internal:8200/v1/x",
+        ),
+        ("https://token@bao.internal", "https://token@bao.internal"),
+        ("http://a:b@h/p@q", "http://a:***@h/p@q"),
+    ] {
+        assert_eq!(redact_url(url), shown);
+    }
+}
