@@ -7,6 +7,28 @@
 //! no environment; the caller (the CLI) chooses the provider and supplies passphrases and
 //! tokens.
 //!
+//! # Use
+//! ```
+//! use gantry_secrets::{Aad, Envelope, KeyFile, open, rewrap, seal};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let key = KeyFile::create(dir.path().join("secrets.key"))?;
+//! let name = Aad::name("ssh/project-key").with_context(b"world-1234");
+//! let envelope = seal(&key, name, b"-----BEGIN OPENSSH PRIVATE KEY-----").await?;
+//! let stored: String = envelope.encode(); // what goes into the store
+//!
+//! let read = Envelope::decode("ssh/project-key", &stored)?;
+//! let plain = open(&[&key], name, &read).await?;
+//! assert_eq!(plain.expose(), b"-----BEGIN OPENSSH PRIVATE KEY-----");
+//!
+//! // Rotation: the data key moves to the new key; the ciphertext stays.
+//! let new_key = KeyFile::create(dir.path().join("new.key"))?;
+//! let rotated = rewrap("ssh/project-key", &read, &[&key], &new_key).await?;
+//! assert!(rotated.is_wrapped_by(&new_key));
+//! # Ok::<(), gantry_secrets::SecretsError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # How a secret is sealed
 //! 1. A fresh 256-bit data key and a random 96-bit nonce are drawn for every secret, every
 //!    time it is sealed.

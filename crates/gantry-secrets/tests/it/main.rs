@@ -3,6 +3,7 @@
 //! one per test binary).
 
 mod envelope;
+mod format;
 mod openbao;
 mod passphrase;
 mod spec;
