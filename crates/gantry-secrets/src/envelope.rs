@@ -263,12 +263,13 @@ pub async fn seal(
     })
 }
 
-/// The data key of `envelope`, unwrapped by the provider among `providers` that wrapped it.
+/// The data key of `envelope`, unwrapped by the provider among `providers` that wrapped it,
+/// and that provider's name.
 async fn unwrap_data_key(
     providers: &[&dyn KeyProvider],
     secret: &str,
     envelope: &Envelope,
-) -> Result<DataKey, SecretsError> {
+) -> Result<(DataKey, String), SecretsError> {
     let same_kind: Vec<&dyn KeyProvider> = providers
         .iter()
         .copied()
@@ -297,9 +298,10 @@ async fn unwrap_data_key(
         .iter()
         .find(|p| p.accepts(&envelope.key_id))
         .unwrap_or(first);
-    provider
+    let key = provider
         .unwrap(secret, &envelope.key_id, &envelope.wrapped_key)
-        .await
+        .await?;
+    Ok((key, provider.describe()))
 }
 
 /// Decrypts `envelope`, sealed for `aad`, with whichever of `providers` wrapped its data key.
@@ -310,7 +312,7 @@ pub async fn open(
     aad: Aad<'_>,
     envelope: &Envelope,
 ) -> Result<SecretBytes, SecretsError> {
-    let data_key = unwrap_data_key(providers, aad.name, envelope).await?;
+    let (data_key, provider) = unwrap_data_key(providers, aad.name, envelope).await?;
     let cipher = Aes256Gcm::new(data_key.as_bytes().into());
     let aad_bytes = aad.bytes();
     let plain = cipher
@@ -323,7 +325,7 @@ pub async fn open(
         )
         .map_err(|_| SecretsError::Tampered {
             secret: aad.name.to_string(),
-            provider: envelope.kind.clone(),
+            provider,
             key_id: envelope.key_id.clone(),
             reason: "the ciphertext does not authenticate: changed, or sealed for another secret name or context".into(),
         })?;
@@ -339,7 +341,7 @@ pub async fn rewrap(
     from: &[&dyn KeyProvider],
     to: &dyn KeyProvider,
 ) -> Result<Envelope, SecretsError> {
-    let data_key = unwrap_data_key(from, secret, envelope).await?;
+    let (data_key, _) = unwrap_data_key(from, secret, envelope).await?;
     let wrapped = to.wrap(secret, &data_key).await?;
     Ok(Envelope {
         kind: to.kind().to_string(),

@@ -70,9 +70,15 @@ impl KeyFile {
                 io_err(path, reason, e)
             })?;
         let key = DataKey::generate();
-        file.write_all(key.as_bytes())
+        if let Err(e) = file
+            .write_all(key.as_bytes())
             .and_then(|()| file.sync_all())
-            .map_err(|e| io_err(path, "cannot write", e))?;
+        {
+            // A short file would only be refused later as "not a key file": leave none.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io_err(path, "cannot write", e));
+        }
         Ok(KeyFile::from_key(path, key))
     }
 

@@ -168,6 +168,11 @@ async fn an_envelope_moved_to_another_name_or_context_does_not_open() {
     assert!(matches!(e, SecretsError::Tampered { .. }), "{e}");
     assert!(e.to_string().contains("secret `pins/web-2`"), "{e}");
     assert!(e.to_string().contains("another secret name"), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("provider keyfile:{}", kf.path().display())),
+        "{e}"
+    );
     let e = err(open(
         &[&kf],
         Aad::name("pins/web-1").with_context(b"store-2"),

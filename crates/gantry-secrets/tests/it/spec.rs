@@ -142,3 +142,9 @@ fn server_addresses_are_shown_without_passwords() {
         assert_eq!(redact_url(url), shown);
     }
 }
+
+#[test]
+fn errors_cross_threads_and_tasks() {
+    fn check<T: Send + Sync + std::error::Error + 'static>() {}
+    check::<SecretsError>();
+}
