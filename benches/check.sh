@@ -2,7 +2,7 @@
 # Keeps the bench scripts working: a broken bench fails CI instead of the next person who
 # measures. `scripts/test.sh` runs it.
 #
-#   benches/check.sh [NAME...]   # NAME: local-fanout, local-scale, docker-exec, aws-terraform, etcd-quickstart
+#   benches/check.sh [NAME...]   # NAME: local-fanout, local-scale, docker-exec, aws-terraform, etcd-quickstart, state-stores
 #
 # 1. Statically, for every script under benches/ and scripts/: no unquoted heredoc holds a
 #    backtick. In an unquoted heredoc a backtick pair runs a command: docker-exec.sh's report once
@@ -63,7 +63,9 @@ if [[ -n ${BENCH_GANTRY:-} ]]; then
   GANTRY=$BENCH_GANTRY
 else
   GANTRY=${CARGO_TARGET_DIR:-$REPO/target}/debug/gantry
-  [[ -x $GANTRY ]] || cargo build --locked -p gantry-cli >&2
+  # The binary and the helpers benches/state-stores.sh runs (crates/gantry-cli/examples).
+  [[ -x $GANTRY && -x $(dirname "$GANTRY")/examples/state-seed ]] ||
+    cargo build --locked -p gantry-cli --bins --examples >&2
 fi
 GANTRY=$(cd "$(dirname "$GANTRY")" && pwd)/$(basename "$GANTRY")
 [[ -x $GANTRY ]] || { log "no gantry binary at $GANTRY"; exit 1; }
@@ -87,9 +89,10 @@ declare -A ENVS=(
   [docker-exec]="BENCH_NODES=2${GANTRY_TEST_DOCKER_HOST:+ BENCH_DOCKER_HOST=$GANTRY_TEST_DOCKER_HOST}"
   [aws-terraform]="BENCH_SIZES=2 BENCH_SKIP_TERRAFORM=1"
   [etcd-quickstart]=""
+  [state-stores]="BENCH_CLUSTERS=5 BENCH_RUNS=2 BENCH_LOCKS=10"
 )
 names=("$@")
-((${#names[@]})) || names=(local-fanout local-scale docker-exec aws-terraform etcd-quickstart)
+((${#names[@]})) || names=(local-fanout local-scale docker-exec aws-terraform etcd-quickstart state-stores)
 for f in benches/*.sh; do
   n=$(basename "$f" .sh)
   [[ $n == check || $n == lib || -v "ENVS[$n]" ]] ||

@@ -31,6 +31,8 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 # benches/check.sh runs the fan-out bench against its peers (parallel-ssh; ansible is below).
 command -v parallel-ssh >/dev/null 2>&1 || need+=(pssh)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+# benches/state-stores.sh times `gantry ls` with it.
+command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

@@ -57,8 +57,8 @@ impl Providers for CliProviders {
 }
 
 /// The application context of this invocation.
-pub fn app(g: &Global, home: &Home) -> CliResult<App> {
-    let store = context::open_store(home)?;
+pub async fn app(g: &Global, home: &Home) -> CliResult<App> {
+    let store = context::open_store(home).await?;
     let ssh = context::ssh_config(home, &g.project)?;
     Ok(App {
         project: g.project.clone(),

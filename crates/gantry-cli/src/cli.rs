@@ -25,6 +25,10 @@ pub struct Global {
     /// Where gantry keeps its state, keys and local nodes.
     #[arg(long, global = true, env = env::GANTRY_HOME, value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Where the state lives: sqlite://PATH, postgres://USER@HOST/DB or etcd://HOST:PORT
+    /// [default: sqlite://$GANTRY_HOME/state.db].
+    #[arg(long, global = true, env = env::GANTRY_STATE, value_name = "URL", hide_env_values = true)]
+    pub state: Option<String>,
     /// Project (namespace) to act in: named like a cluster (lowercase letters, digits and '-').
     #[arg(long, global = true, env = env::GANTRY_PROJECT, default_value = "default", value_parser = project_name)]
     pub project: String,
@@ -111,6 +115,11 @@ pub enum Command {
     Blueprint {
         #[command(subcommand)]
         command: BlueprintCommand,
+    },
+    /// The state store: where it is and whether it answers.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
     },
     /// List clusters: records, and nodes found by the project's tags (local, the default Docker
     /// engine, AWS regions).
@@ -232,6 +241,14 @@ pub enum InventoryFormat {
     Json,
     /// Prometheus file_sd JSON.
     Prometheus,
+}
+
+/// `gantry state ...`.
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// The store's kind, URL (without its password), schema version, health and latency.
+    /// Exits 1 when the store does not answer.
+    Status,
 }
 
 /// `gantry blueprint ...`.

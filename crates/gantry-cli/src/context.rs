@@ -14,19 +14,35 @@ use gantry_engine::transport::Transport;
 use gantry_provider::registry::BuildEnv;
 use gantry_provider::{Provider, ProviderError};
 use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
-use gantry_state::{SqliteStore, StateStore};
+use gantry_state::{SqliteStore, StateStore, StateUrl};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
-/// The directory layout under `GANTRY_HOME`.
+/// The directory layout under `GANTRY_HOME`, and where the state lives.
 #[derive(Debug, Clone)]
 pub struct Home {
     pub root: PathBuf,
+    /// `--state`/`GANTRY_STATE`, or the home's own SQLite file.
+    pub state: StateUrl,
 }
 
 impl Home {
+    /// The home and state store the global flags (and their environment variables) name.
+    pub fn from_global(g: &Global) -> Result<Home, Failure> {
+        let mut home = Home::resolve(g.home.as_deref())?;
+        if let Some(url) = g.state.as_deref().filter(|u| !u.trim().is_empty()) {
+            home.state = StateUrl::parse(url).map_err(|e| {
+                Failure::new(exit::USAGE, anyhow::Error::new(e)).hint(
+                    "set GANTRY_STATE (or --state) to sqlite://PATH, postgres://USER@HOST/DB or \
+                     etcd://HOST:PORT, or unset it to use the home's own state.db",
+                )
+            })?;
+        }
+        Ok(home)
+    }
+
     pub fn resolve(flag: Option<&Path>) -> Result<Home, Failure> {
         let root = match flag {
             Some(p) => p.to_path_buf(),
@@ -49,12 +65,10 @@ impl Home {
                 .map(|d| d.join(&root))
                 .unwrap_or(root)
         };
-        Ok(Home { root })
+        let state = StateUrl::sqlite(root.join("state.db"));
+        Ok(Home { root, state })
     }
 
-    pub fn state_db(&self) -> PathBuf {
-        self.root.join("state.db")
-    }
     pub fn project_dir(&self, project: &str) -> PathBuf {
         self.root.join("projects").join(project)
     }
@@ -78,11 +92,23 @@ pub fn secret_store(home: &Home) -> Arc<dyn gantry_engine::secrets::SecretStore>
     ))
 }
 
-pub fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
-    let path = home.state_db();
-    let store = SqliteStore::open(&path)
-        .with_context(|| format!("failed to open the state store {}", path.display()))?;
-    Ok(Arc::new(store))
+/// Opens the store `home.state` names.
+pub async fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
+    match &home.state {
+        StateUrl::Sqlite { path } => {
+            let store = SqliteStore::open(path)
+                .with_context(|| format!("failed to open the state store {}", home.state))?;
+            Ok(Arc::new(store))
+        }
+        other => Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!(
+                "this gantry cannot open {} state stores ({other})",
+                other.kind()
+            ),
+        )
+        .hint("use a sqlite:// store, or a gantry built with team stores")),
+    }
 }
 
 pub fn ssh_config(home: &Home, project: &str) -> Result<ClientConfig, Failure> {

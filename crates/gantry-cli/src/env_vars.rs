@@ -5,6 +5,9 @@
 /// Where gantry keeps all its data (state DB, keys, local nodes). Default:
 /// `$XDG_DATA_HOME/gantry`, else `~/.local/share/gantry`.
 pub const GANTRY_HOME: &str = "GANTRY_HOME";
+/// Where the state lives: `sqlite://PATH`, `postgres://USER@HOST/DB` or `etcd://HOST:PORT`,
+/// like `--state`. Default: `sqlite://$GANTRY_HOME/state.db`.
+pub const GANTRY_STATE: &str = "GANTRY_STATE";
 /// The project (namespace) to act in. Default: `default`.
 pub const GANTRY_PROJECT: &str = "GANTRY_PROJECT";
 /// `text` or `json`.

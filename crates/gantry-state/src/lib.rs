@@ -11,6 +11,7 @@ mod error;
 mod model;
 mod sqlite;
 mod store;
+mod url;
 
 pub use error::{BoxError, StateError};
 pub use gantry_core::status::{ClusterStatus, RunKind, RunStatus, StepStatus};
@@ -20,3 +21,4 @@ pub use model::{
 pub use sqlite::{BUSY_TIMEOUT, SqliteStore};
 pub use store::StateStore;
 pub use time::OffsetDateTime;
+pub use url::{DEFAULT_ETCD_PREFIX, REDACTED, StateUrl};

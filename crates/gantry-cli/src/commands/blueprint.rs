@@ -305,8 +305,8 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
         )
         .hint(format!("it applies: {}", names.join(", "))));
     }
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let provider = context::provider_for_spec(&home, &ssh, &g.project, &spec)?;
     let listed = provider

@@ -131,8 +131,8 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
     warn_about_spec(&a.file, &spec, &text);
     // Blueprints are checked before anything is created.
     let prepared = super::blueprint::prepare_for(&spec, &a.file, &text)?;
-    let home = Home::resolve(g.home.as_deref())?;
-    let app = crate::app::app(g, &home)?;
+    let home = Home::from_global(g)?;
+    let app = crate::app::app(g, &home).await?;
     let (listener, finish) = progress::listener(g.output);
     // A shrink is asked about by `up` itself, under the cluster lock, from the plan it carries
     // out (planning first without the lock could ask about other nodes than it deletes).
@@ -183,8 +183,8 @@ pub async fn up(g: &Global, a: &SpecArgs) -> CliResult {
 pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
     let (spec, text) = load_spec(&a.file)?;
     let warnings = warn_about_spec(&a.file, &spec, &text);
-    let home = Home::resolve(g.home.as_deref())?;
-    let (p, resources) = crate::app::app(g, &home)?.plan(&spec).await?;
+    let home = Home::from_global(g)?;
+    let (p, resources) = crate::app::app(g, &home).await?.plan(&spec).await?;
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
     let create = names(&mut p.create.iter().map(|r| r.name.as_str()));
     let start = names(&mut p.start.iter().map(|n| n.name.as_str()));
@@ -236,8 +236,8 @@ pub async fn plan(g: &Global, a: &SpecArgs) -> CliResult {
 
 pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
-    let home = Home::resolve(g.home.as_deref())?;
-    let app = crate::app::app(g, &home)?;
+    let home = Home::from_global(g)?;
+    let app = crate::app::app(g, &home).await?;
     let target = app.prepare_destroy(cluster).await?;
     if !yes {
         let observed = &target.observed;
@@ -263,8 +263,8 @@ pub async fn destroy(g: &Global, cluster: &str, yes: bool) -> CliResult {
 
 pub async fn power(g: &Global, target: &str, action: Power) -> CliResult {
     let target = parse_target(target)?;
-    let home = Home::resolve(g.home.as_deref())?;
-    let app = crate::app::app(g, &home)?;
+    let home = Home::from_global(g)?;
+    let app = crate::app::app(g, &home).await?;
     let (listener, finish) = progress::listener(g.output);
     let result = app.power(&target, action, Some(listener)).await;
     finish();

@@ -46,8 +46,8 @@ pub(super) async fn outputs_json(
 
 pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
@@ -143,8 +143,8 @@ fn print_outputs(outputs: &serde_json::Value, reveal: bool) {
 
 pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let (provider, _) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
@@ -227,8 +227,8 @@ pub(super) fn ssh_config_text(
 }
 
 pub async fn runs(g: &Global, cluster: Option<&str>, limit: usize) -> CliResult {
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let runs = store
         .list_runs(&g.project, cluster, limit)
         .await
@@ -266,8 +266,8 @@ pub async fn runs(g: &Global, cluster: Option<&str>, limit: usize) -> CliResult 
 }
 
 pub async fn logs(g: &Global, run: &str) -> CliResult {
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let record = store
         .find_run(run)
         .await

@@ -22,8 +22,8 @@ pub async fn inventory(
     port: u16,
     reveal: bool,
 ) -> CliResult {
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let mut nodes = match cluster {
         Some(c) => {

@@ -36,8 +36,8 @@ pub async fn extend(g: &Global, cluster: &str, by: Duration, from_now: bool) -> 
         )
         .hint("e.g. `gantry extend demo 4h`"));
     }
-    let home = Home::resolve(g.home.as_deref())?;
-    let app = crate::app::app(g, &home)?;
+    let home = Home::from_global(g)?;
+    let app = crate::app::app(g, &home).await?;
     let from = if from_now {
         ExtendFrom::Now
     } else {
@@ -187,7 +187,7 @@ pub async fn destroy(
     for n in names {
         gantry_core::validate_name(n).map_err(|e| Failure::new(exit::USAGE, e))?;
     }
-    let home = Home::resolve(g.home.as_deref())?;
+    let home = Home::from_global(g)?;
     let known = Known::load(g, &home).await?;
     let clusters = known.clusters();
     let foreign = known.foreign();
@@ -261,7 +261,7 @@ pub async fn destroy(
             .join(", ");
         confirm(&format!("destroy {} cluster(s): {list}?", chosen.len()))?;
     }
-    let store = context::open_store(&home)?;
+    let store = context::open_store(&home).await?;
     let ssh = context::ssh_config(&home, &g.project)?;
     let mut reports: Vec<Report> = Vec::new();
     let mut first_failure: Option<Failure> = None;
@@ -389,7 +389,7 @@ fn print_gc_plan(project: &str, grace: Duration, p: &GcPlan, now: OffsetDateTime
 
 /// `gantry gc [--dry-run] [--grace D]`.
 pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
-    let home = Home::resolve(g.home.as_deref())?;
+    let home = Home::from_global(g)?;
     let known = Known::load(g, &home).await?;
     let now = OffsetDateTime::now_utc();
     let plan = gc::plan_gc(&GcInput {
@@ -409,7 +409,7 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
     let mut errors: Vec<Value> = Vec::new();
     let mut first_failure: Option<Failure> = None;
     if !dry_run && !plan.is_empty() {
-        let store = context::open_store(&home)?;
+        let store = context::open_store(&home).await?;
         let ssh = context::ssh_config(&home, &g.project)?;
         for e in &plan.expired {
             let outcome: CliResult<Option<Report>> = async {

@@ -40,7 +40,7 @@ struct Row<'a> {
 }
 
 pub async fn ls(g: &Global, a: &LsArgs) -> CliResult {
-    let home = Home::resolve(g.home.as_deref())?;
+    let home = Home::from_global(g)?;
     let cache = CacheUse {
         max_age: if a.refresh { Duration::ZERO } else { a.max_age },
     };

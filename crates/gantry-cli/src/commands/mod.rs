@@ -9,6 +9,7 @@ mod lifetime;
 mod ls;
 mod remote;
 mod scopes;
+mod state;
 
 use std::io::Read;
 use std::path::Path;
@@ -37,6 +38,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Validate(a) => cluster::validate(g, &a).await,
         Command::Up(a) => cluster::up(g, &a).await,
         Command::Blueprint { command } => blueprint::run(g, command).await,
+        Command::State { command } => state::run(g, command).await,
         Command::Plan(a) => cluster::plan(g, &a).await,
         Command::Destroy {
             clusters,

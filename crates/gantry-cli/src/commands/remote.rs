@@ -16,8 +16,8 @@ use crate::output;
 /// The nodes a target names and how they are reached ([`gantry_engine::app::App::remote`]).
 async fn resolve(g: &Global, target: &str) -> CliResult<RemoteTarget> {
     let target = parse_target(target)?;
-    let home = Home::resolve(g.home.as_deref())?;
-    Ok(crate::app::app(g, &home)?.remote(&target).await?)
+    let home = Home::from_global(g)?;
+    Ok(crate::app::app(g, &home).await?.remote(&target).await?)
 }
 
 /// Writes remote output line by line, prefixed with the node name when several nodes answer,
@@ -352,8 +352,8 @@ pub async fn ssh_config_not_applicable(g: &Global, cluster: &str) -> CliResult<O
     if gantry_core::validate_name(cluster).is_err() {
         return Ok(None);
     }
-    let home = Home::resolve(g.home.as_deref())?;
-    let store = context::open_store(&home)?;
+    let home = Home::from_global(g)?;
+    let store = context::open_store(&home).await?;
     let Some(record) =
         gantry_engine::app::load_cluster(store.as_ref(), &g.project, cluster).await?
     else {

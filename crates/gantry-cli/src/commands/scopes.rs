@@ -47,7 +47,7 @@ pub(crate) async fn list_project(
     regions: &[String],
     cache: CacheUse,
 ) -> CliResult<ProjectInventory> {
-    let store = context::open_store(home)?;
+    let store = context::open_store(home).await?;
     let ssh = context::ssh_config(home, &g.project)?;
     let records = ProjectRecords::load(store.as_ref(), &g.project).await?;
     let (scopes, warnings) = listing_scopes(home, &ssh, &g.project, &records, regions);

@@ -35,4 +35,5 @@ mod other_user;
 mod project_flag;
 mod scale;
 mod spec_errors;
+mod state;
 mod support;

@@ -154,6 +154,7 @@ impl Gantry {
         c.args(args)
             .env("GANTRY_HOME", &self.home)
             .env_remove("GANTRY_PROJECT")
+            .env_remove("GANTRY_STATE")
             .env_remove("GANTRY_OUTPUT")
             .env_remove("GANTRY_LOCK_TIMEOUT")
             .env_remove("GANTRY_CONCURRENCY")
