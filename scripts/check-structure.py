@@ -9,7 +9,8 @@ What it checks:
 1. Crate arrows (Cargo.toml `[dependencies]`): gantry-core depends on no gantry crate; no library
    crate depends on gantry-cli; provider crates never depend on gantry-engine; each
    protocol/database/cloud crate is a dependency of its one owner only (russh: gantry-ssh;
-   rusqlite: gantry-state; aws-sdk-*: gantry-aws; bollard: gantry-docker); anyhow and miette only
+   rusqlite: gantry-state; tokio-postgres, deadpool-postgres, tokio-postgres-rustls:
+   gantry-state-pg; aws-sdk-*: gantry-aws; bollard: gantry-docker); anyhow and miette only
    in gantry-cli.
 2. gantry-core does no IO: its sources name no `std::fs`, socket, `std::process` or `tokio`.
 3. gantry-cli names no provider crate (`gantry_local`, `gantry_docker`, `gantry_aws`, ...: every
@@ -38,6 +39,10 @@ OWNED = {
     "russh-sftp": {"gantry-ssh"},
     "rusqlite": {"gantry-state"},
     "bollard": {"gantry-docker"},
+    # PostgreSQL stays out of gantry-state (and of everything that only needs SQLite).
+    "tokio-postgres": {"gantry-state-pg"},
+    "deadpool-postgres": {"gantry-state-pg"},
+    "tokio-postgres-rustls": {"gantry-state-pg"},
     "anyhow": {"gantry-cli"},
     "miette": {"gantry-cli"},
 }
