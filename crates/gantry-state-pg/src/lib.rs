@@ -14,6 +14,7 @@
 //!   client's: machines whose clocks disagree still agree on when a lease ends.
 //! - Timestamps are `timestamptz`, microsecond precision (the precision the model promises).
 
+mod error;
 mod schema;
 mod store;
 mod tls;

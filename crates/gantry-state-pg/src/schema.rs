@@ -15,7 +15,7 @@
 use deadpool_postgres::GenericClient;
 use gantry_state::StateError;
 
-use crate::store::pg_err;
+use crate::error::pg_err;
 
 /// Migration `i` (0-based) brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[V1, V2, V3];

@@ -26,6 +26,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 
+use crate::error::{BACKEND, pg_err, pool_err};
 use crate::schema;
 use crate::tls;
 use crate::url::{self, TlsMode};
@@ -42,8 +43,6 @@ const INVENTORY_LOCK: i32 = 0x6761_6e74; // "gant"
 
 /// A lease's longest accepted ttl: longer is certainly a mistake (and could overflow a time).
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-const BACKEND: &str = "postgres";
 
 /// The PostgreSQL-backed state store. Cloning is cheap and shares the pool.
 #[derive(Clone)]
@@ -64,26 +63,6 @@ impl fmt::Debug for PostgresStore {
             .field("connections", &status.size)
             .field("max_connections", &status.max_size)
             .finish()
-    }
-}
-
-/// Wraps a driver error as the failure of `op`.
-pub(crate) fn pg_err(op: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StateError {
-    move |source| StateError::Backend {
-        backend: BACKEND,
-        op,
-        source: Box::new(source),
-    }
-}
-
-fn pool_err(op: &'static str, e: PoolError) -> StateError {
-    match e {
-        PoolError::Backend(source) => pg_err(op)(source),
-        other => StateError::Backend {
-            backend: BACKEND,
-            op,
-            source: Box::new(other),
-        },
     }
 }
 
