@@ -1,6 +1,6 @@
 //! The contract of [`StateStore`], as code every backend runs.
 //!
-//! docs/design.md promises that every store (SQLite today; PostgreSQL and etcd planned) behaves
+//! docs/design.md promises that every store (SQLite, PostgreSQL in `gantry-state-pg`) behaves
 //! the same; this suite is how that promise is kept. A backend's tests call [`run_all`] on a
 //! fresh or shared store: every record uses a random project and key prefix, so runs do not see
 //! each other's data. Each check
