@@ -3,5 +3,6 @@
 
 mod conformance;
 mod connect;
+mod store;
 mod support;
 mod tls;
