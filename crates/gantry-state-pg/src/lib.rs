@@ -21,4 +21,3 @@ mod tls;
 mod url;
 
 pub use store::PostgresStore;
-pub use url::redact_url;

@@ -4,14 +4,15 @@
 //! parameters it does not know; gantry also accepts libpq's `verify-ca` and `verify-full` and
 //! `sslrootcert=PATH`, so those are taken out of the URL here and handled by [`crate::tls`].
 //!
-//! A URL may carry a password (`postgres://user:secret@host/db`): whatever is shown to a user —
-//! errors, `Debug`, status output — goes through [`redact_url`] first.
+//! A URL may carry a password (`postgres://user:secret@host/db`): it is read through
+//! [`StateUrl`], gantry's one parser of store URLs, and only [`StateUrl`]'s redacted `Display` is
+//! ever put into a message or a `Debug` output.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use gantry_state::StateError;
+use gantry_state::{StateError, StateUrl};
 use tokio_postgres::config::{Host, SslMode};
 
 /// How long a connection attempt may take when the URL does not say (`connect_timeout=`).
@@ -43,20 +44,19 @@ pub(crate) struct Target {
     pub endpoint: String,
 }
 
-fn invalid(url: &str, reason: impl Into<String>) -> StateError {
-    StateError::InvalidArgument {
-        what: "postgres state URL",
-        reason: format!("{}: {}", redact_url(url), reason.into()),
-    }
-}
-
 pub(crate) fn parse(url: &str) -> Result<Target, StateError> {
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    let state_url = StateUrl::parse(url)?;
+    let redacted = state_url.to_string();
+    let invalid = |reason: String| StateError::InvalidArgument {
+        what: "postgres state URL",
+        reason: format!("{redacted}: {reason}"),
+    };
+    let StateUrl::Postgres { url } = &state_url else {
         return Err(invalid(
-            url,
-            "it must start with postgres:// or postgresql://",
+            "it must start with postgres:// or postgresql://".into(),
         ));
-    }
+    };
+    let url = url.as_str();
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut tls = TlsMode::Plain;
     let mut root_cert = None;
@@ -71,13 +71,10 @@ pub(crate) fn parse(url: &str) -> Result<Target, StateError> {
                     "verify-ca" => TlsMode::VerifyCa,
                     "verify-full" => TlsMode::VerifyFull,
                     other => {
-                        return Err(invalid(
-                            url,
-                            format!(
-                                "sslmode={other} is not one of disable, allow, prefer, require, \
+                        return Err(invalid(format!(
+                            "sslmode={other} is not one of disable, allow, prefer, require, \
                                  verify-ca, verify-full"
-                            ),
-                        ));
+                        )));
                     }
                 }
             }
@@ -91,7 +88,7 @@ pub(crate) fn parse(url: &str) -> Result<Target, StateError> {
         format!("{base}?{}", kept.join("&"))
     };
     let mut config = tokio_postgres::Config::from_str(&rebuilt)
-        .map_err(|e| invalid(url, format!("it does not parse ({e})")))?;
+        .map_err(|e| invalid(format!("it does not parse ({e})")))?;
     config.ssl_mode(if tls == TlsMode::Plain {
         SslMode::Disable
     } else {
@@ -108,7 +105,7 @@ pub(crate) fn parse(url: &str) -> Result<Target, StateError> {
         config,
         tls,
         root_cert,
-        redacted: redact_url(url),
+        redacted,
         endpoint,
     })
 }
@@ -139,64 +136,9 @@ fn endpoint(config: &tokio_postgres::Config) -> String {
     }
 }
 
-/// `url` with the password in its user info and any `password=` parameter replaced by `***`.
-///
-/// Safe to show: use it wherever a state URL reaches a message, a log or an output.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some(parts) => parts,
-        None => ("", url),
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{hosts}"),
-            None => format!("{userinfo}@{hosts}"),
-        },
-        None => authority.to_owned(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let pairs: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
-                        format!("{key}=***")
-                    }
-                    _ => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", pairs.join("&"))
-        }
-        None => tail.to_owned(),
-    };
-    if scheme.is_empty() {
-        format!("{authority}{tail}")
-    } else {
-        format!("{scheme}://{authority}{tail}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://gantry:s3cr%40t@db:5432/gantry?sslmode=require"),
-            "postgres://gantry:***@db:5432/gantry?sslmode=require"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:p@h1,h2/db?password=x&user=u"),
-            "postgresql://u:***@h1,h2/db?password=***&user=u"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("postgres://h"), "postgres://h");
-        // An '@' inside the password must not leak its tail.
-        assert_eq!(redact_url("postgres://u:a@b@h/db"), "postgres://u:***@h/db");
-    }
 
     #[test]
     fn url_is_parsed_with_gantry_tls_options() {
@@ -210,7 +152,11 @@ mod tests {
         assert_eq!(t.endpoint, "127.0.0.1:6543");
         assert_eq!(t.config.get_application_name(), Some("me"));
         assert_eq!(t.config.get_ssl_mode(), SslMode::Require);
-        assert!(!t.redacted.contains("pw"));
+        assert_eq!(
+            t.redacted,
+            "postgres://u:***@127.0.0.1:6543/db?sslmode=verify-full&sslrootcert=/x/ca.pem&\
+             application_name=me"
+        );
 
         let plain = parse("postgres://u@db/x").unwrap();
         assert_eq!(plain.tls, TlsMode::Plain);
@@ -224,6 +170,7 @@ mod tests {
             "mysql://u:hunter2@h/db",
             "postgres://u:hunter2@h/db?sslmode=sometimes",
             "postgres://u:hunter2@h:notaport/db",
+            "postgres://u:hunter2@h/db?password=hunter2&nosuchoption=1",
         ] {
             let err = parse(url).err().expect("refused");
             let message = err.to_string();
