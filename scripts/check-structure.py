@@ -9,9 +9,10 @@ What it checks:
 1. Crate arrows (Cargo.toml `[dependencies]`): gantry-core depends on no gantry crate; no library
    crate depends on gantry-cli; provider crates never depend on gantry-engine; each
    protocol/database/cloud crate is a dependency of its one owner only (russh: gantry-ssh;
-   rusqlite: gantry-state; aws-sdk-*: gantry-aws; bollard: gantry-docker; aes-gcm and argon2:
-   gantry-secrets); anyhow and miette only in gantry-cli; gantry-secrets depends on no gantry
-   crate but gantry-core.
+   rusqlite: gantry-state; tokio-postgres, deadpool-postgres, tokio-postgres-rustls:
+   gantry-state-pg; aws-sdk-*: gantry-aws; bollard: gantry-docker; aes-gcm and argon2:
+   gantry-secrets); anyhow and miette only in gantry-cli; gantry-secrets depends on no
+   gantry crate but gantry-core.
 2. gantry-core does no IO: its sources name no `std::fs`, socket, `std::process` or `tokio`.
 3. gantry-cli names no provider crate (`gantry_local`, `gantry_docker`, `gantry_aws`, ...: every
    crate of PROVIDER_CRATES), not even in a comment, outside the one place that registers them
@@ -41,6 +42,10 @@ OWNED = {
     "bollard": {"gantry-docker"},
     "aes-gcm": {"gantry-secrets"},
     "argon2": {"gantry-secrets"},
+    # PostgreSQL stays out of gantry-state (and of everything that only needs SQLite).
+    "tokio-postgres": {"gantry-state-pg"},
+    "deadpool-postgres": {"gantry-state-pg"},
+    "tokio-postgres-rustls": {"gantry-state-pg"},
     "anyhow": {"gantry-cli"},
     "miette": {"gantry-cli"},
 }

@@ -22,6 +22,10 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 command -v initdb >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 command -v pg_basebackup >/dev/null 2>&1 || need+=(postgresql-client)
+# The PostgreSQL state store's tests (scripts/services.sh start postgres): a throwaway CA for
+# TLS, and setpriv to run the server as the postgres user when we are root.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 # The Docker provider's tests: a private dockerd (scripts/services.sh start docker) and the test
 # image built from this machine's own packages (scripts/build-test-image.sh: busybox-static;
 # debootstrap for fuller root filesystems).

@@ -8,6 +8,11 @@
 #   scripts/services.sh start openbao    -> prints "PORT PID DIR" once an OpenBao dev server answers
 #                                           on http://127.0.0.1:PORT (root token `root`, in-memory
 #                                           storage; the caller enables what it needs, e.g. transit)
+#   scripts/services.sh start postgres   -> prints "PORT PID DIR" once PostgreSQL answers on
+#                                           127.0.0.1:PORT: superuser `gantry`, its password in
+#                                           DIR/password, scram-sha-256 over TCP; TLS on, with a
+#                                           test CA in DIR/ca.crt (server cert for 127.0.0.1 and
+#                                           localhost) when openssl is there; unix socket in DIR
 #   scripts/services.sh stop PID         -> kills that server (and its process group) by PID and
 #                                           removes its temp dir (SERVICES_KEEP=1 keeps it); a
 #                                           dockerd's containers and networks are removed first
@@ -23,6 +28,10 @@
 # validation on (real error codes). It is bounded: a watcher kills it when the process that ran
 # `start` exits (SERVICES_WATCH_PID overrides which process is watched, 0 = none) or after
 # SERVICES_MAX_SECONDS (default 7200). Only 127.0.0.1 is ever bound or contacted.
+#
+# PostgreSQL (15, whatever initdb/postgres are on PATH or in /usr/lib/postgresql/*/bin) gets a
+# fresh cluster from initdb under DIR; as root it runs as the `postgres` user (initdb refuses
+# root). It has the same watcher as moto.
 #
 # dockerd runs as docs/testing.md says (--iptables=false --ip6tables=false), with --bridge=none (no
 # default docker0 bridge: gantry makes a network per cluster, and two engines on one machine do
@@ -149,6 +158,101 @@ watch_server() { # PID LOG NAME [PRE_STOP_COMMAND...]
   disown $! 2>/dev/null || true
 }
 
+# The directory holding initdb and postgres: PATH first, then Debian's layout.
+pg_bindir() {
+  local bin
+  if bin=$(command -v initdb 2>/dev/null) && command -v postgres >/dev/null 2>&1; then
+    dirname "$(readlink -f "$bin")"
+    return 0
+  fi
+  for bin in /usr/lib/postgresql/*/bin; do
+    [[ -x $bin/initdb && -x $bin/postgres ]] && { echo "$bin"; return 0; }
+  done
+  return 1
+}
+
+start_postgres() {
+  local bindir dir log port pid deadline user password
+  bindir=$(pg_bindir) ||
+    die "PostgreSQL is not installed: apt-get install postgresql (or scripts/install-deps.sh test)"
+  # Short path: the unix socket path is limited to 107 bytes.
+  dir=$(mktemp -d /tmp/gantry-postgres.XXXXXX)
+  log=$dir/postgres.log
+  password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  (umask 077 && printf '%s\n' "$password" >"$dir/password")
+  # initdb and postgres refuse to run as root.
+  local as=()
+  if [[ $(id -u) == 0 ]]; then
+    user=postgres
+    id "$user" >/dev/null 2>&1 || user=nobody
+    command -v setpriv >/dev/null 2>&1 || die "setpriv (util-linux) is needed to run PostgreSQL as $user"
+    as=(setpriv "--reuid=$user" "--regid=$(id -g "$user")" --init-groups --)
+    chown "$user" "$dir" "$dir/password"
+  fi
+  "${as[@]}" "$bindir/initdb" -D "$dir/data" -U gantry --pwfile="$dir/password" \
+    --auth-host=scram-sha-256 --auth-local=trust -E UTF8 --locale=C.UTF-8 >"$log" 2>&1 ||
+    { tail -n 20 "$log" >&2; die "initdb failed (log: $log)"; }
+  local ssl=(-c ssl=off)
+  if command -v openssl >/dev/null 2>&1; then
+    # A throwaway CA and a server certificate for 127.0.0.1 and localhost, so tests can check
+    # sslmode=verify-full against DIR/ca.crt.
+    (
+      cd "$dir"
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout ca.key -out ca.crt -subj "/CN=gantry test CA" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+          -keyout server.key -out server.csr -subj "/CN=localhost" &&
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext &&
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+          -extfile server.ext -out server.crt
+    ) >>"$log" 2>&1 || die "openssl could not make the test certificates (log: $log)"
+    chmod 600 "$dir/server.key"
+    [[ ${#as[@]} == 0 ]] || chown "$user" "$dir/server.key" "$dir/server.crt"
+    ssl=(-c ssl=on -c "ssl_cert_file=$dir/server.crt" -c "ssl_key_file=$dir/server.key")
+  fi
+  for _attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    # setsid: its own process group, so `stop` takes its children (backends) too.
+    setsid "${as[@]}" "$bindir/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
+      -k "$dir" "${ssl[@]}" >>"$log" 2>&1 </dev/null &
+    pid=$!
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+      kill -0 "$pid" 2>/dev/null || break
+      if PGPASSWORD=$password PGCONNECT_TIMEOUT=2 "$bindir/psql" -h 127.0.0.1 -p "$port" -U gantry \
+        -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1 ||
+        PGPASSWORD=$password PGCONNECT_TIMEOUT=2 psql -h 127.0.0.1 -p "$port" -U gantry \
+          -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+        watch_server "$pid" "$log" postgres
+        echo "$port $pid $dir"
+        return 0
+      fi
+      sleep 0.1
+    done
+    # It died (port taken meanwhile?) or never answered: try another port.
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "services.sh: postgres on port $port did not come up; log:" >&2
+    tail -n 20 "$log" >&2 || true
+  done
+  die "postgres did not start (log: $log)"
+}
+
+stop_postgres() { # PID DIR
+  local pid=$1 dir=$2
+  # SIGINT is PostgreSQL's fast shutdown: backends are ended, nothing is waited for.
+  kill -INT "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+  if [[ ${SERVICES_KEEP:-0} != 1 && -d $dir ]]; then
+    sleep 0.2
+    rm -rf -- "$dir"
+  fi
+}
+
 start_docker() {
   command -v dockerd >/dev/null 2>&1 ||
     die "dockerd is not installed: apt-get install docker.io (or scripts/install-deps.sh test)"
@@ -255,6 +359,12 @@ stop_pid() {
     stop_docker "$pid" "$dir"
     return 0
   fi
+  if [[ $cmd == */postgres\ -D\ * ]]; then
+    dir=$(sed -n 's/.* -D \(\/tmp\/gantry-postgres\.[A-Za-z0-9]*\)\/data .*/\1/p' <<<"$cmd")
+    [[ -n $dir ]] || die "stop: postgres $pid was not started by services.sh ($cmd)"
+    stop_postgres "$pid" "$dir"
+    return 0
+  fi
   if [[ $cmd == *bao\ server\ -dev\ * ]]; then
     dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
     [[ $dir == */gantry-openbao.* ]] || die "stop: bao $pid was not started by services.sh"
@@ -352,7 +462,8 @@ start)
   moto) start_moto ;;
   docker) start_docker ;;
   openbao) start_openbao ;;
-  *) die "usage: services.sh start moto|docker|openbao" ;;
+  postgres) start_postgres ;;
+  *) die "usage: services.sh start moto|docker|openbao|postgres" ;;
   esac
   ;;
 stop)
@@ -368,6 +479,6 @@ count)
   count "$2" "$3" "$4" "$5"
   ;;
 *)
-  die "usage: services.sh start moto|docker|openbao | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
+  die "usage: services.sh start moto|docker|openbao|postgres | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
   ;;
 esac

@@ -1,6 +1,6 @@
 //! The contract of [`StateStore`], as code every backend runs.
 //!
-//! docs/design.md promises that every store (SQLite today; PostgreSQL and etcd planned) behaves
+//! docs/design.md promises that every store (SQLite, PostgreSQL in `gantry-state-pg`) behaves
 //! the same; this suite is how that promise is kept. A backend's tests call [`run_all`] on a
 //! fresh or shared store: every record uses a random project and key prefix, so runs do not see
 //! each other's data. Each check
@@ -9,6 +9,11 @@
 //! Timestamps used here have whole microseconds, the finest precision every backend is required
 //! to keep. The lock checks sleep once for 1.5 s to let a 1 s lease expire (etcd leases have
 //! whole-second TTLs).
+//!
+//! The two-handle checks stand for two machines sharing one store: what one writes the other
+//! reads, concurrent `append_event` calls from both number a run's events without gaps or
+//! duplicates, and racing `acquire_lock` calls from both let exactly one win, with fencing
+//! tokens that only grow.
 //!
 //! The inventory checks pass their own timestamps to `invalidate_inventory`, so they do not
 //! depend on the store's clock.
@@ -26,7 +31,12 @@ use crate::model::{
 use crate::store::StateStore;
 
 /// Runs every check against `store`, panicking at the first broken rule.
-pub async fn run_all(store: &dyn StateStore) {
+///
+/// `second` is another handle on the same store, opened the way a second machine of a team
+/// would open it (its own connection or file handle): the suite writes through one and reads
+/// through the other, and races them on event numbering and locks. A store that cannot be opened
+/// twice (an in-memory SQLite database) passes a clone of `store`.
+pub async fn run_all(store: &dyn StateStore, second: &dyn StateStore) {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let ns = |area: &str| format!("conformance-{nonce}-{area}");
     check_meta(store).await;
@@ -38,6 +48,7 @@ pub async fn run_all(store: &dyn StateStore) {
     check_events(store, &ns("events")).await;
     check_locks(store, &ns("locks")).await;
     check_inventory(store, &ns("inventory")).await;
+    check_two_handles(store, second, &ns("two-handles")).await;
 }
 
 /// Unwraps a result the rule says must succeed.
@@ -868,5 +879,142 @@ async fn acquired(
     match ok(rule, store.acquire_lock(key, holder, ttl).await) {
         Acquire::Acquired(lease) => lease,
         Acquire::Held { holder, .. } => panic!("{rule}; it is held by {holder}"),
+    }
+}
+
+/// Writers per handle and events per writer in the concurrent `append_event` check.
+const WRITERS_PER_HANDLE: usize = 4;
+const EVENTS_PER_WRITER: usize = 10;
+/// Acquirers per handle and rounds in the racing `acquire_lock` check.
+const RACERS_PER_HANDLE: usize = 4;
+const RACE_ROUNDS: usize = 5;
+
+async fn check_two_handles(a: &dyn StateStore, b: &dyn StateStore, project: &str) {
+    let c = cluster(project, "shared");
+    ok("put_cluster", a.put_cluster(&c).await);
+    assert_eq!(
+        ok("get_cluster", b.get_cluster(project, "shared").await).as_ref(),
+        Some(&c),
+        "a cluster written through one handle must be read back through the other"
+    );
+    assert_eq!(
+        ok("world_id", a.world_id().await),
+        ok("world_id", b.world_id().await),
+        "both handles on one store must answer the same world id"
+    );
+
+    // Concurrent appends from both handles, each writer numbering its own events in `i`.
+    let r = run(&format!("{project}-events"), project, "shared", 1);
+    ok("create_run", a.create_run(&r).await);
+    let writers = (0..2 * WRITERS_PER_HANDLE).map(|w| {
+        let store = if w % 2 == 0 { a } else { b };
+        let run_id = r.id.clone();
+        async move {
+            let mut seqs = Vec::new();
+            for i in 0..EVENTS_PER_WRITER {
+                let json = format!(r#"{{"w":{w},"i":{i}}}"#);
+                let seq = ok(
+                    "concurrent append_event",
+                    store.append_event(&run_id, at(i as i64), &json).await,
+                );
+                seqs.push(seq);
+            }
+            seqs
+        }
+    });
+    let per_writer = futures::future::join_all(writers).await;
+    let total = (2 * WRITERS_PER_HANDLE * EVENTS_PER_WRITER) as u64;
+    let mut all: Vec<u64> = per_writer.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "concurrent append_event from two handles must hand out 1..={total}, each once"
+    );
+    for seqs in &per_writer {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer's successive append_event calls must get increasing numbers: {seqs:?}"
+        );
+    }
+    let listed = ok("list_events", b.list_events(&r.id, 0).await);
+    assert_eq!(
+        listed.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>(),
+        "list_events must return every concurrently appended event once, in order"
+    );
+    for (w, seqs) in per_writer.iter().enumerate() {
+        for (i, seq) in seqs.iter().enumerate() {
+            let want = format!(r#"{{"w":{w},"i":{i}}}"#);
+            assert_eq!(
+                listed[(*seq - 1) as usize].json,
+                want,
+                "event {seq} must hold what the append that got that number wrote"
+            );
+        }
+    }
+
+    // Racing acquires from both handles, round after round.
+    let key = format!("{project}/cluster/race");
+    let ttl = Duration::from_secs(30);
+    let mut last_token = 0;
+    for round in 0..RACE_ROUNDS {
+        let racers = (0..2 * RACERS_PER_HANDLE).map(|k| {
+            let store = if k % 2 == 0 { a } else { b };
+            let holder = format!("machine-{}-racer-{k}", k % 2);
+            let key = key.clone();
+            async move {
+                let got = ok(
+                    "racing acquire_lock",
+                    store.acquire_lock(&key, &holder, ttl).await,
+                );
+                (holder, got)
+            }
+        });
+        let results = futures::future::join_all(racers).await;
+        let winners: Vec<&Lease> = results
+            .iter()
+            .filter_map(|(_, got)| match got {
+                Acquire::Acquired(lease) => Some(lease),
+                Acquire::Held { .. } => None,
+            })
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "exactly one of {} racing acquire_lock calls from two handles must win (round \
+             {round}): {results:?}",
+            results.len()
+        );
+        let winner = winners[0].clone();
+        for (who, got) in &results {
+            if let Acquire::Held { holder, expires_at } = got {
+                assert_eq!(
+                    (holder, expires_at),
+                    (&winner.holder, &winner.expires_at),
+                    "a racer that lost ({who}) must be told the winner's lease"
+                );
+            }
+        }
+        assert!(
+            winner.token > last_token,
+            "fencing tokens must strictly increase from round to round ({last_token} then {})",
+            winner.token
+        );
+        last_token = winner.token;
+        for (name, store) in [("first", a), ("second", b)] {
+            assert_eq!(
+                ok("get_lock", store.get_lock(&key).await).as_ref(),
+                Some(&winner),
+                "the {name} handle must see the winning lease"
+            );
+        }
+        // Released through whichever handle did not take it, as another machine's cleanup would.
+        let other = if winner.holder.starts_with("machine-0") {
+            b
+        } else {
+            a
+        };
+        ok("release_lock", other.release_lock(&winner).await);
     }
 }

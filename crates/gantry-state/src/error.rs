@@ -63,6 +63,16 @@ pub enum StateError {
         source: rusqlite::Error,
     },
 
+    /// A networked store (PostgreSQL, etcd, …) could not be reached or refused to log in.
+    /// `target` names where it was tried (`host:port`), never a password.
+    #[error("connect to {backend} state store at {target}")]
+    Connect {
+        backend: &'static str,
+        target: String,
+        #[source]
+        source: BoxError,
+    },
+
     /// Failure of a backend implemented outside this crate (PostgreSQL, etcd, …).
     #[error("{op} in {backend} state store")]
     Backend {

@@ -2,9 +2,10 @@
 //! cache.
 //!
 //! Everything above this crate talks to an `Arc<dyn` [`StateStore`]`>`, so which database sits
-//! behind it is chosen once at startup: SQLite today; PostgreSQL or etcd, for a team that
-//! shares state, are planned behind the same trait. [`conformance::run_all`] is the executable form of the trait's contract: every store
-//! must pass it.
+//! behind it is chosen once at startup: SQLite here, PostgreSQL in the `gantry-state-pg` crate
+//! (for a team that shares state; it keeps this crate free of a PostgreSQL driver).
+//! [`conformance::run_all`] is the executable form of the trait's contract: every store must
+//! pass it.
 
 pub mod conformance;
 mod error;

@@ -1,7 +1,7 @@
 //! The contract every state backend implements.
 //!
-//! gantry keeps its records in SQLite (PostgreSQL or etcd, for a team that shares them, are
-//! planned); the engine and the CLI (and later the server) only ever hold an
+//! gantry keeps its records in SQLite, or in PostgreSQL for a team that shares them
+//! (`gantry-state-pg`); the engine and the CLI (and later the server) only ever hold an
 //! `Arc<dyn StateStore>`. The rules a backend
 //! must follow are written on each method and checked by [`crate::conformance::run_all`], which
 //! every backend runs in its tests. The methods are deliberately small key-value-ish operations

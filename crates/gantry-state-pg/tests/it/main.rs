@@ -1,0 +1,8 @@
+//! Integration tests for gantry-state-pg against one real PostgreSQL per test binary
+//! (`scripts/services.sh start postgres`), each test in a database of its own.
+
+mod conformance;
+mod connect;
+mod store;
+mod support;
+mod tls;
