@@ -100,6 +100,12 @@ pub async fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
                 .with_context(|| format!("failed to open the state store {}", home.state))?;
             Ok(Arc::new(store))
         }
+        StateUrl::Postgres { url } => {
+            let store = gantry_state_pg::PostgresStore::connect(url)
+                .await
+                .map_err(|e| store_failure(&home.state, e))?;
+            Ok(Arc::new(store))
+        }
         other => Err(Failure::new(
             exit::USAGE,
             anyhow::anyhow!(
@@ -107,8 +113,17 @@ pub async fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
                 other.kind()
             ),
         )
-        .hint("use a sqlite:// store, or a gantry built with team stores")),
+        .hint("use a sqlite:// or postgres:// store")),
     }
+}
+
+/// A team store that cannot be opened: what failed, with the store's redacted URL.
+fn store_failure(url: &StateUrl, e: gantry_state::StateError) -> Failure {
+    Failure::new(
+        exit::FAILURE,
+        anyhow::Error::new(e).context(format!("failed to open the state store {url}")),
+    )
+    .hint("check that the store answers (`gantry state status`) and the URL's user and password")
 }
 
 pub fn ssh_config(home: &Home, project: &str) -> Result<ClientConfig, Failure> {
