@@ -9,8 +9,8 @@ What it checks:
 1. Crate arrows (Cargo.toml `[dependencies]`): gantry-core depends on no gantry crate; no library
    crate depends on gantry-cli; provider crates never depend on gantry-engine; each
    protocol/database/cloud crate is a dependency of its one owner only (russh: gantry-ssh;
-   rusqlite: gantry-state; aws-sdk-*: gantry-aws; bollard: gantry-docker); anyhow and miette only
-   in gantry-cli.
+   rusqlite: gantry-state; etcd-client: gantry-state-etcd; aws-sdk-*: gantry-aws; bollard:
+   gantry-docker); anyhow and miette only in gantry-cli.
 2. gantry-core does no IO: its sources name no `std::fs`, socket, `std::process` or `tokio`.
 3. gantry-cli names no provider crate (`gantry_local`, `gantry_docker`, `gantry_aws`, ...: every
    crate of PROVIDER_CRATES), not even in a comment, outside the one place that registers them
@@ -38,6 +38,7 @@ OWNED = {
     "russh-sftp": {"gantry-ssh"},
     "rusqlite": {"gantry-state"},
     "bollard": {"gantry-docker"},
+    "etcd-client": {"gantry-state-etcd"},
     "anyhow": {"gantry-cli"},
     "miette": {"gantry-cli"},
 }

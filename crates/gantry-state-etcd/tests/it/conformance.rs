@@ -1,0 +1,23 @@
+//! gantry-state's one conformance suite, unchanged, against etcd.
+
+use gantry_state::conformance;
+
+use crate::support::etcd;
+
+#[tokio::test]
+async fn etcd_store_passes_conformance() {
+    let Some(etcd) = etcd() else { return };
+    let store = etcd.store(&etcd.prefix("conformance")).await;
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test]
+async fn conformance_passes_twice_through_two_handles_on_one_prefix() {
+    // Two machines sharing the store: the second runs the suite on data the first left.
+    let Some(etcd) = etcd() else { return };
+    let prefix = etcd.prefix("conformance-shared");
+    let first = etcd.store(&prefix).await;
+    conformance::run_all(&first).await;
+    let second = etcd.store(&prefix).await;
+    conformance::run_all(&second).await;
+}

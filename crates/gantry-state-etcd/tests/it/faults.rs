@@ -1,0 +1,146 @@
+//! What a user sees when the store cannot be used: nobody listening, a store written by a newer
+//! gantry, a record too large for etcd; and names that would otherwise run into each other.
+
+use std::time::{Duration, Instant};
+
+use gantry_state::{InventoryRecord, StateError, StateStore};
+use gantry_state_etcd::{EtcdConfig, EtcdStore, MAX_VALUE_BYTES, SCHEMA_VERSION};
+use time::OffsetDateTime;
+
+use crate::support::etcd;
+
+#[tokio::test]
+async fn an_unreachable_endpoint_fails_in_bounded_time_naming_it() {
+    // A port nobody listens on: bind it, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = EtcdConfig::from_url(&format!("etcd://127.0.0.1:{port}/t")).unwrap();
+    config.connect_timeout = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = EtcdStore::open(config)
+        .await
+        .expect_err("nothing listens there");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        matches!(err, StateError::Etcd { .. }),
+        "want StateError::Etcd, got {err:?}"
+    );
+    let shown = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(
+        shown.contains(&format!("127.0.0.1:{port}")),
+        "the error must name the endpoint: {shown}"
+    );
+    eprintln!("{shown} (after {took:?})");
+}
+
+#[tokio::test]
+async fn a_store_at_a_newer_schema_version_is_refused() {
+    let Some(etcd) = etcd() else { return };
+    let prefix = etcd.prefix("schema");
+    let store = etcd.store(&prefix).await;
+    assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    etcd.raw()
+        .await
+        .put(
+            format!("{prefix}schema"),
+            (SCHEMA_VERSION + 1).to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    match EtcdStore::connect(&[etcd.endpoint()], &prefix).await {
+        Err(StateError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("want SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_value_over_the_limit_is_refused_before_etcd_sees_it() {
+    let Some(etcd) = etcd() else { return };
+    let store = etcd.store(&etcd.prefix("size")).await;
+    let huge = InventoryRecord {
+        project: "p".into(),
+        scope: "s".into(),
+        fetched_at: OffsetDateTime::now_utc(),
+        payload: "x".repeat(MAX_VALUE_BYTES + 1),
+    };
+    match store.put_inventory(&huge).await {
+        Err(StateError::InvalidArgument { reason, .. }) => {
+            assert!(reason.contains("etcd"), "{reason}")
+        }
+        other => panic!("want InvalidArgument, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn names_with_slashes_stay_in_their_own_project() {
+    let Some(etcd) = etcd() else { return };
+    let store = etcd.store(&etcd.prefix("names")).await;
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let cluster = |project: &str, name: &str| gantry_state::ClusterRecord {
+        project: project.into(),
+        name: name.into(),
+        uid: "u".into(),
+        provider: "local".into(),
+        spec_yaml: String::new(),
+        spec_json: "{}".into(),
+        spec_hash: "h".into(),
+        generation: 1,
+        status: gantry_state::ClusterStatus::Ready,
+        created_at: now,
+        updated_at: now,
+        expires_at: now,
+    };
+    store.put_cluster(&cluster("a", "x")).await.unwrap();
+    store.put_cluster(&cluster("a/b", "y")).await.unwrap();
+    store.put_cluster(&cluster("a", "b/y")).await.unwrap();
+    let names: Vec<String> = store
+        .list_clusters("a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["b/y", "x"]);
+    assert_eq!(store.list_clusters("a/b").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_never_answers_fails_in_bounded_time_naming_it() {
+    // Something listens (the kernel completes the TCP handshake) but never speaks.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut config = EtcdConfig::new(&[format!("127.0.0.1:{port}")], "/t").unwrap();
+    config.connect_timeout = Duration::from_secs(1);
+    config.request_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = EtcdStore::open(config)
+        .await
+        .expect_err("nothing answers there");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let shown = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(
+        shown.contains(&format!("127.0.0.1:{port}")),
+        "the error must name the endpoint: {shown}"
+    );
+    eprintln!("{shown} (after {took:?})");
+    drop(silent);
+}
