@@ -85,6 +85,9 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// The schema version this binary writes and the newest it understands.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// How many keys one read of a scan asks for.
+const SCAN_PAGE: i64 = 500;
+
 /// How many times a conflicting transaction is retried before giving up (each retry waits a
 /// random few milliseconds, growing to 50 ms).
 const MAX_ATTEMPTS: u32 = 2000;
@@ -232,10 +235,44 @@ impl EtcdStore {
 
     /// Every key under `prefix` (which ends with `/`).
     async fn scan(&self, op: &'static str, prefix: &str) -> Result<Vec<KeyValue>, StateError> {
-        let mut resp = self
-            .get(op, prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
-        Ok(resp.take_kvs())
+        self.scan_range(op, prefix.as_bytes().to_vec(), range_end(prefix))
+            .await
+    }
+
+    /// Every key in `[from, end)`, in key order, read in pages of [`SCAN_PAGE`] keys at the
+    /// revision of the first page: one consistent snapshot that never runs into gRPC's message
+    /// size limit, however many records a project has.
+    async fn scan_range(
+        &self,
+        op: &'static str,
+        mut from: Vec<u8>,
+        end: Vec<u8>,
+    ) -> Result<Vec<KeyValue>, StateError> {
+        let mut out = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(SCAN_PAGE);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let mut resp = self.get(op, from.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            // The smallest key after the last one read.
+            from = last.key().to_vec();
+            from.push(0);
+            out.extend(kvs);
+            if !more {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Several keys read at one revision (a transaction without compares is a consistent read).
@@ -922,14 +959,14 @@ impl StateStore for EtcdStore {
         let Some(from) = after_seq.checked_add(1) else {
             return Ok(Vec::new());
         };
-        let mut resp = self
-            .get(
+        let kvs = self
+            .scan_range(
                 "list events",
-                self.keys.event(run_id, from),
-                Some(GetOptions::new().with_range(range_end(&self.keys.events(run_id)))),
+                self.keys.event(run_id, from).into_bytes(),
+                range_end(&self.keys.events(run_id)),
             )
             .await?;
-        decode_all("event record", &resp.take_kvs())
+        decode_all("event record", &kvs)
     }
 
     async fn acquire_lock(

@@ -2,8 +2,8 @@
 //! cache.
 //!
 //! Everything above this crate talks to an `Arc<dyn` [`StateStore`]`>`, so which database sits
-//! behind it is chosen once at startup: SQLite today; PostgreSQL or etcd, for a team that
-//! shares state, are planned behind the same trait. [`conformance::run_all`] is the executable form of the trait's contract: every store
+//! behind it is chosen once at startup: SQLite here; etcd in the `gantry-state-etcd` crate, for a
+//! team that shares state (PostgreSQL is planned behind the same trait). [`conformance::run_all`] is the executable form of the trait's contract: every store
 //! must pass it.
 
 pub mod conformance;

@@ -144,3 +144,64 @@ async fn an_endpoint_that_never_answers_fails_in_bounded_time_naming_it() {
     eprintln!("{shown} (after {took:?})");
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_longer_than_one_read_page_are_whole_and_ordered() {
+    let Some(etcd) = etcd() else { return };
+    let store = etcd.store(&etcd.prefix("pages")).await;
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    store
+        .put_cluster(&gantry_state::ClusterRecord {
+            project: "p".into(),
+            name: "big".into(),
+            uid: "u".into(),
+            provider: "local".into(),
+            spec_yaml: String::new(),
+            spec_json: "{}".into(),
+            spec_hash: "h".into(),
+            generation: 1,
+            status: gantry_state::ClusterStatus::Ready,
+            created_at: now,
+            updated_at: now,
+            expires_at: now,
+        })
+        .await
+        .unwrap();
+    const NODES: u32 = 1_050; // more than two pages of 500
+    let mut tasks = Vec::new();
+    for part in 0..10 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            for index in (1..=NODES).filter(|i| i % 10 == part) {
+                let node = gantry_state::NodeRecord {
+                    project: "p".into(),
+                    cluster: "big".into(),
+                    name: format!("big-w-{index}"),
+                    pool: "w".into(),
+                    index,
+                    provider_id: format!("i-{index}"),
+                    address: None,
+                    ssh_host: None,
+                    ssh_port: None,
+                    ssh_user: None,
+                    state: "running".into(),
+                    tags: Default::default(),
+                    created_at: now,
+                    updated_at: now,
+                };
+                store.put_node(&node).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let indexes: Vec<u32> = store
+        .list_nodes("p", "big")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.index)
+        .collect();
+    assert_eq!(indexes, (1..=NODES).collect::<Vec<_>>());
+}
