@@ -47,6 +47,9 @@
 //! two racing `acquire_lock`s exactly one wins, and its token (from `P/lock-tokens/<key>`) is
 //! greater than every token issued before, even after the lock key vanished with its lease.
 //! Renewing puts the record again with a new lease of the new TTL and revokes the old one.
+//! Because `expires_at` is the writer's clock, machines sharing a store need their clocks in step
+//! (NTP), as with any store; the etcd lease, timed by etcd itself, is the backstop that removes
+//! the lock of a holder that is gone whatever its clock said.
 //!
 //! # Size
 //! etcd refuses requests over `--max-request-bytes` (1.5 MiB by default). No record gantry writes
@@ -89,7 +92,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const SCAN_PAGE: i64 = 500;
 
 /// How many times a conflicting transaction is retried before giving up (each retry waits a
-/// random few milliseconds, growing to 50 ms).
+/// random time up to 2 ms, doubling to at most 32 ms).
 const MAX_ATTEMPTS: u32 = 2000;
 
 /// [`StateStore`] on an etcd v3 cluster. Cloning is cheap and shares the connection.
