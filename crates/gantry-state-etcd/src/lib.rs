@@ -5,8 +5,8 @@
 //! never builds etcd's gRPC stack (etcd-client, tonic, prost; protoc at build time).
 //!
 //! # Key layout
-//! Every key starts with the store's prefix `P` (default `/gantry/`). Names inside keys are
-//! escaped into single segments (`keys::seg`: `/` and `%` and anything outside
+//! Every key starts with the store's prefix (default `/gantry/`; `P/` below). Names inside keys
+//! are escaped into single segments (`keys::seg`: `/` and `%` and anything outside
 //! `A-Za-z0-9._-@:+` become `%XX`), so a prefix scan never reaches into a neighbour's keys.
 //! Values are the records of gantry-state as JSON unless said otherwise.
 //!
@@ -15,9 +15,9 @@
 //! | `P/schema` | schema version, decimal (created at connect) |
 //! | `P/world` | the world id (created once, in one transaction) |
 //! | `P/clusters/<project>/<name>` | `ClusterRecord` |
-//! | `P/nodes/<project>/<cluster>/<name>` | `NodeRecord` (deleted with its cluster, in one transaction) |
+//! | `P/nodes/<project>/<cluster>/<name>` | `NodeRecord` (deleted with its cluster) |
 //! | `P/runs/<id>` | `RunRecord`; a prefix scan of it resolves run id prefixes |
-//! | `P/runs-by-project/<project>/<started>/<id>` | copy of the `RunRecord`: newest first by a descending key scan |
+//! | `P/runs-by-project/<project>/<started>/<id>` | copy of the run, for newest-first scans |
 //! | `P/runs-by-cluster/<project>/<cluster>/<started>/<id>` | the same per cluster |
 //! | `P/steps/<run>/<step>` | `StepRecord` |
 //! | `P/event-seq/<run>` | the run's last event number, decimal |
@@ -29,6 +29,8 @@
 //!
 //! `<started>` is the run's start time as a fixed-width sortable number (`keys::sortable_time`).
 //! The index copies are written in the same transaction as the run and moved by `update_run`.
+//! `done_steps` reads the cluster's runs from `runs-by-cluster`, then their steps, 64 runs per
+//! read transaction. Listings are read in pages of 500 keys at one revision.
 //!
 //! # Atomicity
 //! Every read-modify-write is one etcd transaction that compares the `mod_revision` of what it
