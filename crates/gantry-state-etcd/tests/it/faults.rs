@@ -25,7 +25,9 @@ async fn an_unreachable_endpoint_fails_in_bounded_time_naming_it() {
         .await
         .expect_err("nothing listens there");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Timeouts of 1 s + 2 s: the bound only tells "gave up" from "hangs", with room for a loaded
+    // machine.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
     assert!(
         matches!(err, StateError::Etcd { .. }),
         "want StateError::Etcd, got {err:?}"
@@ -130,7 +132,9 @@ async fn an_endpoint_that_never_answers_fails_in_bounded_time_naming_it() {
         .await
         .expect_err("nothing answers there");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // Timeouts of 1 s + 2 s: the bound only tells "gave up" from "hangs", with room for a loaded
+    // machine.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
     let shown = format!(
         "{err}: {}",
         std::error::Error::source(&err)
