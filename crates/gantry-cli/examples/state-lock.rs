@@ -20,7 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let t = Instant::now();
-        let lease = match store.acquire_lock(&key, &holder, Duration::from_secs(30)).await? {
+        let lease = match store
+            .acquire_lock(&key, &holder, Duration::from_secs(30))
+            .await?
+        {
             Acquire::Acquired(lease) => lease,
             other => return Err(format!("lock not taken: {other:?}").into()),
         };

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use gantry_state::StateError;
+use gantry_state::{StateError, StateUrl};
 
 /// The prefix used when a URL names none.
-pub const DEFAULT_PREFIX: &str = "/gantry/";
+pub const DEFAULT_PREFIX: &str = gantry_state::DEFAULT_ETCD_PREFIX;
 
 /// How an [`EtcdStore`](crate::EtcdStore) reaches its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,40 +48,41 @@ impl EtcdConfig {
     }
 
     /// Parses `etcd://h1:2379,h2:2379/prefix` (prefix [`DEFAULT_PREFIX`] when the path is
-    /// empty). User names and passwords are refused: etcd authentication is not supported yet,
-    /// and the refusal never repeats what was given.
+    /// empty) with gantry-state's one parser of store URLs, [`StateUrl`].
     pub fn from_url(url: &str) -> Result<EtcdConfig, StateError> {
-        let rest = url
-            .strip_prefix("etcd://")
-            .ok_or_else(|| StateError::InvalidArgument {
-                what: "etcd state URL",
-                reason: "it must start with etcd:// (etcd://host:2379,host2:2379/prefix)".into(),
-            })?;
-        let (hosts, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, ""),
+        EtcdConfig::from_state_url(&StateUrl::parse(url)?)
+    }
+
+    /// The configuration an `etcd://` [`StateUrl`] names. A user name or password and `etcds://`
+    /// (TLS) are refused for now: etcd authentication and TLS are not implemented yet, and the
+    /// refusal never repeats what was given.
+    pub fn from_state_url(url: &StateUrl) -> Result<EtcdConfig, StateError> {
+        let invalid = |reason: &str| StateError::InvalidArgument {
+            what: "etcd state URL",
+            reason: reason.to_owned(),
         };
-        if hosts.contains('@') {
-            return Err(StateError::InvalidArgument {
-                what: "etcd state URL",
-                reason: "user names and passwords in etcd URLs are not supported (etcd \
-                         authentication is not implemented); remove the part before '@'"
-                    .into(),
-            });
-        }
-        if path.contains('?') || path.contains('#') {
-            return Err(StateError::InvalidArgument {
-                what: "etcd state URL",
-                reason: "it takes no query or fragment".into(),
-            });
-        }
-        let hosts: Vec<&str> = hosts.split(',').filter(|h| !h.is_empty()).collect();
-        let prefix = if path.is_empty() || path == "/" {
-            DEFAULT_PREFIX
-        } else {
-            path
+        let StateUrl::Etcd {
+            endpoints,
+            prefix,
+            user,
+            password,
+        } = url
+        else {
+            return Err(invalid(&format!(
+                "a {} URL is not an etcd URL (etcd://HOST:PORT[,HOST:PORT…][/PREFIX])",
+                url.kind()
+            )));
         };
-        EtcdConfig::new(&hosts, prefix)
+        if user.is_some() || password.is_some() {
+            return Err(invalid(
+                "user names and passwords in etcd URLs are not supported yet (etcd \
+                 authentication is not implemented); remove the part before '@'",
+            ));
+        }
+        if prefix.contains(['?', '#']) {
+            return Err(invalid("it takes no query or fragment"));
+        }
+        EtcdConfig::new(endpoints, prefix)
     }
 
     /// The endpoints as one comma-separated string, as errors show them.
@@ -166,6 +167,8 @@ mod tests {
             "etcd://e1/x",
             "etcd://e1:notaport/x",
             "etcd://e1:2379/x?a=b",
+            "etcds://e1:2379/x",
+            "etcd://root@e1:2379/x",
         ] {
             assert!(
                 matches!(
@@ -175,6 +178,14 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn a_url_of_another_store_is_refused() {
+        let url = StateUrl::parse("postgres://u:pw@db/gantry").unwrap();
+        let e = EtcdConfig::from_state_url(&url).unwrap_err();
+        assert!(e.to_string().contains("etcd"), "{e}");
+        assert!(!format!("{e:?}").contains("pw@"), "{e:?}");
     }
 
     #[test]

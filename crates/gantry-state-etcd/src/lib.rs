@@ -162,6 +162,12 @@ impl EtcdStore {
         EtcdStore::open(EtcdConfig::from_url(url)?).await
     }
 
+    /// Connects to the store a parsed `--state` / `GANTRY_STATE` URL names (it must be
+    /// `etcd://`; see [`EtcdConfig::from_state_url`]).
+    pub async fn connect_state_url(url: &gantry_state::StateUrl) -> Result<EtcdStore, StateError> {
+        EtcdStore::open(EtcdConfig::from_state_url(url)?).await
+    }
+
     /// Connects as `config` says. Bounded in time: an unreachable cluster fails after about
     /// `connect_timeout + request_timeout` with [`StateError::Etcd`] naming the endpoints.
     pub async fn open(config: EtcdConfig) -> Result<EtcdStore, StateError> {
