@@ -4,6 +4,7 @@
 //! Separate from the store so that a URL can be checked (and refused with a clear message)
 //! before any network traffic, and so the CLI can show the endpoints it will use.
 
+use std::fmt;
 use std::time::Duration;
 
 use gantry_state::{StateError, StateUrl};
@@ -11,8 +12,9 @@ use gantry_state::{StateError, StateUrl};
 /// The prefix used when a URL names none.
 pub const DEFAULT_PREFIX: &str = gantry_state::DEFAULT_ETCD_PREFIX;
 
-/// How an [`EtcdStore`](crate::EtcdStore) reaches its cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How an [`EtcdStore`](crate::EtcdStore) reaches its cluster. Its `Debug` never shows the
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     /// `http://host:port` each; etcd's client balances between them.
     pub endpoints: Vec<String>,
@@ -23,6 +25,23 @@ pub struct EtcdConfig {
     /// How long one request (a read, a transaction, a lease grant) may take, waiting for a
     /// connection included.
     pub request_timeout: Duration,
+    /// `(user, password)` when etcd authentication is on.
+    pub credentials: Option<(String, String)>,
+}
+
+impl fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field(
+                "user",
+                &self.credentials.as_ref().map(|(user, _)| user.as_str()),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdConfig {
@@ -44,6 +63,7 @@ impl EtcdConfig {
             prefix: normalize_prefix(prefix)?,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            credentials: None,
         })
     }
 
@@ -53,9 +73,8 @@ impl EtcdConfig {
         EtcdConfig::from_state_url(&StateUrl::parse(url)?)
     }
 
-    /// The configuration an `etcd://` [`StateUrl`] names. A user name or password and `etcds://`
-    /// (TLS) are refused for now: etcd authentication and TLS are not implemented yet, and the
-    /// refusal never repeats what was given.
+    /// The configuration an `etcd://USER:PASSWORD@…` or `etcd://…` [`StateUrl`] names.
+    /// `etcds://` (TLS) is refused for now: it is not implemented yet.
     pub fn from_state_url(url: &StateUrl) -> Result<EtcdConfig, StateError> {
         let invalid = |reason: &str| StateError::InvalidArgument {
             what: "etcd state URL",
@@ -73,16 +92,25 @@ impl EtcdConfig {
                 url.kind()
             )));
         };
-        if user.is_some() || password.is_some() {
-            return Err(invalid(
-                "user names and passwords in etcd URLs are not supported yet (etcd \
-                 authentication is not implemented); remove the part before '@'",
-            ));
-        }
         if prefix.contains(['?', '#']) {
             return Err(invalid("it takes no query or fragment"));
         }
-        EtcdConfig::new(endpoints, prefix)
+        let credentials = match (user, password) {
+            (None, None) => None,
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Some((user.clone(), password.clone()))
+            }
+            _ => {
+                return Err(invalid(
+                    "etcd authentication needs both a user and a password \
+                     (etcd://USER:PASSWORD@HOST:PORT)",
+                ));
+            }
+        };
+        Ok(EtcdConfig {
+            credentials,
+            ..EtcdConfig::new(endpoints, prefix)?
+        })
     }
 
     /// The endpoints as one comma-separated string, as errors show them.
@@ -159,7 +187,7 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_without_echoing_a_password() {
-        let e = EtcdConfig::from_url("etcd://root:s3cret@e1:2379/x").unwrap_err();
+        let e = EtcdConfig::from_url("etcd://root:s3cret@e1/x").unwrap_err();
         assert!(!format!("{e} {e:?}").contains("s3cret"), "{e:?}");
         for url in [
             "postgres://x/y",
@@ -169,6 +197,7 @@ mod tests {
             "etcd://e1:2379/x?a=b",
             "etcds://e1:2379/x",
             "etcd://root@e1:2379/x",
+            "etcd://:pw@e1:2379/x",
         ] {
             assert!(
                 matches!(
@@ -178,6 +207,17 @@ mod tests {
                 "{url}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_come_from_the_url_and_never_show_in_debug() {
+        let c = EtcdConfig::from_url("etcd://gantry:s3cret@e1:2379/p").unwrap();
+        assert_eq!(c.credentials, Some(("gantry".into(), "s3cret".into())));
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("gantry") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

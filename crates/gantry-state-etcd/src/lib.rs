@@ -172,10 +172,16 @@ impl EtcdStore {
     /// `connect_timeout + request_timeout` with [`StateError::Etcd`] naming the endpoints.
     pub async fn open(config: EtcdConfig) -> Result<EtcdStore, StateError> {
         let endpoints = config.endpoints_display();
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_timeout(config.request_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some((user, password)) = &config.credentials {
+            // etcd's auth tokens expire (5 minutes idle by default): get a new one when needed.
+            options = options
+                .with_user(user.as_str(), password.as_str())
+                .with_auto_token_refresh(true);
+        }
         let bound = config.connect_timeout + config.request_timeout;
         let client = bounded(
             "connect",

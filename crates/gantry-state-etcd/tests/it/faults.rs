@@ -7,7 +7,7 @@ use gantry_state::{InventoryRecord, StateError, StateStore};
 use gantry_state_etcd::{EtcdConfig, EtcdStore, MAX_VALUE_BYTES, SCHEMA_VERSION};
 use time::OffsetDateTime;
 
-use crate::support::etcd;
+use crate::support::{PrivateEtcd, etcd};
 
 #[tokio::test]
 async fn an_unreachable_endpoint_fails_in_bounded_time_naming_it() {
@@ -208,4 +208,55 @@ async fn listings_longer_than_one_read_page_are_whole_and_ordered() {
         .map(|n| n.index)
         .collect();
     assert_eq!(indexes, (1..=NODES).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn with_authentication_on_the_url_credentials_work_and_a_wrong_password_is_clear() {
+    let Some(server) = PrivateEtcd::start() else {
+        return;
+    };
+    let etcdctl = |args: &[&str]| {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &server.endpoint])
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    etcdctl(&["user", "add", "root:rootpw"]);
+    etcdctl(&["user", "grant-role", "root", "root"]);
+    etcdctl(&["auth", "enable"]);
+
+    let good = format!("etcd://root:rootpw@{}/auth", server.endpoint);
+    let store = EtcdStore::connect_url(&good).await.expect("right password");
+    let id = store.world_id().await.unwrap();
+    assert_eq!(store.world_id().await.unwrap(), id);
+
+    for url in [
+        format!("etcd://root:wrong-pw-123@{}/auth", server.endpoint),
+        format!("etcd://{}/auth", server.endpoint),
+    ] {
+        let err = EtcdStore::connect_url(&url)
+            .await
+            .expect_err("a wrong or missing password must be refused");
+        let shown = format!(
+            "{err}: {}",
+            std::error::Error::source(&err)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+        assert!(
+            shown.contains(&server.endpoint) && !shown.contains("wrong-pw-123"),
+            "the error must name the endpoint and never the password: {shown}"
+        );
+        assert!(
+            shown.contains("user") || shown.contains("auth"),
+            "the error must say it is about authentication: {shown}"
+        );
+    }
 }

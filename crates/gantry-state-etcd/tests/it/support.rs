@@ -27,8 +27,44 @@ fn start() -> Option<Etcd> {
     {
         return Some(Etcd { endpoint });
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh");
-    let out = Command::new(script)
+    start_private().map(|(port, _pid)| Etcd {
+        endpoint: format!("127.0.0.1:{port}"),
+    })
+}
+
+/// An etcd of the calling test's own (for a test that changes server-wide settings), stopped by
+/// PID when dropped.
+pub struct PrivateEtcd {
+    pub endpoint: String,
+    pid: u32,
+}
+
+impl PrivateEtcd {
+    pub fn start() -> Option<PrivateEtcd> {
+        start_private().map(|(port, pid)| PrivateEtcd {
+            endpoint: format!("127.0.0.1:{port}"),
+            pid,
+        })
+    }
+}
+
+impl Drop for PrivateEtcd {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .args(["stop", &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/services.sh")
+}
+
+/// `scripts/services.sh start etcd`: (port, pid), or None (skip) when etcd is not installed
+/// outside CI.
+fn start_private() -> Option<(u16, u32)> {
+    let out = Command::new(script())
         .args(["start", "etcd"])
         .env("SERVICES_WATCH_PID", std::process::id().to_string())
         .stdin(Stdio::null())
@@ -43,14 +79,16 @@ fn start() -> Option<Etcd> {
         panic!("scripts/services.sh start etcd failed: {stderr}");
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let port: u16 = stdout
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("services.sh printed no port: {stdout:?}"));
-    Some(Etcd {
-        endpoint: format!("127.0.0.1:{port}"),
-    })
+    let mut words = stdout.split_whitespace();
+    let mut number = |what: &str| {
+        words
+            .next()
+            .and_then(|w| w.parse::<u32>().ok())
+            .unwrap_or_else(|| panic!("services.sh printed no {what}: {stdout:?}"))
+    };
+    let port = u16::try_from(number("port")).expect("a port");
+    let pid: u32 = number("pid");
+    Some((port, pid))
 }
 
 /// The shared server, or None (skip) when etcd is not installed outside CI.
