@@ -1,5 +1,6 @@
-//! What a user sees when the store cannot be used: nobody listening, a store written by a newer
-//! gantry, a record too large for etcd; and names that would otherwise run into each other.
+//! What a user sees when the store cannot be used: nobody listening, etcd going away, a wrong
+//! password, a store written by a newer gantry, a record too large for etcd; and names and
+//! listings that would otherwise run into each other or into gRPC's message limit.
 
 use std::time::{Duration, Instant};
 
@@ -258,5 +259,30 @@ async fn with_authentication_on_the_url_credentials_work_and_a_wrong_password_is
             shown.contains("user") || shown.contains("auth"),
             "the error must say it is about authentication: {shown}"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_goes_away_fails_each_call_with_an_error_naming_it() {
+    let Some(server) = PrivateEtcd::start() else {
+        return;
+    };
+    let endpoint = server.endpoint.clone();
+    let mut config = EtcdConfig::new(&[endpoint.as_str()], "/gone").unwrap();
+    config.request_timeout = Duration::from_secs(3);
+    let store = EtcdStore::open(config).await.unwrap();
+    store.world_id().await.unwrap();
+    drop(server); // stopped by PID
+
+    let started = Instant::now();
+    let err = store.get_lock("cluster/a").await.expect_err("etcd is gone");
+    // Bounded by the request timeout; the bound only tells giving up from hanging.
+    assert!(started.elapsed() < Duration::from_secs(30));
+    match &err {
+        StateError::Etcd { op, endpoints, .. } => {
+            assert_eq!(*op, "read lock");
+            assert!(endpoints.contains(&endpoint), "{endpoints}");
+        }
+        other => panic!("want StateError::Etcd, got {other:?}"),
     }
 }
