@@ -10,9 +10,9 @@ What it checks:
    crate depends on gantry-cli; provider crates never depend on gantry-engine; each
    protocol/database/cloud crate is a dependency of its one owner only (russh: gantry-ssh;
    rusqlite: gantry-state; tokio-postgres, deadpool-postgres, tokio-postgres-rustls:
-   gantry-state-pg; aws-sdk-*: gantry-aws; bollard: gantry-docker; aes-gcm and argon2:
-   gantry-secrets); anyhow and miette only in gantry-cli; gantry-secrets depends on no
-   gantry crate but gantry-core.
+   gantry-state-pg; etcd-client: gantry-state-etcd; aws-sdk-*: gantry-aws; bollard:
+   gantry-docker; aes-gcm and argon2: gantry-secrets); anyhow and miette only in
+   gantry-cli; gantry-secrets depends on no gantry crate but gantry-core.
 2. gantry-core does no IO: its sources name no `std::fs`, socket, `std::process` or `tokio`.
 3. gantry-cli names no provider crate (`gantry_local`, `gantry_docker`, `gantry_aws`, ...: every
    crate of PROVIDER_CRATES), not even in a comment, outside the one place that registers them
@@ -46,6 +46,7 @@ OWNED = {
     "tokio-postgres": {"gantry-state-pg"},
     "deadpool-postgres": {"gantry-state-pg"},
     "tokio-postgres-rustls": {"gantry-state-pg"},
+    "etcd-client": {"gantry-state-etcd"},
     "anyhow": {"gantry-cli"},
     "miette": {"gantry-cli"},
 }

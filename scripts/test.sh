@@ -20,12 +20,31 @@ echo "== doc tests" >&2
 cargo test --workspace --locked --doc --quiet
 
 echo "== tests" >&2
+# Servers started here, stopped by PID when this script exits.
+started_pids=()
+stop_started() {
+  local pid
+  for pid in "${started_pids[@]}"; do
+    scripts/services.sh stop "$pid" >/dev/null 2>&1 || true
+  done
+}
+trap stop_started EXIT
+# The etcd state store's tests share one etcd for the whole run (each test under its own key
+# prefix), unless GANTRY_TEST_ETCD_ENDPOINT names one already; without the variable each test
+# process would start its own.
+if [ -z "${GANTRY_TEST_ETCD_ENDPOINT:-}" ]; then
+  etcd_info=$(SERVICES_WATCH_PID=$$ scripts/services.sh start etcd)
+  read -r etcd_port etcd_pid _ <<<"$etcd_info"
+  started_pids+=("$etcd_pid")
+  export GANTRY_TEST_ETCD_ENDPOINT=127.0.0.1:$etcd_port
+  echo "== etcd $etcd_pid at $GANTRY_TEST_ETCD_ENDPOINT" >&2
+fi
 # The Docker tests need an engine: a private dockerd (its data under a temp dir, stopped by PID
 # when this script exits) with the test image, unless GANTRY_TEST_DOCKER_HOST names one already.
 if [ -z "${GANTRY_TEST_DOCKER_HOST:-}" ]; then
   if docker_info=$(SERVICES_WATCH_PID=$$ scripts/services.sh start docker); then
     read -r docker_host docker_pid _ <<<"$docker_info"
-    trap 'scripts/services.sh stop "$docker_pid" >/dev/null 2>&1 || true' EXIT
+    started_pids+=("$docker_pid")
     DOCKER_HOST=$docker_host scripts/build-test-image.sh >/dev/null
     export GANTRY_TEST_DOCKER_HOST=$docker_host
     echo "== dockerd $docker_pid at $docker_host (gantry/node:test built)" >&2

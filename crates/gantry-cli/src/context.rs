@@ -106,14 +106,12 @@ pub async fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
                 .map_err(|e| store_failure(&home.state, e))?;
             Ok(Arc::new(store))
         }
-        other => Err(Failure::new(
-            exit::USAGE,
-            anyhow::anyhow!(
-                "this gantry cannot open {} state stores ({other})",
-                other.kind()
-            ),
-        )
-        .hint("use a sqlite:// or postgres:// store")),
+        StateUrl::Etcd { .. } => {
+            let store = gantry_state_etcd::EtcdStore::connect_state_url(&home.state)
+                .await
+                .map_err(|e| store_failure(&home.state, e))?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

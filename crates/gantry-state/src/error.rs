@@ -82,6 +82,18 @@ pub enum StateError {
         source: BoxError,
     },
 
+    /// An etcd call failed (unreachable endpoints, a timeout, a refused request). Kept apart
+    /// from [`StateError::Backend`] so the message names the endpoints the store talks to, which
+    /// is what a user needs to check first; etcd URLs carry no password.
+    #[error("{op} in etcd state store at {endpoints}")]
+    Etcd {
+        op: &'static str,
+        /// The endpoints as configured, comma-separated (`http://127.0.0.1:2379,...`).
+        endpoints: String,
+        #[source]
+        source: BoxError,
+    },
+
     /// The record a write depends on does not exist (e.g. a node of an unknown cluster).
     #[error("find {what} {key}")]
     NotFound { what: &'static str, key: String },

@@ -2,10 +2,10 @@
 //! cache.
 //!
 //! Everything above this crate talks to an `Arc<dyn` [`StateStore`]`>`, so which database sits
-//! behind it is chosen once at startup: SQLite here, PostgreSQL in the `gantry-state-pg` crate
-//! (for a team that shares state; it keeps this crate free of a PostgreSQL driver).
-//! [`conformance::run_all`] is the executable form of the trait's contract: every store must
-//! pass it.
+//! behind it is chosen once at startup: SQLite here; PostgreSQL in the `gantry-state-pg` crate
+//! and etcd in `gantry-state-etcd`, for a team that shares state (each its own crate, so this
+//! one builds no database driver but SQLite). [`conformance::run_all`] is the executable form
+//! of the trait's contract: every store must pass it.
 
 pub mod conformance;
 mod error;

@@ -37,3 +37,4 @@ mod scale;
 mod spec_errors;
 mod state;
 mod support;
+mod team_store;

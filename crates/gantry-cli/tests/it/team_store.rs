@@ -1,0 +1,144 @@
+//! Two gantry homes on one team store (PostgreSQL, etcd): what one records, the other sees; a
+//! store's password never reaches the output.
+//!
+//! Each test starts its own server through `scripts/services.sh start postgres|etcd` (stopped
+//! by PID when the fixture drops, and by the script's watcher if this process dies first). A
+//! machine without the server skips the test with a reason; under `CI=true` it fails.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::support::{CMD_TIMEOUT, Gantry, Out};
+
+fn scripts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
+}
+
+/// A server started by `scripts/services.sh`, stopped on drop.
+struct Service {
+    port: u16,
+    pid: String,
+    dir: PathBuf,
+}
+
+impl Service {
+    fn start(name: &str) -> Option<Service> {
+        let out = Command::new(scripts_dir().join("services.sh"))
+            .args(["start", name])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/services.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            if stderr.contains("not installed") && std::env::var("CI").as_deref() != Ok("true") {
+                eprintln!("skipped: {}", stderr.trim());
+                return None;
+            }
+            panic!("scripts/services.sh start {name} failed: {stderr}");
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut it = stdout.split_whitespace();
+        let (Some(port), Some(pid), Some(dir)) = (it.next(), it.next(), it.next()) else {
+            panic!("scripts/services.sh start {name} printed {stdout:?}, wanted PORT PID DIR");
+        };
+        Some(Service {
+            port: port.parse().expect("port"),
+            pid: pid.to_string(),
+            dir: PathBuf::from(dir),
+        })
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new(scripts_dir().join("services.sh"))
+            .args(["stop", &self.pid])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url`.
+fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
+    let mut cmd = g.command(args);
+    cmd.env("GANTRY_STATE", url);
+    g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
+        .wait(CMD_TIMEOUT)
+}
+
+fn cluster_names(out: &Out) -> Vec<String> {
+    out.json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// Home A brings a cluster up on the store at `url`; home B lists it and sees the store
+/// healthy; A destroys it and B sees that too. `secret` must appear in no output.
+fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
+    let a = Gantry::new();
+    let b = Gantry::new();
+    let spec = a.simple_spec("team", 1);
+    let mut outs = vec![with_state(&a, url, &["up", "-f", spec.to_str().unwrap()]).ok()];
+    let listed = with_state(&b, url, &["ls", "-o", "json"]).ok();
+    assert_eq!(cluster_names(&listed), ["team"], "{}", listed.stdout);
+    let status = with_state(&b, url, &["state", "status", "-o", "json"]).ok();
+    let json = status.json();
+    assert_eq!(json["kind"], kind);
+    assert_eq!(json["healthy"], true);
+    outs.extend([listed, status]);
+    outs.push(with_state(&a, url, &["destroy", "team", "--yes"]).ok());
+    let after = with_state(&b, url, &["ls", "-o", "json"]).ok();
+    assert!(cluster_names(&after).is_empty(), "{}", after.stdout);
+    outs.push(after);
+    if let Some(secret) = secret {
+        for o in &outs {
+            assert!(
+                !o.stdout.contains(secret) && !o.stderr.contains(secret),
+                "`{}` printed the store's password:\n{}\n{}",
+                o.what,
+                o.stdout,
+                o.stderr
+            );
+        }
+    }
+}
+
+#[test]
+fn two_homes_share_a_postgres_store() {
+    let Some(pg) = Service::start("postgres") else {
+        return;
+    };
+    let password = std::fs::read_to_string(pg.dir.join("password")).expect("DIR/password");
+    let password = password.trim();
+    let url = format!(
+        "postgres://gantry:{password}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    two_homes_share(&url, "postgres", Some(password));
+    // A wrong password: a clear failure naming the server, not the password.
+    let g = Gantry::new();
+    let bad = format!(
+        "postgres://gantry:not-{password}@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let out = with_state(&g, &bad, &["ls"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("127.0.0.1:{}", pg.port)),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(password), "{}", out.stderr);
+}
+
+#[test]
+fn two_homes_share_an_etcd_store() {
+    let Some(etcd) = Service::start("etcd") else {
+        return;
+    };
+    let url = format!("etcd://127.0.0.1:{}/team-test", etcd.port);
+    two_homes_share(&url, "etcd", None);
+}
