@@ -1,20 +1,21 @@
 //! Times cluster-lock round trips (acquire, then release) on a store, for
-//! `benches/state-stores.sh`: `state-lock SQLITE_PATH ROUNDS` prints the median, p90 and min in
+//! `benches/state-stores.sh`: `state-lock STORE_URL ROUNDS` prints the median, p90 and min in
 //! microseconds, one lock key per run so earlier runs do not matter.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gantry_state::{Acquire, SqliteStore, StateStore};
+use gantry_state::Acquire;
+
+mod common;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [path, rounds] = args.as_slice() else {
-        return Err("usage: state-lock SQLITE_PATH ROUNDS".into());
+        return Err("usage: state-lock STORE_URL ROUNDS".into());
     };
     let rounds: usize = rounds.parse()?;
-    let store = SqliteStore::open(&PathBuf::from(path))?;
+    let store = common::open(path).await?;
     let key = format!("bench/{}", uuid::Uuid::new_v4());
     let holder = format!("{}@bench", std::process::id());
     let mut times = Vec::with_capacity(rounds);

@@ -1,23 +1,21 @@
 //! Copies one cluster's records many times, for benchmarks of commands that read the whole
-//! store (`benches/state-stores.sh`): `state-seed SQLITE_PATH PROJECT CLUSTER COPIES`.
+//! store (`benches/state-stores.sh`): `state-seed STORE_URL PROJECT CLUSTER COPIES`.
 //!
 //! The cluster (made by a real `gantry up`) is read with its nodes and written again as
 //! `<CLUSTER>-c0001`..: same spec, fresh uids, node names and tags following the copy's name.
 //! Only records are written; no machine is made, so the copies' nodes are "missing" to the
 //! provider. Benchmarks only: it writes straight into the store.
 
-use std::path::PathBuf;
-
-use gantry_state::{SqliteStore, StateStore};
+mod common;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [path, project, cluster, copies] = args.as_slice() else {
-        return Err("usage: state-seed SQLITE_PATH PROJECT CLUSTER COPIES".into());
+        return Err("usage: state-seed STORE_URL PROJECT CLUSTER COPIES".into());
     };
     let copies: usize = copies.parse()?;
-    let store = SqliteStore::open(&PathBuf::from(path))?;
+    let store = common::open(path).await?;
     let Some(record) = store.get_cluster(project, cluster).await? else {
         return Err(format!("no cluster {cluster} in project {project}").into());
     };
