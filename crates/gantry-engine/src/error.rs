@@ -36,6 +36,18 @@ pub enum EngineError {
         /// `gantry-owner` and world of each distinct maker.
         owners: String,
     },
+    /// The cluster's recorded nodes are out of this home's reach (a local cluster of another
+    /// gantry home sharing the team store): this home can list and reach them over SSH, but
+    /// never stops, starts or destroys them, nor drops their records.
+    #[error(
+        "cluster {cluster} was made by another gantry home: its node {node} is {location}, out of \
+         this home's reach; stop, start or destroy it from the home that made it"
+    )]
+    OtherHome {
+        cluster: String,
+        node: String,
+        location: String,
+    },
     /// Nodes of this world carry the cluster's name but not its recorded uid: left by an
     /// earlier cluster of that name whose record is gone. `up` does not adopt them.
     #[error(
@@ -203,6 +215,7 @@ impl EngineError {
             E::ClusterNotFound { .. }
             | E::NameCollision { .. }
             | E::ForeignCluster { .. }
+            | E::OtherHome { .. }
             | E::StaleNodes { .. }
             | E::NoNodes { .. }
             | E::EmptyCluster { .. }

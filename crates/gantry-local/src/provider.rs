@@ -678,6 +678,11 @@ impl Provider for LocalProvider {
         true
     }
 
+    /// A local node is a directory of one gantry home: another home's nodes are out of reach.
+    fn reaches(&self, provider_id: &str) -> bool {
+        Path::new(provider_id).starts_with(&self.cfg.root)
+    }
+
     fn boot_timeout(&self) -> Duration {
         Duration::from_secs(30)
     }

@@ -164,6 +164,10 @@ impl Provider for Checked {
         self.inner.shares_host_filesystem()
     }
 
+    fn reaches(&self, provider_id: &str) -> bool {
+        self.inner.reaches(provider_id)
+    }
+
     fn boot_timeout(&self) -> Duration {
         self.inner.boot_timeout()
     }

@@ -279,6 +279,16 @@ pub trait Provider: Send + Sync {
         false
     }
 
+    /// Whether this provider, as built here, reaches the node a record names by its
+    /// `provider_id`. Almost always true; the local provider answers false for a node of
+    /// another gantry home (its directory lies outside this home's): a home sharing a team store
+    /// sees that node's records but cannot list, stop or delete the node, and must not drop its
+    /// records as if it were gone.
+    fn reaches(&self, provider_id: &str) -> bool {
+        let _ = provider_id;
+        true
+    }
+
     /// How long a freshly created node may take to answer SSH.
     fn boot_timeout(&self) -> Duration {
         Duration::from_secs(120)

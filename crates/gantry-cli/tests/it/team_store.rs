@@ -75,8 +75,9 @@ fn cluster_names(out: &Out) -> Vec<String> {
         .collect()
 }
 
-/// Home A brings a cluster up on the store at `url`; home B lists it and sees the store
-/// healthy; A destroys it and B sees that too. `secret` must appear in no output.
+/// Home A brings a (local) cluster up on the store at `url`; home B lists it and sees the store
+/// healthy, and is refused when it tries to destroy it (the nodes are A's directories); A
+/// destroys it and B sees that too. `secret` must appear in no output.
 fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
     let a = Gantry::new();
     let b = Gantry::new();
@@ -89,6 +90,19 @@ fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
     assert_eq!(json["kind"], kind);
     assert_eq!(json["healthy"], true);
     outs.extend([listed, status]);
+    // The cluster's nodes are directories of A's home: B must refuse to destroy it (and keep
+    // its records), not report it gone.
+    let refused = with_state(&b, url, &["destroy", "team", "--yes"]).expect(2);
+    assert!(
+        refused.stderr.contains("made by another gantry home")
+            && refused.stderr.contains("team-db-1"),
+        "{}",
+        refused.stderr
+    );
+    let still = with_state(&a, url, &["ls", "-o", "json"]).ok();
+    assert_eq!(cluster_names(&still), ["team"], "{}", still.stdout);
+    assert_eq!(still.json()[0]["status"], "ready", "{}", still.stdout);
+    outs.extend([refused, still]);
     outs.push(with_state(&a, url, &["destroy", "team", "--yes"]).ok());
     let after = with_state(&b, url, &["ls", "-o", "json"]).ok();
     assert!(cluster_names(&after).is_empty(), "{}", after.stdout);

@@ -72,6 +72,22 @@ pub(super) async fn destroy_if(
         if !still(record.as_ref(), &observed.ours) {
             return Ok(None);
         }
+        // Recorded nodes this home cannot reach (another home's local nodes): never dropped as
+        // if they were gone. gc skips such a cluster; a destroy is refused.
+        let recorded = ctx.store.list_nodes(&ctx.project, cluster).await?;
+        if let Some(n) = recorded
+            .iter()
+            .find(|n| !ctx.provider.reaches(&n.provider_id))
+        {
+            if kind == RunKind::Gc {
+                return Ok(None);
+            }
+            return Err(EngineError::OtherHome {
+                cluster: cluster.into(),
+                node: n.name.clone(),
+                location: n.provider_id.clone(),
+            });
+        }
         // Only this world's nodes are deleted; a cluster only another world has is refused.
         if !observed.foreign.is_empty() {
             observed.require_ours(&ctx.project, cluster, record.as_ref())?;
