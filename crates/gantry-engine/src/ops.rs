@@ -102,6 +102,24 @@ impl Context {
         })
     }
 
+    /// The first recorded node of `cluster` this home's provider cannot reach
+    /// ([`gantry_provider::Provider::reaches`]: a local node of another gantry home sharing the
+    /// team store), as the error that refuses to change the cluster from here.
+    pub async fn unreachable_node(
+        &self,
+        cluster: &str,
+    ) -> Result<Option<EngineError>, EngineError> {
+        let recorded = self.store.list_nodes(&self.project, cluster).await?;
+        Ok(recorded
+            .iter()
+            .find(|n| !self.provider.reaches(&n.provider_id))
+            .map(|n| EngineError::OtherHome {
+                cluster: cluster.into(),
+                node: n.name.clone(),
+                location: n.provider_id.clone(),
+            }))
+    }
+
     /// The provider's nodes of `cluster` that are this world's (see [`Context::observe`]):
     /// the only ones any operation changes.
     pub async fn list_nodes(&self, cluster: &str) -> Result<Vec<NodeInfo>, EngineError> {

@@ -99,6 +99,15 @@ fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
         "{}",
         refused.stderr
     );
+    for verb in ["stop", "start"] {
+        let refused = with_state(&b, url, &[verb, "team"]).expect(2);
+        assert!(
+            refused.stderr.contains("made by another gantry home"),
+            "{verb}: {}",
+            refused.stderr
+        );
+        outs.push(refused);
+    }
     let still = with_state(&a, url, &["ls", "-o", "json"]).ok();
     assert_eq!(cluster_names(&still), ["team"], "{}", still.stdout);
     assert_eq!(still.json()[0]["status"], "ready", "{}", still.stdout);

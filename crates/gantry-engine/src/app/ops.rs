@@ -134,6 +134,10 @@ impl App {
         listener: Option<Listener>,
     ) -> Result<Report, EngineError> {
         let c = self.cluster(&target.cluster, listener).await?;
+        // Another home's local cluster: said as such, not as "no nodes" (see `ops::power`).
+        if let Some(refused) = c.ctx.unreachable_node(&target.cluster).await? {
+            return Err(refused);
+        }
         let names: Vec<String> = select_nodes(&c.ctx.provider, &self.project, target)
             .await?
             .into_iter()

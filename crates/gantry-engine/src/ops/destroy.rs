@@ -74,19 +74,11 @@ pub(super) async fn destroy_if(
         }
         // Recorded nodes this home cannot reach (another home's local nodes): never dropped as
         // if they were gone. gc skips such a cluster; a destroy is refused.
-        let recorded = ctx.store.list_nodes(&ctx.project, cluster).await?;
-        if let Some(n) = recorded
-            .iter()
-            .find(|n| !ctx.provider.reaches(&n.provider_id))
-        {
+        if let Some(refused) = ctx.unreachable_node(cluster).await? {
             if kind == RunKind::Gc {
                 return Ok(None);
             }
-            return Err(EngineError::OtherHome {
-                cluster: cluster.into(),
-                node: n.name.clone(),
-                location: n.provider_id.clone(),
-            });
+            return Err(refused);
         }
         // Only this world's nodes are deleted; a cluster only another world has is refused.
         if !observed.foreign.is_empty() {

@@ -33,6 +33,11 @@ pub async fn power(
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
+        // Another home's local nodes: not this home's to stop or start (nor to drop the records
+        // of, which syncing after a run that saw none of them would do).
+        if let Some(refused) = ctx.unreachable_node(cluster).await? {
+            return Err(refused);
+        }
         let observed = ctx.observe(cluster).await?;
         observed.require_ours(&ctx.project, cluster, record.as_ref())?;
         let nodes: Vec<NodeInfo> = observed.ours;
