@@ -321,25 +321,6 @@ cat "$SECTION"
 if [[ $SKIP_TF == 1 ]]; then
   log "BENCH_SKIP_TERRAFORM=1: gantry only; BENCHMARKS.md left alone"
 elif [[ $OUT != - ]]; then
-  python3 - "$OUT" "$SECTION" <<'PY'
-import pathlib, sys
-out, section = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
-heading = section.splitlines()[0]
-text = out.read_text() if out.exists() else "# Benchmarks\n"
-lines, kept, skipping, replaced = text.splitlines(keepends=True), [], False, False
-for line in lines:
-    if line.startswith("## "):
-        if line.rstrip("\n") == heading:
-            skipping, replaced = True, True
-            kept.append(section + "\n")
-            continue
-        skipping = False
-    if not skipping:
-        kept.append(line)
-text = "".join(kept)
-if not replaced:
-    text = text.rstrip("\n") + "\n\n" + section
-out.write_text(text.rstrip("\n") + "\n")
-PY
+  write_section "$OUT" "$SECTION"
   log "wrote $OUT"
 fi

@@ -20,3 +20,29 @@ render() {
   fi
   printf '%s\n' "$text"
 }
+
+# write_section OUT SECTION_FILE: puts the markdown section in SECTION_FILE (its first line is
+# its "## " heading) into OUT (BENCHMARKS.md), replacing the section of the same heading, or at
+# the end when there is none. Other sections are left as they are.
+write_section() {
+  python3 - "$1" "$2" <<'PY'
+import pathlib, sys
+out, section = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
+heading = section.splitlines()[0]
+text = out.read_text() if out.exists() else "# Benchmarks\n"
+lines, kept, skipping, replaced = text.splitlines(keepends=True), [], False, False
+for line in lines:
+    if line.startswith("## "):
+        if line.rstrip("\n") == heading:
+            skipping, replaced = True, True
+            kept.append(section + "\n")
+            continue
+        skipping = False
+    if not skipping:
+        kept.append(line)
+text = "".join(kept)
+if not replaced:
+    text = text.rstrip("\n") + "\n\n" + section
+out.write_text(text.rstrip("\n") + "\n")
+PY
+}

@@ -31,6 +31,8 @@ read -r -a SIZES <<<"${SIZES_GIVEN//,/ }"
 RUNS=${BENCH_RUNS:-3}
 CLUSTER=scale
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=benches/lib.sh
+source "$REPO/benches/lib.sh"
 OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -215,25 +217,6 @@ echo
 cat "$SECTION"
 
 if [[ $OUT != - ]]; then
-  python3 - "$OUT" "$SECTION" <<'PY'
-import pathlib, sys
-out, section = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
-heading = section.splitlines()[0]
-text = out.read_text() if out.exists() else "# Benchmarks\n"
-lines, kept, skipping, replaced = text.splitlines(keepends=True), [], False, False
-for line in lines:
-    if line.startswith("## "):
-        if line.rstrip("\n") == heading:
-            skipping, replaced = True, True
-            kept.append(section + "\n")
-            continue
-        skipping = False
-    if not skipping:
-        kept.append(line)
-text = "".join(kept)
-if not replaced:
-    text = text.rstrip("\n") + "\n\n" + section
-out.write_text(text.rstrip("\n") + "\n")
-PY
+  write_section "$OUT" "$SECTION"
   log "wrote $OUT"
 fi

@@ -200,24 +200,6 @@ echo
 printf '%s\n' "$SECTION"
 if [[ $OUT != - ]]; then
   printf '%s\n' "$SECTION" >"$WORK/section.md"
-  python3 - "$OUT" "$WORK/section.md" <<'PY'
-import pathlib, sys
-out, section = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text()
-heading = section.splitlines()[0]
-text = out.read_text() if out.exists() else "# Benchmarks\n"
-lines, kept, skipping, replaced = text.splitlines(keepends=True), [], False, False
-for line in lines:
-    if line.startswith("## "):
-        if line.rstrip("\n") == heading:
-            skipping, replaced = True, True
-            kept.append(section + "\n")
-            continue
-        skipping = False
-    if not skipping:
-        kept.append(line)
-if not replaced:
-    kept.append("\n" + section + "\n")
-out.write_text("".join(kept))
-PY
+  write_section "$OUT" "$WORK/section.md"
   log "wrote $OUT"
 fi
