@@ -37,4 +37,5 @@ mod scale;
 mod spec_errors;
 mod state;
 mod support;
+mod team_docker;
 mod team_store;
