@@ -281,6 +281,7 @@ pub fn engine_context(
         cancel: cancel_on_ctrl_c(),
         listener,
         lock_timeout: g.lock_timeout,
+        lock_ttl: g.lock_ttl,
         command,
         transport: None,
         secrets: secret_store(home),

@@ -42,13 +42,24 @@ impl Events {
     ) -> (Events, Recorder) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let task = tokio::spawn(async move {
+            // Once the store refuses the run's writes (its cluster lock was taken over: the
+            // store is fenced), no later event can land: said once, not once per event.
+            let mut fenced = false;
             while let Some(ev) = rx.recv().await {
+                if fenced {
+                    continue;
+                }
                 let json = serde_json::to_string(&ev).expect("events serialise");
-                if let Err(e) = store
+                match store
                     .append_event(&run_id, time::OffsetDateTime::now_utc(), &json)
                     .await
                 {
-                    tracing::warn!("could not record event: {e}");
+                    Ok(_) => {}
+                    Err(e @ gantry_state::StateError::Fenced { .. }) => {
+                        tracing::warn!("the run's events are no longer recorded: {e}");
+                        fenced = true;
+                    }
+                    Err(e) => tracing::warn!("could not record event: {e}"),
                 }
             }
         });

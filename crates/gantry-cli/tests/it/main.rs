@@ -15,6 +15,7 @@ mod builtin_blueprints;
 mod conformance;
 mod crash;
 mod docker;
+mod fencing;
 mod gc;
 mod interrupt;
 mod inventory;

@@ -55,6 +55,7 @@ fn world_on(provider: Arc<MemoryProvider>, owner: &str) -> World {
             e2.lock().unwrap().push(e.clone())
         })),
         lock_timeout: Duration::from_secs(5),
+        lock_ttl: gantry_engine::lock::LEASE_TTL,
         transport: None,
         command: "test".into(),
         secrets: Arc::new(gantry_engine::secrets::MemorySecretStore::new()),
