@@ -156,6 +156,10 @@ impl From<gantry_engine::EngineError> for Failure {
             E::RecordUnreadable { cluster, .. } => Some(format!("a newer gantry may have written it: use that version; or `gantry up -f SPEC` with cluster {cluster}'s spec records it again")),
             E::LifetimeTooLong { .. } => Some("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry".into()),
             E::Provider(p) => p.hint.clone(),
+            E::State(_) => Some(match crate::context::store_shown() {
+                Some(url) => format!("the state store is {url}: `gantry state status` tells whether it answers; once it does, run the command again (it converges)"),
+                None => "`gantry state status` tells whether the state store answers; once it does, run the command again (it converges)".into(),
+            }),
             E::ProviderUnavailable { hint, .. } => hint.clone(),
             E::StepsFailed { .. } => Some("`gantry logs RUN` shows every event; re-run the command to retry what failed".into()),
             _ => None,

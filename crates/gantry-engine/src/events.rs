@@ -43,8 +43,10 @@ impl Events {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let task = tokio::spawn(async move {
             // Once the store refuses the run's writes (its cluster lock was taken over: the
-            // store is fenced), no later event can land: said once, not once per event.
+            // store is fenced), no later event can land: said once, not once per event. A
+            // store that fails (gone away) is said once too, with a count at the end.
             let mut fenced = false;
+            let mut failed = 0u64;
             while let Some(ev) = rx.recv().await {
                 if fenced {
                     continue;
@@ -59,8 +61,16 @@ impl Events {
                         tracing::warn!("the run's events are no longer recorded: {e}");
                         fenced = true;
                     }
-                    Err(e) => tracing::warn!("could not record event: {e}"),
+                    Err(e) => {
+                        if failed == 0 {
+                            tracing::warn!("could not record event: {e}");
+                        }
+                        failed += 1;
+                    }
                 }
+            }
+            if failed > 1 {
+                tracing::warn!("{failed} events of run {run_id} could not be recorded");
             }
         });
         (

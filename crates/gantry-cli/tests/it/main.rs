@@ -37,5 +37,6 @@ mod project_flag;
 mod scale;
 mod spec_errors;
 mod state;
+mod store_faults;
 mod support;
 mod team_store;
