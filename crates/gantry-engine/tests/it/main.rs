@@ -15,6 +15,7 @@ use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
 use gantry_state::{SqliteStore, StateStore};
 use tokio_util::sync::CancellationToken;
 
+mod fencing;
 mod inventory;
 mod lifetime;
 mod up_once;
