@@ -16,6 +16,12 @@
 #                                           DIR/password, scram-sha-256 over TCP; TLS on, with a
 #                                           test CA in DIR/ca.crt (server cert for 127.0.0.1 and
 #                                           localhost) when openssl is there; unix socket in DIR
+#   scripts/services.sh crash PID        -> a postgres or etcd this script started goes away as in a
+#                                           crash: `pg_ctl stop -m immediate` (no shutdown
+#                                           checkpoint), etcd SIGKILLed; its DIR (data) stays
+#   scripts/services.sh restart DIR      -> starts that crashed postgres or etcd again on the same
+#                                           data dir and port(s); prints "PORT PID DIR" once it
+#                                           answers (with a new watcher)
 #   scripts/services.sh stop PID         -> kills that server (and its process group) by PID and
 #                                           removes its temp dir (SERVICES_KEEP=1 keeps it); a
 #                                           dockerd's containers and networks are removed first
@@ -218,30 +224,51 @@ start_postgres() {
   fi
   for _attempt in 1 2 3 4 5; do
     port=$(free_port)
-    # setsid: its own process group, so `stop` takes its children (backends) too.
-    setsid "${as[@]}" "$bindir/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
-      -k "$dir" "${ssl[@]}" >>"$log" 2>&1 </dev/null &
-    pid=$!
-    deadline=$((SECONDS + 60))
-    while ((SECONDS < deadline)); do
-      kill -0 "$pid" 2>/dev/null || break
-      if PGPASSWORD=$password PGCONNECT_TIMEOUT=2 "$bindir/psql" -h 127.0.0.1 -p "$port" -U gantry \
-        -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1 ||
-        PGPASSWORD=$password PGCONNECT_TIMEOUT=2 psql -h 127.0.0.1 -p "$port" -U gantry \
-          -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
-        watch_server "$pid" "$log" postgres
-        echo "$port $pid $dir"
-        return 0
-      fi
-      sleep 0.1
-    done
-    # It died (port taken meanwhile?) or never answered: try another port.
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    launch_postgres "$dir" "$port" && return 0
     echo "services.sh: postgres on port $port did not come up; log:" >&2
     tail -n 20 "$log" >&2 || true
   done
   die "postgres did not start (log: $log)"
+}
+
+# Runs postgres on DIR/data and PORT as start_postgres set it up (user, TLS when DIR has the
+# certificates) and waits until it answers: prints "PORT PID DIR" and starts its watcher, or
+# kills it and fails. DIR/port remembers the port for `restart`.
+launch_postgres() { # DIR PORT
+  local dir=$1 port=$2 bindir log pid deadline password user
+  bindir=$(pg_bindir) || die "PostgreSQL is not installed"
+  log=$dir/postgres.log
+  password=$(cat "$dir/password")
+  local as=()
+  if [[ $(id -u) == 0 ]]; then
+    user=$(stat -c %U "$dir/data")
+    as=(setpriv "--reuid=$user" "--regid=$(id -g "$user")" --init-groups --)
+  fi
+  local ssl=(-c ssl=off)
+  [[ -f $dir/server.crt ]] &&
+    ssl=(-c ssl=on -c "ssl_cert_file=$dir/server.crt" -c "ssl_key_file=$dir/server.key")
+  # setsid: its own process group, so `stop` takes its children (backends) too.
+  setsid "${as[@]}" "$bindir/postgres" -D "$dir/data" -p "$port" -c listen_addresses=127.0.0.1 \
+    -k "$dir" "${ssl[@]}" >>"$log" 2>&1 </dev/null &
+  pid=$!
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || break
+    if PGPASSWORD=$password PGCONNECT_TIMEOUT=2 "$bindir/psql" -h 127.0.0.1 -p "$port" -U gantry \
+      -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1 ||
+      PGPASSWORD=$password PGCONNECT_TIMEOUT=2 psql -h 127.0.0.1 -p "$port" -U gantry \
+        -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; then
+      echo "$port" >"$dir/port"
+      watch_server "$pid" "$log" postgres
+      echo "$port $pid $dir"
+      return 0
+    fi
+    sleep 0.1
+  done
+  # It died (port taken meanwhile?) or never answered.
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  return 1
 }
 
 stop_postgres() { # PID DIR
@@ -300,31 +327,88 @@ start_etcd() {
     peer=$(free_port)
     [[ $port != "$peer" ]] || continue
     rm -rf -- "$dir/data"
-    # setsid: its own process group, so `stop` takes it whole.
-    setsid etcd --name gantry-test --data-dir "$dir/data" \
-      --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
-      --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-      --initial-cluster "gantry-test=http://127.0.0.1:$peer" --initial-cluster-state new \
-      >"$log" 2>&1 </dev/null &
-    pid=$!
-    deadline=$((SECONDS + 60))
-    while ((SECONDS < deadline)); do
-      kill -0 "$pid" 2>/dev/null || break
-      if ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$port" --command-timeout=2s \
-        endpoint health >/dev/null 2>&1; then
-        watch_server "$pid" "$log" etcd
-        echo "$port $pid $dir"
-        return 0
-      fi
-      sleep 0.1
-    done
-    # It died (a port taken meanwhile?) or never answered: try other ports.
-    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    launch_etcd "$dir" "$port" "$peer" && return 0
     echo "services.sh: etcd on ports $port/$peer did not come up; log:" >&2
     tail -n 20 "$log" >&2 || true
   done
   die "etcd did not start (log: $log)"
+}
+
+# Runs etcd on DIR/data with client PORT and PEER port and waits until it answers: prints
+# "PORT PID DIR" and starts its watcher, or kills it and fails. DIR/port and DIR/peer remember
+# the ports for `restart`; an existing DIR/data is reused as it is.
+launch_etcd() { # DIR PORT PEER
+  local dir=$1 port=$2 peer=$3 log pid deadline state=new
+  log=$dir/etcd.log
+  [[ -d $dir/data/member ]] && state=existing
+  # setsid: its own process group, so `stop` takes it whole.
+  setsid etcd --name gantry-test --data-dir "$dir/data" \
+    --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+    --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+    --initial-cluster "gantry-test=http://127.0.0.1:$peer" --initial-cluster-state "$state" \
+    >>"$log" 2>&1 </dev/null &
+  pid=$!
+  deadline=$((SECONDS + 60))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || break
+    if ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$port" --command-timeout=2s \
+      endpoint health >/dev/null 2>&1; then
+      echo "$port" >"$dir/port"
+      echo "$peer" >"$dir/peer"
+      watch_server "$pid" "$log" etcd
+      echo "$port $pid $dir"
+      return 0
+    fi
+    sleep 0.1
+  done
+  # It died (a port taken meanwhile?) or never answered.
+  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  return 1
+}
+
+# A postgres or etcd started by this script goes away as in a crash; its DIR stays.
+crash_pid() { # PID
+  local pid=$1 cmd dir user
+  [[ $pid =~ ^[0-9]+$ ]] || die "crash: not a PID: $pid"
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || die "crash: no process $pid"
+  if [[ $cmd == */postgres\ -D\ * ]]; then
+    dir=$(sed -n 's/.* -D \(\/tmp\/gantry-postgres\.[A-Za-z0-9]*\)\/data .*/\1/p' <<<"$cmd")
+    [[ -n $dir ]] || die "crash: postgres $pid was not started by services.sh ($cmd)"
+    local as=()
+    if [[ $(id -u) == 0 ]]; then
+      user=$(stat -c %U "$dir/data")
+      as=(setpriv "--reuid=$user" "--regid=$(id -g "$user")" --init-groups --)
+    fi
+    "${as[@]}" "$(pg_bindir)/pg_ctl" stop -D "$dir/data" -m immediate -w >/dev/null ||
+      die "crash: pg_ctl stop -m immediate failed for $dir"
+  elif [[ $cmd == etcd\ * ]]; then
+    dir=$(sed -n 's/.*--data-dir \([^ ]*\/gantry-etcd\.[A-Za-z0-9]*\)\/data .*/\1/p' <<<"$cmd")
+    [[ -n $dir ]] || die "crash: etcd $pid was not started by services.sh ($cmd)"
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
+  else
+    die "crash: process $pid is not a postgres or etcd started by services.sh ($cmd)"
+  fi
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  die "crash: $pid is still running"
+}
+
+restart_dir() { # DIR
+  local dir=${1%/}
+  [[ -f $dir/port ]] || die "restart: $dir has no port file (not a server started by services.sh)"
+  case $dir in
+  */gantry-postgres.*)
+    launch_postgres "$dir" "$(cat "$dir/port")" || die "restart: postgres did not come up (log: $dir/postgres.log)"
+    ;;
+  */gantry-etcd.*)
+    launch_etcd "$dir" "$(cat "$dir/port")" "$(cat "$dir/peer")" ||
+      die "restart: etcd did not come up (log: $dir/etcd.log)"
+    ;;
+  *) die "restart: $dir is not a postgres or etcd directory of services.sh" ;;
+  esac
 }
 
 start_openbao() {
@@ -515,6 +599,14 @@ start)
   *) die "usage: services.sh start moto|docker|openbao|postgres|etcd" ;;
   esac
   ;;
+crash)
+  [[ -n ${2:-} ]] || die "usage: services.sh crash PID"
+  crash_pid "$2"
+  ;;
+restart)
+  [[ -n ${2:-} ]] || die "usage: services.sh restart DIR"
+  restart_dir "$2"
+  ;;
 stop)
   [[ -n ${2:-} ]] || die "usage: services.sh stop PID"
   stop_pid "$2"
@@ -528,6 +620,6 @@ count)
   count "$2" "$3" "$4" "$5"
   ;;
 *)
-  die "usage: services.sh start moto|docker|openbao|postgres|etcd | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
+  die "usage: services.sh start moto|docker|openbao|postgres|etcd | crash PID | restart DIR | stop PID | reset PORT | count PORT RESOURCE TAG_KEY TAG_VALUE"
   ;;
 esac

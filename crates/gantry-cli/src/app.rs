@@ -68,6 +68,7 @@ pub async fn app(g: &Global, home: &Home) -> CliResult<App> {
         secrets: context::secret_store(home),
         cancel: context::cancel_on_ctrl_c(),
         lock_timeout: g.lock_timeout,
+        lock_ttl: g.lock_ttl,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         providers: Arc::new(CliProviders {
             home: home.clone(),

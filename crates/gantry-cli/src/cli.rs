@@ -38,6 +38,10 @@ pub struct Global {
     /// How long to wait for a cluster locked by another run.
     #[arg(long, global = true, env = env::GANTRY_LOCK_TIMEOUT, default_value = "120s", value_parser = humantime::parse_duration)]
     pub lock_timeout: std::time::Duration,
+    /// The cluster lock's lease in milliseconds, for tests that need it to lapse quickly
+    /// (clamped to 500 ms..=10 min). Hidden: the default (30 s) is what real runs use.
+    #[arg(long, global = true, hide = true, env = env::GANTRY_LOCK_TTL_MS, default_value = "30000", value_parser = lock_ttl_ms)]
+    pub lock_ttl: std::time::Duration,
     /// More logging (-v, -vv).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -50,6 +54,17 @@ fn project_name(s: &str) -> Result<String, String> {
     gantry_core::names::validate_name(s)
         .map(|()| s.to_string())
         .map_err(|e| format!("{e} (a project is named like a cluster)"))
+}
+
+/// `GANTRY_LOCK_TTL_MS`: whole milliseconds, brought within the engine's bounds.
+fn lock_ttl_ms(s: &str) -> Result<std::time::Duration, String> {
+    let ms: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of milliseconds"))?;
+    Ok(gantry_engine::lock::clamp_lease_ttl(
+        std::time::Duration::from_millis(ms),
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

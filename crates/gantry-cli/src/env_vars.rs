@@ -14,6 +14,9 @@ pub const GANTRY_PROJECT: &str = "GANTRY_PROJECT";
 pub const GANTRY_OUTPUT: &str = "GANTRY_OUTPUT";
 /// How long to wait for another run's cluster lock, e.g. `60s`.
 pub const GANTRY_LOCK_TIMEOUT: &str = "GANTRY_LOCK_TIMEOUT";
+/// The cluster lock's lease in milliseconds (default 30000, clamped to 500..=600000). For
+/// tests that need a lease to lapse quickly (the fencing test); hidden from `--help`.
+pub const GANTRY_LOCK_TTL_MS: &str = "GANTRY_LOCK_TTL_MS";
 /// Log filter (tracing `EnvFilter` syntax), e.g. `debug`.
 pub const GANTRY_LOG: &str = "GANTRY_LOG";
 /// Maximum number of nodes `run`/`put`/`get` talk to at once.

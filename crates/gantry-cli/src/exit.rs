@@ -19,6 +19,7 @@ pub enum Exit {
     Unreachable,
     Busy,
     NotConfirmed,
+    LockLost,
     Interrupted,
 }
 
@@ -30,7 +31,7 @@ pub enum Exit {
     )
 )]
 impl Exit {
-    pub const ALL: [Exit; 8] = [
+    pub const ALL: [Exit; 9] = [
         Exit::Ok,
         Exit::Failure,
         Exit::Usage,
@@ -38,6 +39,7 @@ impl Exit {
         Exit::Unreachable,
         Exit::Busy,
         Exit::NotConfirmed,
+        Exit::LockLost,
         Exit::Interrupted,
     ];
 
@@ -50,6 +52,7 @@ impl Exit {
             Exit::Unreachable => 4,
             Exit::Busy => 5,
             Exit::NotConfirmed => 6,
+            Exit::LockLost => 7,
             Exit::Interrupted => 130,
         }
     }
@@ -68,6 +71,10 @@ impl Exit {
             }
             Exit::Busy => "the cluster is locked by another run and the wait timed out",
             Exit::NotConfirmed => "a destructive change needs confirmation and none was given",
+            Exit::LockLost => {
+                "the run lost its cluster lock (lease lapsed, taken over): it stopped, and the \
+                 store refused what it wrote after the takeover"
+            }
             Exit::Interrupted => "interrupted (Ctrl-C)",
         }
     }
@@ -80,6 +87,7 @@ impl From<ErrorClass> for Exit {
             ErrorClass::Busy => Exit::Busy,
             ErrorClass::NotConfirmed => Exit::NotConfirmed,
             ErrorClass::Interrupted => Exit::Interrupted,
+            ErrorClass::LockLost => Exit::LockLost,
             ErrorClass::Failed => Exit::Failure,
         }
     }
@@ -136,6 +144,7 @@ impl From<gantry_engine::EngineError> for Failure {
         let hint: Option<String> = match &e {
             E::LockTimeout { .. } => Some("wait for the other run to finish, or raise --lock-timeout; a lock whose process is gone is taken over; another machine's lapses within 30 s".into()),
             E::Interrupted => Some("run the same command again to resume; it converges".into()),
+            E::LockLost { cluster, .. } => Some(format!("another run may have changed cluster {cluster} meanwhile: `gantry runs {cluster}` shows who; run the command again to converge")),
             E::NeedsConfirmation { .. } => Some("re-run with --yes to allow it".into()),
             E::ClusterNotFound { .. } => Some("`gantry ls` lists the clusters of this project".into()),
             E::NameCollision { .. } => Some("rename the pool or the cluster so that `<cluster>-<pool>` differs from every other cluster's".into()),
@@ -147,6 +156,10 @@ impl From<gantry_engine::EngineError> for Failure {
             E::RecordUnreadable { cluster, .. } => Some(format!("a newer gantry may have written it: use that version; or `gantry up -f SPEC` with cluster {cluster}'s spec records it again")),
             E::LifetimeTooLong { .. } => Some("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry".into()),
             E::Provider(p) => p.hint.clone(),
+            E::State(_) => Some(match crate::context::store_shown() {
+                Some(url) => format!("the state store is {url}: `gantry state status` tells whether it answers; once it does, run the command again (it converges)"),
+                None => "`gantry state status` tells whether the state store answers; once it does, run the command again (it converges)".into(),
+            }),
             E::ProviderUnavailable { hint, .. } => hint.clone(),
             E::StepsFailed { .. } => Some("`gantry logs RUN` shows every event; re-run the command to retry what failed".into()),
             _ => None,
@@ -232,6 +245,13 @@ mod tests {
                     source: None,
                 },
                 1,
+            ),
+            (
+                E::LockLost {
+                    cluster: "c".into(),
+                    taken_over: true,
+                },
+                7,
             ),
             (
                 E::ProviderMismatch {

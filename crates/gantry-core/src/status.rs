@@ -82,7 +82,8 @@ named! {
         Failed = "failed",
         /// Cancelled by the user (Ctrl-C) or stopped by a lost lock.
         Interrupted = "interrupted",
-        /// Left `running` by a process that died; closed by the next run of its cluster.
+        /// Left `running` by a process that died or lost its cluster lock (its writes are then
+        /// refused); closed by the next run of its cluster.
         Abandoned = "abandoned",
     }
 }

@@ -18,8 +18,18 @@ pub enum EngineError {
         expires_in_secs: u64,
         waited_secs: u64,
     },
-    #[error("lost the lock on cluster {cluster} (another process took it after our lease expired)")]
-    LockLost { cluster: String },
+    /// The run's lease lapsed before it could be renewed (the process stalled, or the store
+    /// was out of reach) and, when `taken_over`, another run took the lock: the run stopped, and
+    /// the store refused every write it made after the takeover (fencing).
+    #[error(
+        "lost the lock on cluster {cluster}: {}",
+        if *taken_over {
+            "another run took it over after our lease lapsed; the store refused every write of ours since"
+        } else {
+            "our lease lapsed before it could be renewed (the process stalled or the store was out of reach)"
+        }
+    )]
+    LockLost { cluster: String, taken_over: bool },
     #[error("cluster {cluster} not found in project {project}")]
     ClusterNotFound { project: String, cluster: String },
     /// Nodes tagged with the cluster's name belong to another gantry world (another home, or an
@@ -201,7 +211,10 @@ pub enum ErrorClass {
     NotConfirmed,
     /// The run was cancelled (Ctrl-C); running it again resumes it.
     Interrupted,
-    /// Anything else: a provider, the state store, a step of a run, a lost lock.
+    /// The run lost its cluster lock (lease lapsed, lock taken over) and stopped; what it
+    /// wrote after the takeover was refused.
+    LockLost,
+    /// Anything else: a provider, the state store, a step of a run.
     Failed,
 }
 
@@ -210,6 +223,7 @@ impl EngineError {
         use EngineError as E;
         match self {
             E::LockTimeout { .. } => ErrorClass::Busy,
+            E::LockLost { .. } => ErrorClass::LockLost,
             E::Interrupted => ErrorClass::Interrupted,
             E::NeedsConfirmation { .. } | E::NotConfirmed { .. } => ErrorClass::NotConfirmed,
             E::ClusterNotFound { .. }
@@ -227,7 +241,6 @@ impl EngineError {
             E::Provider(_)
             | E::State(_)
             | E::RecordUnreadable { .. }
-            | E::LockLost { .. }
             | E::ProviderMismatch { .. }
             | E::StepsFailed { .. }
             | E::SecretStore { .. }
@@ -235,6 +248,24 @@ impl EngineError {
             | E::Artifact { .. }
             | E::Ssh(_) => ErrorClass::Failed,
         }
+    }
+}
+
+impl EngineError {
+    /// Whether this is, or was caused by, a write the store refused because the run's cluster
+    /// lock was taken over ([`StateError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if matches!(
+                e.downcast_ref::<StateError>(),
+                Some(StateError::Fenced { .. })
+            ) {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
     }
 }
 

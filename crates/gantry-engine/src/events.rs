@@ -42,14 +42,35 @@ impl Events {
     ) -> (Events, Recorder) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
         let task = tokio::spawn(async move {
+            // Once the store refuses the run's writes (its cluster lock was taken over: the
+            // store is fenced), no later event can land: said once, not once per event. A
+            // store that fails (gone away) is said once too, with a count at the end.
+            let mut fenced = false;
+            let mut failed = 0u64;
             while let Some(ev) = rx.recv().await {
+                if fenced {
+                    continue;
+                }
                 let json = serde_json::to_string(&ev).expect("events serialise");
-                if let Err(e) = store
+                match store
                     .append_event(&run_id, time::OffsetDateTime::now_utc(), &json)
                     .await
                 {
-                    tracing::warn!("could not record event: {e}");
+                    Ok(_) => {}
+                    Err(e @ gantry_state::StateError::Fenced { .. }) => {
+                        tracing::warn!("the run's events are no longer recorded: {e}");
+                        fenced = true;
+                    }
+                    Err(e) => {
+                        if failed == 0 {
+                            tracing::warn!("could not record event: {e}");
+                        }
+                        failed += 1;
+                    }
                 }
+            }
+            if failed > 1 {
+                tracing::warn!("{failed} events of run {run_id} could not be recorded");
             }
         });
         (

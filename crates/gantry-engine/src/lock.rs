@@ -6,14 +6,20 @@
 //! that: holders are named `pid N@host (command)`, and when that process no longer exists the
 //! waiter expires the dead lease by its fencing token (a compare-and-expire: a lease taken over
 //! meanwhile has another token and is left alone) and takes the lock.
-//! While held, a background task renews the lease; if renewal finds the lease taken over,
-//! `lost()` fires and the run stops.
+//! While held, a background task renews the lease; if renewal finds the lease lapsed or taken
+//! over, `lost()` fires and the run stops.
+//!
+//! A lease only tells a holder it *should* stop; a holder that stalled past its lease (a process
+//! stopped, a laptop asleep) does not know it yet when it resumes. So the run writes through
+//! [`ClusterLock::fenced`]: a handle of the store whose every write is refused, in the write's
+//! own transaction, once a newer token was issued for the lock (`StateStore::fenced`). Whatever
+//! the timing, nothing the stale holder writes after a takeover lands.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gantry_core::event::Event;
-use gantry_state::{Acquire, Lease, StateError, StateStore};
+use gantry_state::{Acquire, Fence, Lease, StateError, StateStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
@@ -22,6 +28,17 @@ use crate::events::Events;
 /// Lease length; renewed every sixth of it, so a saturated machine (busy store, starved
 /// runtime) still renews long before it lapses.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The shortest and longest lease accepted ([`clamp_lease_ttl`]): tests shorten the lease
+/// (`GANTRY_LOCK_TTL_MS`), and a value out of these bounds would either renew in a busy loop
+/// or keep a dead holder's cluster locked for hours.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(500);
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(600);
+
+/// `ttl` brought within [`MIN_LEASE_TTL`]..=[`MAX_LEASE_TTL`].
+pub fn clamp_lease_ttl(ttl: Duration) -> Duration {
+    ttl.clamp(MIN_LEASE_TTL, MAX_LEASE_TTL)
+}
 
 pub fn cluster_lock_key(project: &str, cluster: &str) -> String {
     format!("cluster/{project}/{cluster}")
@@ -64,6 +81,8 @@ pub fn holder_is_dead(holder: &str) -> bool {
 
 pub struct ClusterLock {
     store: Arc<dyn StateStore>,
+    /// The lease's key and token: what every write of the run is fenced with.
+    fence: Fence,
     lease: Arc<tokio::sync::Mutex<Lease>>,
     lost: CancellationToken,
     stop: CancellationToken,
@@ -71,22 +90,29 @@ pub struct ClusterLock {
 }
 
 impl ClusterLock {
-    /// Takes the lock, waiting up to `timeout` while someone else holds it.
+    /// Takes the lock for leases of `ttl` (see [`clamp_lease_ttl`]), waiting up to `timeout`
+    /// while someone else holds it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one fact of the wait; a struct would only name them twice"
+    )]
     pub async fn acquire(
         store: Arc<dyn StateStore>,
         project: &str,
         cluster: &str,
         holder: &str,
+        ttl: Duration,
         timeout: Duration,
         events: &Events,
         cancel: &CancellationToken,
     ) -> Result<ClusterLock, EngineError> {
+        let ttl = clamp_lease_ttl(ttl);
         let key = cluster_lock_key(project, cluster);
         let start = Instant::now();
         let mut last_told: Option<(String, Instant)> = None;
         loop {
-            match store.acquire_lock(&key, holder, LEASE_TTL).await? {
-                Acquire::Acquired(lease) => return Ok(Self::hold(store, lease)),
+            match store.acquire_lock(&key, holder, ttl).await? {
+                Acquire::Acquired(lease) => return Ok(Self::hold(store, lease, ttl)),
                 Acquire::Held {
                     holder: other,
                     expires_at,
@@ -136,7 +162,8 @@ impl ClusterLock {
         }
     }
 
-    fn hold(store: Arc<dyn StateStore>, lease: Lease) -> ClusterLock {
+    fn hold(store: Arc<dyn StateStore>, lease: Lease, ttl: Duration) -> ClusterLock {
+        let fence = Fence::of(&lease);
         let lease = Arc::new(tokio::sync::Mutex::new(lease));
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
@@ -147,10 +174,10 @@ impl ClusterLock {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(LEASE_TTL / 6) => {}
+                        _ = tokio::time::sleep(ttl / 6) => {}
                     }
                     let mut l = lease.lock().await;
-                    match store.renew_lock(&l, LEASE_TTL).await {
+                    match store.renew_lock(&l, ttl).await {
                         Ok(new) => *l = new,
                         Err(StateError::LockLost { .. }) => {
                             lost.cancel();
@@ -164,6 +191,7 @@ impl ClusterLock {
         };
         ClusterLock {
             store,
+            fence,
             lease,
             lost,
             stop,
@@ -176,8 +204,14 @@ impl ClusterLock {
         self.lost.clone()
     }
 
-    pub async fn fencing_token(&self) -> u64 {
-        self.lease.lock().await.token
+    pub fn fencing_token(&self) -> u64 {
+        self.fence.token
+    }
+
+    /// The store, fenced with this lease: what every write of the run goes through, so none
+    /// lands once another run took the lock over ([`StateError::Fenced`]).
+    pub fn fenced(&self) -> Arc<dyn StateStore> {
+        self.store.fenced(self.fence.clone())
     }
 
     pub async fn release(self) -> Result<(), EngineError> {

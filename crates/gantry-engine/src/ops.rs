@@ -50,6 +50,9 @@ pub struct Context {
     pub cancel: CancellationToken,
     pub listener: Option<Listener>,
     pub lock_timeout: Duration,
+    /// The cluster lock's lease ([`crate::lock::LEASE_TTL`] unless a test shortens it; clamped
+    /// by [`crate::lock::clamp_lease_ttl`]).
+    pub lock_ttl: Duration,
     /// The command line, shown to others waiting on the lock.
     pub command: String,
     /// How nodes are reached when not over SSH (Docker exec): `start` then re-runs the

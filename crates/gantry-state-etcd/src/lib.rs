@@ -53,6 +53,15 @@
 //! (NTP), as with any store; the etcd lease, timed by etcd itself, is the backstop that removes
 //! the lock of a holder that is gone whatever its clock said.
 //!
+//! # Fencing
+//! A fenced handle ([`StateStore::fenced`]) adds one compare to every write transaction:
+//! `P/lock-tokens/<key>` still holds the fence's token (a value compare, equal: tokens only grow,
+//! so "equal" is "not older"; a missing token key fails the compare). The transaction's `else`
+//! branch reads the token key too, so a refusal ([`StateError::Fenced`]) is told apart from the
+//! write's own compares failing without another round trip. Plain puts and deletes become
+//! transactions for this, on fenced and unfenced handles alike (one code path; etcd applies a
+//! one-operation transaction as it applies the operation).
+//!
 //! # Size
 //! etcd refuses requests over `--max-request-bytes` (1.5 MiB by default). No record gantry writes
 //! comes near it (a cluster spec is kilobytes; a run and its two index copies go in one
@@ -74,8 +83,8 @@ use etcd_client::{
     SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use gantry_state::{
-    Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StateError,
-    StateStore, StepRecord, StepStatus,
+    Acquire, ClusterRecord, EventRecord, Fence, InventoryRecord, Lease, NodeRecord, RunRecord,
+    StateError, StateStore, StepRecord, StepStatus,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
@@ -103,6 +112,8 @@ pub struct EtcdStore {
     client: Client,
     keys: Keys,
     endpoints: String,
+    /// Set on a fenced handle ([`StateStore::fenced`]): every write transaction compares it.
+    fence: Option<Fence>,
 }
 
 impl fmt::Debug for EtcdStore {
@@ -110,6 +121,7 @@ impl fmt::Debug for EtcdStore {
         f.debug_struct("EtcdStore")
             .field("endpoints", &self.endpoints)
             .field("prefix", &self.keys.prefix())
+            .field("fence", &self.fence)
             .finish_non_exhaustive()
     }
 }
@@ -194,6 +206,7 @@ impl EtcdStore {
             client,
             keys: Keys::new(config.prefix),
             endpoints,
+            fence: None,
         };
         let version = bounded(
             "read schema version",
@@ -235,6 +248,46 @@ impl EtcdStore {
             .txn(txn)
             .await
             .map_err(|e| self.err(op, e))
+    }
+
+    /// A writing transaction, fenced on a fenced handle: the fence's compare (the lock's token
+    /// key holds our token) joins `when`, and a read of the token key ends `or_else`, so a
+    /// refusal is told apart from the caller's own compares failing: [`StateError::Fenced`]
+    /// when the token moved on, else the answer for the caller to read (its own reads come
+    /// first in `or_else`, at the indexes it put them).
+    async fn write_txn(
+        &self,
+        op: &'static str,
+        mut when: Vec<Compare>,
+        then: Vec<TxnOp>,
+        mut or_else: Vec<TxnOp>,
+    ) -> Result<TxnResponse, StateError> {
+        let token_key = self.fence.as_ref().map(|f| self.keys.lock_token(&f.key));
+        if let (Some(fence), Some(token_key)) = (&self.fence, &token_key) {
+            when.push(Compare::value(
+                token_key.as_str(),
+                CompareOp::Equal,
+                fence.token.to_string(),
+            ));
+            or_else.push(TxnOp::get(token_key.as_str(), None));
+        }
+        let resp = self
+            .txn(op, Txn::new().when(when).and_then(then).or_else(or_else))
+            .await?;
+        if let Some(fence) = &self.fence
+            && !resp.succeeded()
+        {
+            let newest = gets(&resp)
+                .last()
+                .map(Seen::from_get)
+                .map(|seen| parse_number("lock token", seen.value.as_deref()))
+                .transpose()?
+                .unwrap_or(0);
+            if newest != fence.token {
+                return Err(fence.refused(newest));
+            }
+        }
+        Ok(resp)
     }
 
     async fn get(
@@ -573,11 +626,17 @@ impl StateStore for EtcdStore {
 
     async fn put_cluster(&self, c: &ClusterRecord) -> Result<(), StateError> {
         let json = encode("cluster record", c, MAX_VALUE_BYTES)?;
-        self.client
-            .kv_client()
-            .put(self.keys.cluster(&c.project, &c.name), json, None)
-            .await
-            .map_err(|e| self.err("write cluster", e))?;
+        self.write_txn(
+            "write cluster",
+            vec![],
+            vec![TxnOp::put(
+                self.keys.cluster(&c.project, &c.name),
+                json,
+                None,
+            )],
+            vec![],
+        )
+        .await?;
         Ok(())
     }
 
@@ -606,15 +665,17 @@ impl StateStore for EtcdStore {
 
     async fn delete_cluster(&self, project: &str, name: &str) -> Result<(), StateError> {
         let nodes = self.keys.nodes(project, name);
-        self.txn(
+        self.write_txn(
             "delete cluster",
-            Txn::new().and_then([
+            vec![],
+            vec![
                 TxnOp::delete(self.keys.cluster(project, name), None),
                 TxnOp::delete(
                     nodes.as_str(),
                     Some(etcd_client::DeleteOptions::new().with_range(range_end(&nodes))),
                 ),
-            ]),
+            ],
+            vec![],
         )
         .await?;
         Ok(())
@@ -624,15 +685,15 @@ impl StateStore for EtcdStore {
         let json = encode("node record", n, MAX_VALUE_BYTES)?;
         let cluster = self.keys.cluster(&n.project, &n.cluster);
         let resp = self
-            .txn(
+            .write_txn(
                 "write node",
-                Txn::new()
-                    .when([Compare::version(cluster.as_str(), CompareOp::Greater, 0)])
-                    .and_then([TxnOp::put(
-                        self.keys.node(&n.project, &n.cluster, &n.name),
-                        json,
-                        None,
-                    )]),
+                vec![Compare::version(cluster.as_str(), CompareOp::Greater, 0)],
+                vec![TxnOp::put(
+                    self.keys.node(&n.project, &n.cluster, &n.name),
+                    json,
+                    None,
+                )],
+                vec![],
             )
             .await?;
         if !resp.succeeded() {
@@ -663,11 +724,13 @@ impl StateStore for EtcdStore {
         cluster: &str,
         name: &str,
     ) -> Result<(), StateError> {
-        self.client
-            .kv_client()
-            .delete(self.keys.node(project, cluster, name), None)
-            .await
-            .map_err(|e| self.err("delete node", e))?;
+        self.write_txn(
+            "delete node",
+            vec![],
+            vec![TxnOp::delete(self.keys.node(project, cluster, name), None)],
+            vec![],
+        )
+        .await?;
         Ok(())
     }
 
@@ -676,11 +739,11 @@ impl StateStore for EtcdStore {
         let json = encode("run record", r, MAX_VALUE_BYTES / 3)?;
         let key = self.keys.run(&r.id);
         let resp = self
-            .txn(
+            .write_txn(
                 "create run",
-                Txn::new()
-                    .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                    .and_then(self.run_puts(r, &json)),
+                vec![Compare::version(key.as_str(), CompareOp::Equal, 0)],
+                self.run_puts(r, &json),
+                vec![],
             )
             .await?;
         if !resp.succeeded() {
@@ -725,15 +788,15 @@ impl StateStore for EtcdStore {
             }
             ops.extend(self.run_puts(r, &json));
             let resp = self
-                .txn(
+                .write_txn(
                     "update run",
-                    Txn::new()
-                        .when([Compare::mod_revision(
-                            key.as_str(),
-                            CompareOp::Equal,
-                            seen.rev,
-                        )])
-                        .and_then(ops),
+                    vec![Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        seen.rev,
+                    )],
+                    ops,
+                    vec![],
                 )
                 .await?;
             if resp.succeeded() {
@@ -831,15 +894,15 @@ impl StateStore for EtcdStore {
         let json = encode("step record", s, MAX_VALUE_BYTES)?;
         let run = self.keys.run(&s.run_id);
         let resp = self
-            .txn(
+            .write_txn(
                 "write step",
-                Txn::new()
-                    .when([Compare::version(run.as_str(), CompareOp::Greater, 0)])
-                    .and_then([TxnOp::put(
-                        self.keys.step(&s.run_id, &s.step_id),
-                        json,
-                        None,
-                    )]),
+                vec![Compare::version(run.as_str(), CompareOp::Greater, 0)],
+                vec![TxnOp::put(
+                    self.keys.step(&s.run_id, &s.step_id),
+                    json,
+                    None,
+                )],
+                vec![],
             )
             .await?;
         if !resp.succeeded() {
@@ -921,21 +984,20 @@ impl StateStore for EtcdStore {
             };
             let value = encode("event record", &record, MAX_VALUE_BYTES)?;
             let resp = self
-                .txn(
+                .write_txn(
                     "append event",
-                    Txn::new()
-                        .when([
-                            Compare::version(run.as_str(), CompareOp::Greater, 0),
-                            Compare::mod_revision(counter.as_str(), CompareOp::Equal, rev),
-                        ])
-                        .and_then([
-                            TxnOp::put(counter.as_str(), seq.to_string(), None),
-                            TxnOp::put(self.keys.event(run_id, seq), value, None),
-                        ])
-                        .or_else([
-                            TxnOp::get(run.as_str(), Some(GetOptions::new().with_count_only())),
-                            TxnOp::get(counter.as_str(), None),
-                        ]),
+                    vec![
+                        Compare::version(run.as_str(), CompareOp::Greater, 0),
+                        Compare::mod_revision(counter.as_str(), CompareOp::Equal, rev),
+                    ],
+                    vec![
+                        TxnOp::put(counter.as_str(), seq.to_string(), None),
+                        TxnOp::put(self.keys.event(run_id, seq), value, None),
+                    ],
+                    vec![
+                        TxnOp::get(run.as_str(), Some(GetOptions::new().with_count_only())),
+                        TxnOp::get(counter.as_str(), None),
+                    ],
                 )
                 .await?;
             if resp.succeeded() {
@@ -1233,14 +1295,14 @@ impl StateStore for EtcdStore {
                 }
             }
             let resp = self
-                .txn(
+                .write_txn(
                     "write inventory",
-                    Txn::new()
-                        .when([
-                            Compare::mod_revision(inv.as_str(), CompareOp::Equal, stored.rev),
-                            Compare::mod_revision(mark.as_str(), CompareOp::Equal, marked.rev),
-                        ])
-                        .and_then([TxnOp::put(inv.as_str(), json.as_str(), None)]),
+                    vec![
+                        Compare::mod_revision(inv.as_str(), CompareOp::Equal, stored.rev),
+                        Compare::mod_revision(mark.as_str(), CompareOp::Equal, marked.rev),
+                    ],
+                    vec![TxnOp::put(inv.as_str(), json.as_str(), None)],
+                    vec![],
                 )
                 .await?;
             if resp.succeeded() {
@@ -1268,28 +1330,25 @@ impl StateStore for EtcdStore {
             let old = parse_time("inventory invalidation time", seen.value.as_deref())?;
             let new = old.map_or(at, |o| o.max(at));
             let resp = self
-                .txn(
+                .write_txn(
                     "invalidate inventory",
-                    Txn::new()
-                        .when([Compare::mod_revision(
+                    vec![Compare::mod_revision(
+                        mark.as_str(),
+                        CompareOp::Equal,
+                        seen.rev,
+                    )],
+                    vec![
+                        TxnOp::put(
                             mark.as_str(),
-                            CompareOp::Equal,
-                            seen.rev,
-                        )])
-                        .and_then([
-                            TxnOp::put(
-                                mark.as_str(),
-                                format_time("inventory invalidation time", new)?,
-                                None,
-                            ),
-                            TxnOp::delete(
-                                entries.as_str(),
-                                Some(
-                                    etcd_client::DeleteOptions::new()
-                                        .with_range(range_end(&entries)),
-                                ),
-                            ),
-                        ]),
+                            format_time("inventory invalidation time", new)?,
+                            None,
+                        ),
+                        TxnOp::delete(
+                            entries.as_str(),
+                            Some(etcd_client::DeleteOptions::new().with_range(range_end(&entries))),
+                        ),
+                    ],
+                    vec![],
                 )
                 .await?;
             if resp.succeeded() {
@@ -1298,5 +1357,18 @@ impl StateStore for EtcdStore {
             attempt += 1;
             self.backoff("invalidate inventory", attempt).await?;
         }
+    }
+
+    // --- Fencing (issue 12, part 4) ---
+
+    fn fenced(&self, fence: Fence) -> std::sync::Arc<dyn StateStore> {
+        std::sync::Arc::new(EtcdStore {
+            fence: Some(fence),
+            ..self.clone()
+        })
+    }
+
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 }

@@ -18,8 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use gantry_state::{
-    Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StateError,
-    StateStore, StepRecord,
+    Acquire, ClusterRecord, EventRecord, Fence, InventoryRecord, Lease, NodeRecord, RunRecord,
+    StateError, StateStore, StepRecord,
 };
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -48,6 +48,9 @@ const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
+    /// Set on a fenced handle ([`StateStore::fenced`]): every write checks it in its own
+    /// transaction.
+    fence: Option<Fence>,
 }
 
 struct Inner {
@@ -62,6 +65,7 @@ impl fmt::Debug for PostgresStore {
             .field("url", &self.inner.redacted)
             .field("connections", &status.size)
             .field("max_connections", &status.max_size)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -127,6 +131,35 @@ fn ttl_micros(ttl: Duration) -> Result<i64, StateError> {
         });
     }
     int("lock ttl", ttl.as_micros().max(1))
+}
+
+/// Refuses the transaction's write when the newest token issued for the fence's lock is not its
+/// own. `FOR SHARE` locks the lock's row until commit: an `acquire_lock` taking the lock over
+/// (an update of that row) waits for this write to commit, and a write that waited for an
+/// acquire to commit reads its new token. So every write either commits before the takeover or
+/// is refused.
+async fn check_fence(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fence: &Fence,
+) -> Result<(), StateError> {
+    let op = "check fence";
+    let stmt = tx
+        .prepare_cached("SELECT token FROM locks WHERE key = $1 FOR SHARE")
+        .await
+        .map_err(pg_err(op))?;
+    let newest = match tx
+        .query_opt(&stmt, &[&fence.key])
+        .await
+        .map_err(pg_err(op))?
+    {
+        Some(row) => uint("lock token", get::<i64>(&row, 0, "lock")?)?,
+        None => 0,
+    };
+    if newest == fence.token {
+        Ok(())
+    } else {
+        Err(fence.refused(newest))
+    }
 }
 
 const CLUSTER_COLS: &str = "project, name, uid, provider, spec_yaml, spec_json, spec_hash, \
@@ -277,6 +310,7 @@ impl PostgresStore {
                 pool,
                 redacted: target.redacted,
             }),
+            fence: None,
         })
     }
 
@@ -317,8 +351,21 @@ impl PostgresStore {
             .next())
     }
 
-    /// One statement that changes rows; answers how many.
+    /// One statement that changes rows; answers how many. On a fenced handle it runs in a
+    /// transaction after the fence check ([`check_fence`]).
     async fn execute(
+        &self,
+        op: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StateError> {
+        self.write_statement(op, sql, params)
+            .await?
+            .map_err(pg_err(op))
+    }
+
+    /// [`execute`](Self::execute) without the fence: the lock methods and the world id.
+    async fn execute_unfenced(
         &self,
         op: &'static str,
         sql: &str,
@@ -327,6 +374,32 @@ impl PostgresStore {
         let client = self.client(op).await?;
         let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
         client.execute(&stmt, params).await.map_err(pg_err(op))
+    }
+
+    /// Runs one writing statement: in autocommit on an unfenced handle, else in a transaction
+    /// that checks the fence first. The outer error is a failure around the statement
+    /// (connection, fence); the inner one is the statement's own, for the caller to map.
+    async fn write_statement(
+        &self,
+        op: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Result<u64, tokio_postgres::Error>, StateError> {
+        let mut client = self.client(op).await?;
+        let Some(fence) = &self.fence else {
+            let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
+            return Ok(client.execute(&stmt, params).await);
+        };
+        let tx = client.transaction().await.map_err(pg_err(op))?;
+        check_fence(&tx, fence).await?;
+        let stmt = tx.prepare_cached(sql).await.map_err(pg_err(op))?;
+        match tx.execute(&stmt, params).await {
+            Ok(n) => {
+                tx.commit().await.map_err(pg_err(op))?;
+                Ok(Ok(n))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     /// Like [`execute`](Self::execute), a foreign-key violation meaning the parent `what` with
@@ -339,9 +412,7 @@ impl PostgresStore {
         what: &'static str,
         key: impl FnOnce() -> String,
     ) -> Result<u64, StateError> {
-        let client = self.client(op).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
-        match client.execute(&stmt, params).await {
+        match self.write_statement(op, sql, params).await? {
             Ok(n) => Ok(n),
             Err(e) if is_foreign_key_violation(&e) => {
                 Err(StateError::NotFound { what, key: key() })
@@ -371,7 +442,7 @@ impl StateStore for PostgresStore {
         // A concurrent inserter of the same key makes this one wait for its commit and then do
         // nothing; the next statement sees the winner's id.
         let fresh = uuid::Uuid::new_v4().to_string();
-        self.execute(
+        self.execute_unfenced(
             "create world id",
             "INSERT INTO meta (key, value) VALUES ('world', $1) ON CONFLICT (key) DO NOTHING",
             &[&fresh],
@@ -718,6 +789,9 @@ impl StateStore for PostgresStore {
         let op = "append event";
         let mut client = self.client(op).await?;
         let tx = client.transaction().await.map_err(pg_err(op))?;
+        if let Some(fence) = &self.fence {
+            check_fence(&tx, fence).await?;
+        }
         // The increment locks the run's row until commit: a concurrent appender waits, then
         // increments what this one committed. A failure rolls both statements back, so no
         // number is ever skipped.
@@ -855,7 +929,7 @@ impl StateStore for PostgresStore {
         let token = int("lock token", lease.token)?;
         // Keyed by token: a lease that was lost cannot release its successor. The row stays
         // (expired) so the next token is still larger.
-        self.execute(
+        self.execute_unfenced(
             "release lock",
             "UPDATE locks SET expires_at = 'epoch' WHERE key = $1 AND token = $2",
             &[&lease.key, &token],
@@ -910,6 +984,9 @@ impl StateStore for PostgresStore {
         let op = "write inventory";
         let mut client = self.client(op).await?;
         let tx = client.transaction().await.map_err(pg_err(op))?;
+        if let Some(fence) = &self.fence {
+            check_fence(&tx, fence).await?;
+        }
         // Serialized with invalidate_inventory of the same project: without it, an
         // invalidation committing between this statement's snapshot and its insert would not
         // see (nor delete) the listing it makes stale.
@@ -947,6 +1024,9 @@ impl StateStore for PostgresStore {
         let op = "invalidate inventory";
         let mut client = self.client(op).await?;
         let tx = client.transaction().await.map_err(pg_err(op))?;
+        if let Some(fence) = &self.fence {
+            check_fence(&tx, fence).await?;
+        }
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&INVENTORY_LOCK, &project],
@@ -966,5 +1046,18 @@ impl StateStore for PostgresStore {
         .map_err(pg_err(op))?;
         tx.commit().await.map_err(pg_err(op))?;
         Ok(())
+    }
+
+    // --- Fencing (issue 12, part 4) ---
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn StateStore> {
+        Arc::new(PostgresStore {
+            inner: Arc::clone(&self.inner),
+            fence: Some(fence),
+        })
+    }
+
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 }

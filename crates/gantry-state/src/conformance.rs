@@ -15,6 +15,10 @@
 //! duplicates, and racing `acquire_lock` calls from both let exactly one win, with fencing
 //! tokens that only grow.
 //!
+//! The fencing checks take a lock through one handle, write through a handle fenced with its
+//! token, let the lease expire (a second 1.5 s sleep), take the lock through the other handle,
+//! and then expect every kind of write of the old token to be refused and to leave no trace.
+//!
 //! The inventory checks pass their own timestamps to `invalidate_inventory`, so they do not
 //! depend on the store's clock.
 
@@ -25,6 +29,7 @@ use gantry_core::status::{ClusterStatus, RunKind, RunStatus, StepStatus};
 use time::OffsetDateTime;
 
 use crate::error::StateError;
+use crate::fence::Fence;
 use crate::model::{
     Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
 };
@@ -49,6 +54,7 @@ pub async fn run_all(store: &dyn StateStore, second: &dyn StateStore) {
     check_locks(store, &ns("locks")).await;
     check_inventory(store, &ns("inventory")).await;
     check_two_handles(store, second, &ns("two-handles")).await;
+    check_fencing(store, second, &ns("fencing")).await;
 }
 
 /// Unwraps a result the rule says must succeed.
@@ -1017,4 +1023,335 @@ async fn check_two_handles(a: &dyn StateStore, b: &dyn StateStore, project: &str
         };
         ok("release_lock", other.release_lock(&winner).await);
     }
+}
+
+// --- Fencing (issue 12, part 4) ---
+
+/// Asserts that `result` is the refusal of a write fenced with `token` on `key` because
+/// `newest` was issued since.
+fn refused<T: std::fmt::Debug>(
+    rule: &str,
+    result: Result<T, StateError>,
+    key: &str,
+    token: u64,
+    newest: u64,
+) {
+    match result {
+        Err(StateError::Fenced {
+            key: k,
+            token: t,
+            newest: n,
+        }) => assert_eq!(
+            (k.as_str(), t, n),
+            (key, token, newest),
+            "{rule}: the refusal must name the lock, our token and the newest"
+        ),
+        other => panic!("{rule}: must be refused with StateError::Fenced, got {other:?}"),
+    }
+}
+
+async fn check_fencing(a: &dyn StateStore, b: &dyn StateStore, project: &str) {
+    let key = format!("{project}/cluster/fenced");
+    let old = acquired(
+        a,
+        &key,
+        "old-holder",
+        Duration::from_secs(1),
+        "acquire_lock",
+    )
+    .await;
+    let fa = a.fenced(Fence::of(&old));
+    assert_eq!(
+        fa.kind(),
+        a.kind(),
+        "a fenced handle is a handle of the same store"
+    );
+    assert_eq!(
+        fa.fence(),
+        Some(&Fence::new(key.clone(), old.token)),
+        "a fenced handle must tell its fence"
+    );
+    assert_eq!(
+        a.fence(),
+        None,
+        "fencing a handle must leave the original unfenced"
+    );
+
+    // While its token is the newest, a fenced handle writes like any other.
+    let mut c = cluster(project, "fenced");
+    ok("fenced put_cluster", fa.put_cluster(&c).await);
+    let kept = node(project, "fenced", "web", 1);
+    let dropped = node(project, "fenced", "web", 2);
+    ok("fenced put_node", fa.put_node(&kept).await);
+    ok("fenced put_node", fa.put_node(&dropped).await);
+    ok(
+        "fenced delete_node",
+        fa.delete_node(project, "fenced", &dropped.name).await,
+    );
+    let mut r = run(&format!("{project}-run"), project, "fenced", 1);
+    ok("fenced create_run", fa.create_run(&r).await);
+    r.error = Some("still running".into());
+    ok("fenced update_run", fa.update_run(&r).await);
+    let s1 = step(&r, "create:a", "done");
+    ok("fenced put_step", fa.put_step(&s1).await);
+    assert_eq!(
+        ok(
+            "fenced append_event",
+            fa.append_event(&r.id, at(2), r#"{"n":1}"#).await
+        ),
+        1,
+        "the first event of a run is number 1"
+    );
+    ok(
+        "fenced invalidate_inventory",
+        fa.invalidate_inventory(project, at(5)).await,
+    );
+    let inv = inventory(project, "local", 10, "[1]");
+    assert!(
+        ok("fenced put_inventory", fa.put_inventory(&inv).await),
+        "a fenced put_inventory newer than the invalidation must be stored"
+    );
+    // The fence travels: another machine's handle with the same lease writes too.
+    let fb_same = b.fenced(Fence::of(&old));
+    c.generation = 2;
+    ok(
+        "put_cluster through the other handle fenced with the same token",
+        fb_same.put_cluster(&c).await,
+    );
+    assert_eq!(
+        ok("get_cluster", fa.get_cluster(project, "fenced").await).as_ref(),
+        Some(&c),
+        "reads through a fenced handle see the store"
+    );
+    // The fence does not apply to the lock methods nor to the world id.
+    ok("world_id through a fenced handle", fa.world_id().await);
+    let other = acquired(
+        fa.as_ref(),
+        &format!("{key}-other"),
+        "old-holder",
+        Duration::from_secs(30),
+        "acquire_lock of another key through a fenced handle",
+    )
+    .await;
+    ok(
+        "release_lock through a fenced handle",
+        fa.release_lock(&other).await,
+    );
+
+    // The lease lapses and the other machine takes the lock: a newer token.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let new = acquired(
+        b,
+        &key,
+        "new-holder",
+        Duration::from_secs(30),
+        "acquire_lock of an expired lease",
+    )
+    .await;
+    assert!(new.token > old.token, "the takeover's token must be newer");
+    let (t, n) = (old.token, new.token);
+
+    // Every kind of write of the old token is refused, through either handle.
+    let fb_old = b.fenced(Fence::of(&old));
+    let mut changed = c.clone();
+    changed.status = ClusterStatus::Ready;
+    changed.generation = 99;
+    refused(
+        "stale put_cluster",
+        fa.put_cluster(&changed).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale put_cluster (other handle)",
+        fb_old.put_cluster(&changed).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale put_cluster of a new cluster",
+        fa.put_cluster(&cluster(project, "stale-new")).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale delete_cluster",
+        fa.delete_cluster(project, "fenced").await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale put_node",
+        fa.put_node(&node(project, "fenced", "web", 3)).await,
+        &key,
+        t,
+        n,
+    );
+    let mut moved = kept.clone();
+    moved.state = "stopped".into();
+    refused(
+        "stale put_node (overwrite)",
+        fa.put_node(&moved).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale delete_node",
+        fa.delete_node(project, "fenced", &kept.name).await,
+        &key,
+        t,
+        n,
+    );
+    let stale_run = run(&format!("{project}-stale-run"), project, "fenced", 2);
+    refused(
+        "stale create_run",
+        fa.create_run(&stale_run).await,
+        &key,
+        t,
+        n,
+    );
+    let mut finished = r.clone();
+    finished.status = RunStatus::Failed;
+    finished.finished_at = Some(at(3));
+    refused(
+        "stale update_run",
+        fa.update_run(&finished).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale put_step",
+        fa.put_step(&step(&r, "create:b", "done")).await,
+        &key,
+        t,
+        n,
+    );
+    let mut s1_changed = s1.clone();
+    s1_changed.attempts = 7;
+    refused(
+        "stale put_step (overwrite)",
+        fa.put_step(&s1_changed).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale append_event",
+        fa.append_event(&r.id, at(4), r#"{"n":"stale"}"#).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale append_event (other handle)",
+        fb_old.append_event(&r.id, at(4), r#"{"n":"stale"}"#).await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale put_inventory",
+        fa.put_inventory(&inventory(project, "local", 20, "[2]"))
+            .await,
+        &key,
+        t,
+        n,
+    );
+    refused(
+        "stale invalidate_inventory",
+        fa.invalidate_inventory(project, at(30)).await,
+        &key,
+        t,
+        n,
+    );
+    let never = a.fenced(Fence::new(format!("{key}-never-locked"), 1));
+    refused(
+        "a write fenced on a key that was never locked",
+        never.put_cluster(&cluster(project, "never")).await,
+        &format!("{key}-never-locked"),
+        1,
+        0,
+    );
+
+    // ... and none of them left a trace.
+    assert_eq!(
+        ok("get_cluster", b.get_cluster(project, "fenced").await).as_ref(),
+        Some(&c),
+        "a refused put_cluster or delete_cluster must leave the record as it was"
+    );
+    for name in ["stale-new", "never"] {
+        assert_eq!(
+            ok("get_cluster", b.get_cluster(project, name).await),
+            None,
+            "a refused put_cluster must not create cluster {name}"
+        );
+    }
+    assert_eq!(
+        ok("list_nodes", b.list_nodes(project, "fenced").await),
+        vec![kept.clone()],
+        "refused node writes must leave the nodes as they were"
+    );
+    assert_eq!(
+        ok("get_run", b.get_run(&stale_run.id).await),
+        None,
+        "a refused create_run must not create the run"
+    );
+    assert_eq!(
+        ok("get_run", b.get_run(&r.id).await).as_ref(),
+        Some(&r),
+        "a refused update_run must leave the run as it was"
+    );
+    assert_eq!(
+        ok("list_steps", b.list_steps(&r.id).await),
+        vec![s1.clone()],
+        "refused put_step calls must leave the steps as they were"
+    );
+    assert_eq!(
+        ok("get_inventory", b.get_inventory(project, "local").await).as_ref(),
+        Some(&inv),
+        "a refused put_inventory or invalidate_inventory must leave the cache as it was"
+    );
+
+    // The new holder writes; the refused append took no number: no gap.
+    let fb = b.fenced(Fence::of(&new));
+    assert_eq!(
+        ok(
+            "append_event under the new token",
+            fb.append_event(&r.id, at(5), r#"{"n":2}"#).await
+        ),
+        2,
+        "a refused append_event must not take a sequence number"
+    );
+    assert_eq!(
+        ok("list_events", a.list_events(&r.id, 0).await)
+            .iter()
+            .map(|e| (e.seq, e.json.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, r#"{"n":1}"#), (2, r#"{"n":2}"#)],
+        "the run's log must hold only the events written under a live token"
+    );
+    changed.generation = 3;
+    ok(
+        "put_cluster under the new token",
+        fb.put_cluster(&changed).await,
+    );
+    ok(
+        "delete_node under the new token",
+        fb.delete_node(project, "fenced", &kept.name).await,
+    );
+    // The old lease cannot release the new one, and a handle without a fence is not fenced.
+    ok("release_lock of the lost lease", a.release_lock(&old).await);
+    assert_eq!(
+        ok("get_lock", a.get_lock(&key).await).map(|l| l.token),
+        Some(new.token),
+        "releasing the lost lease must leave the new one"
+    );
+    ok("unfenced put_cluster", a.put_cluster(&c).await);
+    ok("release_lock", b.release_lock(&new).await);
 }

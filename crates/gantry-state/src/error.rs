@@ -140,6 +140,19 @@ pub enum StateError {
         #[source]
         source: tokio::task::JoinError,
     },
+
+    /// A write through a fenced handle ([`StateStore::fenced`](crate::StateStore::fenced))
+    /// whose lock was taken over since: a newer token was issued for `key` (`newest` is 0 when
+    /// the store has no token for it at all). Nothing of the write was stored.
+    #[error(
+        "write under the cluster lock {key}: the lock was taken over (our token {token}, newest \
+         {newest}): this write was refused"
+    )]
+    Fenced {
+        key: String,
+        token: u64,
+        newest: u64,
+    },
 }
 
 impl StateError {

@@ -9,12 +9,14 @@
 
 pub mod conformance;
 mod error;
+mod fence;
 mod model;
 mod sqlite;
 mod store;
 mod url;
 
 pub use error::{BoxError, StateError};
+pub use fence::Fence;
 pub use gantry_core::status::{ClusterStatus, RunKind, RunStatus, StepStatus};
 pub use model::{
     Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,

@@ -10,12 +10,14 @@
 //! implement them with single transactions.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::error::StateError;
+use crate::fence::Fence;
 use crate::model::{
     Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
 };
@@ -176,4 +178,21 @@ pub trait StateStore: Send + Sync {
         project: &str,
         at: OffsetDateTime,
     ) -> Result<(), StateError>;
+
+    // --- Fencing (issue 12, part 4) ---
+
+    /// A handle on the same store (same pool, client or connection) whose every write is made
+    /// under `fence`: in the write's own transaction, the store checks that the newest token
+    /// issued for `fence.key` is `fence.token`, and otherwise stores nothing and answers
+    /// [`StateError::Fenced`].
+    ///
+    /// Fenced writes: clusters, nodes, runs, steps, events and the inventory cache (put and
+    /// invalidate) — everything a run writes, so a holder that lost its lock leaves no trace,
+    /// not even an event in its own log. Not fenced: the lock methods (they carry their lease
+    /// and check its token themselves) and [`world_id`](Self::world_id) (a store-wide id
+    /// created once, whoever asks first). Reads are never fenced.
+    fn fenced(&self, fence: Fence) -> Arc<dyn StateStore>;
+
+    /// The fence of this handle's writes; `None` for an unfenced handle.
+    fn fence(&self) -> Option<&Fence>;
 }

@@ -57,10 +57,16 @@ fn a_state_url_picks_the_store_and_a_bad_one_fails_clearly_without_its_password(
     for (bad, code, needle) in [
         ("mysql://u:hunter2@db/g", 2, "unknown scheme \"mysql\""),
         ("u:hunter2@db.internal:5432/g", 2, "has no scheme"),
+        // Unreachable team stores: exit 1 (a state store failure), naming the store.
         (
             "postgres://u:hunter2@127.0.0.1:1/g",
-            0,
+            1,
             "postgres://u:***@127.0.0.1:1/g",
+        ),
+        (
+            "etcd://127.0.0.1:1/unreachable",
+            1,
+            "etcd://127.0.0.1:1/unreachable",
         ),
     ] {
         for args in [&["ls"][..], &["state", "status"][..]] {
@@ -69,10 +75,7 @@ fn a_state_url_picks_the_store_and_a_bad_one_fails_clearly_without_its_password(
             let out = g
                 .spawn_cmd(cmd, format!("gantry {args:?} with GANTRY_STATE={bad}"))
                 .wait(crate::support::CMD_TIMEOUT);
-            assert_ne!(out.code, Some(0), "{bad}: {out:?}");
-            if code != 0 {
-                assert_eq!(out.code, Some(code), "{bad}: {out:?}");
-            }
+            assert_eq!(out.code, Some(code), "{bad}: {out:?}");
             let all = format!("{}{}", out.stdout, out.stderr);
             assert!(all.contains(needle), "{bad}: {all}");
             assert!(!all.contains("hunter2"), "{bad}: {all}");

@@ -163,6 +163,7 @@ impl Gantry {
             .env_remove("DOCKER_HOST")
             .env_remove("GANTRY_AWS_REGIONS")
             .env_remove("GANTRY_LS_MAX_AGE")
+            .env_remove("GANTRY_LOCK_TTL_MS")
             .current_dir(&self.work)
             .stdin(Stdio::null());
         c

@@ -15,14 +15,14 @@ fn scripts_dir() -> PathBuf {
 }
 
 /// A server started by `scripts/services.sh`, stopped on drop.
-pub struct Service {
-    pub port: u16,
-    pid: String,
-    pub dir: PathBuf,
+pub(crate) struct Service {
+    pub(crate) port: u16,
+    pub(crate) pid: String,
+    pub(crate) dir: PathBuf,
 }
 
 impl Service {
-    pub fn start(name: &str) -> Option<Service> {
+    pub(crate) fn start(name: &str) -> Option<Service> {
         let out = Command::new(scripts_dir().join("services.sh"))
             .args(["start", name])
             .stdin(Stdio::null())
@@ -46,6 +46,18 @@ impl Service {
             pid: pid.to_string(),
             dir: PathBuf::from(dir),
         })
+    }
+}
+
+impl Service {
+    /// The URL of a started `postgres` service's database, with its password.
+    pub(crate) fn postgres_url(&self) -> String {
+        let password = std::fs::read_to_string(self.dir.join("password")).expect("DIR/password");
+        format!(
+            "postgres://gantry:{}@127.0.0.1:{}/postgres",
+            password.trim(),
+            self.port
+        )
     }
 }
 

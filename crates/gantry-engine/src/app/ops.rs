@@ -49,6 +49,8 @@ pub struct App {
     pub secrets: Arc<dyn SecretStore>,
     pub cancel: CancellationToken,
     pub lock_timeout: Duration,
+    /// The cluster lock's lease (see [`Context::lock_ttl`]).
+    pub lock_ttl: Duration,
     /// What started the operations, shown to others waiting on a cluster's lock.
     pub command: String,
     pub providers: Arc<dyn Providers>,
@@ -81,6 +83,7 @@ impl App {
             cancel: self.cancel.clone(),
             listener,
             lock_timeout: self.lock_timeout,
+            lock_ttl: self.lock_ttl,
             command: self.command.clone(),
             transport: None,
             secrets: self.secrets.clone(),

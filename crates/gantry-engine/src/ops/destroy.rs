@@ -66,6 +66,8 @@ pub(super) async fn destroy_if(
     still: StillWanted<'_>,
 ) -> Result<Option<Report>, EngineError> {
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
+    // From here on every write goes through the store fenced with the lock's lease.
+    let ctx = &run.context(ctx);
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
         let observed = ctx.observe(cluster).await?;

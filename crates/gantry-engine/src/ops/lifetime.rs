@@ -90,6 +90,8 @@ pub async fn extend(
     from: ExtendFrom,
 ) -> Result<ExtendReport, EngineError> {
     let run = RunGuard::begin(ctx, cluster, RunKind::Extend, None).await?;
+    // From here on every write goes through the store fenced with the lock's lease.
+    let ctx = &run.context(ctx);
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
         let observed = ctx.observe(cluster).await?;
@@ -230,6 +232,8 @@ pub async fn gc_orphans(
     grace: Duration,
 ) -> Result<Vec<String>, EngineError> {
     let run = RunGuard::begin(ctx, cluster, RunKind::Gc, None).await?;
+    // From here on every write goes through the store fenced with the lock's lease.
+    let ctx = &run.context(ctx);
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
         let listed = ctx.list_nodes(cluster).await?;

@@ -31,6 +31,8 @@ pub async fn power(
         Power::Start => RunKind::Start,
     };
     let run = RunGuard::begin(ctx, cluster, kind, None).await?;
+    // From here on every write goes through the store fenced with the lock's lease.
+    let ctx = &run.context(ctx);
     let result = async {
         let record = ctx.store.get_cluster(&ctx.project, cluster).await?;
         // Another home's local nodes: not this home's to stop or start (nor to drop the records

@@ -1,6 +1,18 @@
 //! `RunGuard`: what every run of an operation goes through — the cluster lock, the run record
 //! and its event log, closing runs a dead process left open, and dropping the project's
 //! inventory cache when the run starts and when it ends.
+//!
+//! Everything a run writes goes through the store fenced with its lease
+//! ([`ClusterLock::fenced`]), from its own run record to the cluster's: once another run took
+//! the lock over, the store refuses every write of this one. [`RunGuard::context`] is the
+//! operation's context on that fenced store.
+//!
+//! A run that lost its lock (the renewer found the lease lapsed or taken, or a write was
+//! refused as fenced) ends with [`EngineError::LockLost`]. Its own run record is closed as
+//! `interrupted` by the run itself when the store still takes its writes (the lease lapsed but
+//! nobody took the lock); when the lock was taken over its writes are refused, and the run that
+//! took it closes the record as `abandoned` when it starts ([`close_abandoned_runs`]), since
+//! it holds the lock and no run of the cluster can still be going.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +31,7 @@ use crate::lock::{ClusterLock, holder_id};
 
 /// A run in progress: its record, event bus and lock.
 pub(super) struct RunGuard {
+    /// The store fenced with the lock's lease: every write of the run goes through it.
     store: Arc<dyn StateStore>,
     pub(super) record: RunRecord,
     pub(super) events: Events,
@@ -42,18 +55,20 @@ impl RunGuard {
             &ctx.project,
             cluster,
             &holder,
+            ctx.lock_ttl,
             ctx.lock_timeout,
             &pre,
             &ctx.cancel,
         )
         .await?;
-        if let Err(e) = close_abandoned_runs(ctx, cluster).await {
+        let store = lock.fenced();
+        if let Err(e) = close_abandoned_runs(ctx, store.as_ref(), cluster).await {
             let _ = lock.release().await;
             return Err(e);
         }
         // Before anything changes: a run that dies half-way must not leave a cached listing
         // that hides what it created.
-        if let Err(e) = invalidate_inventory(ctx.store.as_ref(), &ctx.project).await {
+        if let Err(e) = invalidate_inventory(store.as_ref(), &ctx.project).await {
             let _ = lock.release().await;
             return Err(e);
         }
@@ -69,20 +84,29 @@ impl RunGuard {
             finished_at: None,
             error: None,
         };
-        if let Err(e) = ctx.store.create_run(&record).await {
+        if let Err(e) = store.create_run(&record).await {
             let _ = lock.release().await;
             return Err(e.into());
         }
         let (events, recorder) =
-            Events::recorded(ctx.listener.clone(), ctx.store.clone(), record.id.clone());
+            Events::recorded(ctx.listener.clone(), store.clone(), record.id.clone());
         Ok(RunGuard {
-            store: ctx.store.clone(),
+            store,
             record,
             events,
             recorder,
             lock,
             started: Instant::now(),
         })
+    }
+
+    /// `ctx` on the run's fenced store: what the operation uses from the moment it holds the
+    /// lock, so that every record it writes is refused once the lock is taken over.
+    pub(super) fn context(&self, ctx: &Context) -> Context {
+        Context {
+            store: self.store.clone(),
+            ..ctx.clone()
+        }
     }
 
     /// Announces `steps` and runs them on the dispatcher, as many at once as the provider
@@ -123,6 +147,10 @@ impl RunGuard {
         mut self,
         result: Result<T, EngineError>,
     ) -> Result<T, EngineError> {
+        let fenced = matches!(&result, Err(e) if e.is_fenced());
+        if fenced || self.lock.lost().is_cancelled() {
+            return self.finish_lost(fenced).await;
+        }
         let status = match &result {
             Ok(_) => RunStatus::Succeeded,
             Err(EngineError::Interrupted) => RunStatus::Interrupted,
@@ -155,6 +183,49 @@ impl RunGuard {
     }
 }
 
+impl RunGuard {
+    /// Ends a run that lost its lock: with [`EngineError::LockLost`], whatever it was doing.
+    /// The run record is closed as `interrupted` if the store still takes this run's writes;
+    /// if not (`Fenced`: the lock was taken over), the run that took it closes it (see the
+    /// module docs). Nothing else is written: not the cluster, not the inventory mark, and the
+    /// release of the lost lease is a no-op that cannot touch the new holder's.
+    async fn finish_lost<T>(mut self, mut taken_over: bool) -> Result<T, EngineError> {
+        let cluster = self.record.cluster.clone();
+        let lost = EngineError::LockLost {
+            cluster: cluster.clone(),
+            taken_over,
+        };
+        self.events.emit(Event::Interrupted {
+            reason: format!("lost the lock on cluster {cluster}"),
+        });
+        self.events.emit(Event::RunFinished {
+            run_id: self.record.id.clone(),
+            status: RunStatus::Interrupted,
+            elapsed_ms: self.started.elapsed().as_millis() as u64,
+        });
+        drop(self.events);
+        self.recorder.flush().await;
+        self.record.status = RunStatus::Interrupted;
+        self.record.finished_at = Some(OffsetDateTime::now_utc());
+        self.record.error = Some(lost.to_string());
+        match self.store.update_run(&self.record).await {
+            Ok(()) => {}
+            Err(e @ gantry_state::StateError::Fenced { .. }) => {
+                taken_over = true;
+                tracing::debug!("the run record is left to the lock's new holder: {e}");
+            }
+            Err(e) => tracing::warn!("could not close the run record: {e}"),
+        }
+        if let Err(e) = self.lock.release().await {
+            tracing::debug!("releasing a lost lease: {e}");
+        }
+        Err(EngineError::LockLost {
+            cluster,
+            taken_over,
+        })
+    }
+}
+
 /// Drops the project's cached provider listings (what `gantry ls` serves without asking the
 /// provider). Every run that changes resources goes through [`RunGuard`], which calls this
 /// when it starts and when it finishes, so no command has to remember to.
@@ -168,21 +239,24 @@ async fn invalidate_inventory(store: &dyn StateStore, project: &str) -> Result<(
 /// Runs change a cluster only under its lock, so once we hold it, any run of the cluster still
 /// marked `running` belongs to a process that died (killed, crashed, lost its lease): close it
 /// so `gantry runs` tells the truth.
-async fn close_abandoned_runs(ctx: &Context, cluster: &str) -> Result<(), EngineError> {
+///
+/// "Died" includes a process that lost the lock (stalled past its lease while this run took
+/// it): it cannot write any more (fencing), so its record is closed here too.
+async fn close_abandoned_runs(
+    ctx: &Context,
+    store: &dyn StateStore,
+    cluster: &str,
+) -> Result<(), EngineError> {
     const SCAN: usize = 50;
-    for mut r in ctx
-        .store
-        .list_runs(&ctx.project, Some(cluster), SCAN)
-        .await?
-    {
+    for mut r in store.list_runs(&ctx.project, Some(cluster), SCAN).await? {
         if r.status == RunStatus::Running {
             r.status = RunStatus::Abandoned;
             r.finished_at = Some(OffsetDateTime::now_utc());
             r.error = Some(format!(
-                "its process ({}) ended without finishing the run",
+                "its process ({}) ended, or lost the cluster lock, without finishing the run",
                 r.holder
             ));
-            ctx.store.update_run(&r).await?;
+            store.update_run(&r).await?;
         }
     }
     Ok(())

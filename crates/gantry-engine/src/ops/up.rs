@@ -249,7 +249,8 @@ pub async fn up(
     preflight(ctx, spec).await?;
     let hash = spec.hash();
     let run = RunGuard::begin(ctx, &spec.name, RunKind::Up, Some(hash.clone())).await?;
-    let result = up_locked(ctx, spec, spec_yaml, opts, &run).await;
+    // From here on every write goes through the store fenced with the lock's lease.
+    let result = up_locked(&run.context(ctx), spec, spec_yaml, opts, &run).await;
     run.finish(result).await
 }
 
@@ -383,6 +384,7 @@ async fn up_locked(
     if run.lock.lost().is_cancelled() {
         return Err(EngineError::LockLost {
             cluster: spec.name.clone(),
+            taken_over: false,
         });
     }
     outcome_to_result(&out, total)?;

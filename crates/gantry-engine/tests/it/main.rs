@@ -15,6 +15,7 @@ use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
 use gantry_state::{SqliteStore, StateStore};
 use tokio_util::sync::CancellationToken;
 
+mod fencing;
 mod inventory;
 mod lifetime;
 mod up_once;
@@ -55,6 +56,7 @@ fn world_on(provider: Arc<MemoryProvider>, owner: &str) -> World {
             e2.lock().unwrap().push(e.clone())
         })),
         lock_timeout: Duration::from_secs(5),
+        lock_ttl: gantry_engine::lock::LEASE_TTL,
         transport: None,
         command: "test".into(),
         secrets: Arc::new(gantry_engine::secrets::MemorySecretStore::new()),

@@ -24,6 +24,7 @@ use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 use time::OffsetDateTime;
 
 use crate::error::StateError;
+use crate::fence::Fence;
 use crate::model::{
     Acquire, ClusterRecord, EventRecord, InventoryRecord, Lease, NodeRecord, RunRecord, StepRecord,
 };
@@ -41,6 +42,8 @@ const RELEASED_AT: &str = "0000-01-01T00:00:00.000000000Z";
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// Set on a fenced handle ([`StateStore::fenced`]): checked by every [`Self::write`].
+    fence: Option<Fence>,
 }
 
 struct Inner {
@@ -52,6 +55,7 @@ impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.inner.path)
+            .field("fence", &self.fence)
             .finish_non_exhaustive()
     }
 }
@@ -111,6 +115,7 @@ impl SqliteStore {
                 conn: Mutex::new(conn),
                 path,
             }),
+            fence: None,
         })
     }
 
@@ -131,8 +136,27 @@ impl SqliteStore {
         .map_err(|source| StateError::Worker { source })?
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committing only if it succeeds.
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committing only if it succeeds; on a
+    /// fenced handle, only if the fence still holds (checked first, in the same transaction:
+    /// the write lock taken by `BEGIN IMMEDIATE` keeps any `acquire_lock` out until commit).
     async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T, StateError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
+    {
+        let fence = self.fence.clone();
+        self.write_unfenced(op, move |tx| {
+            if let Some(fence) = &fence {
+                check_fence(tx, fence)?;
+            }
+            f(tx)
+        })
+        .await
+    }
+
+    /// [`Self::write`] without the fence: for the lock methods (which check their lease's
+    /// token themselves) and the world id.
+    async fn write_unfenced<T, F>(&self, op: &'static str, f: F) -> Result<T, StateError>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T, StateError> + Send + 'static,
@@ -356,6 +380,23 @@ fn enable_wal(conn: &Connection) -> Result<(), StateError> {
     }
 }
 
+/// Refuses the write when the newest token issued for the fence's lock is not its own.
+fn check_fence(tx: &Connection, fence: &Fence) -> Result<(), StateError> {
+    let newest = query_one(
+        tx,
+        "check fence",
+        "SELECT token FROM locks WHERE key = ?1",
+        [&fence.key],
+        |row| codec::uint("lock token", read::<i64>(row, 0, "lock")?),
+    )?
+    .unwrap_or(0);
+    if newest == fence.token {
+        Ok(())
+    } else {
+        Err(fence.refused(newest))
+    }
+}
+
 fn lock_row(tx: &Connection, key: &str) -> Result<Option<LockRow>, StateError> {
     query_one(
         tx,
@@ -440,7 +481,7 @@ impl StateStore for SqliteStore {
             return Ok(id);
         }
         let fresh = uuid::Uuid::new_v4().to_string();
-        self.write("create world id", move |tx| {
+        self.write_unfenced("create world id", move |tx| {
             // Whoever inserts first wins; everyone then reads the winner's id.
             tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('world', ?1) ON CONFLICT (key) DO NOTHING",
@@ -910,7 +951,7 @@ impl StateStore for SqliteStore {
         ttl: Duration,
     ) -> Result<Acquire, StateError> {
         let (key, holder) = (key.to_owned(), holder.to_owned());
-        self.write("acquire lock", move |tx| {
+        self.write_unfenced("acquire lock", move |tx| {
             let now = OffsetDateTime::now_utc();
             let expires_at = lease_expiry(now, ttl)?;
             let previous = lock_row(tx, &key)?;
@@ -952,7 +993,7 @@ impl StateStore for SqliteStore {
 
     async fn renew_lock(&self, lease: &Lease, ttl: Duration) -> Result<Lease, StateError> {
         let lease = lease.clone();
-        self.write("renew lock", move |tx| {
+        self.write_unfenced("renew lock", move |tx| {
             let now = OffsetDateTime::now_utc();
             let expires_at = lease_expiry(now, ttl)?;
             let still_ours = lock_row(tx, &lease.key)?.is_some_and(|l| {
@@ -984,7 +1025,7 @@ impl StateStore for SqliteStore {
     async fn release_lock(&self, lease: &Lease) -> Result<(), StateError> {
         let key = lease.key.clone();
         let token = codec::int("lock token", lease.token)?;
-        self.write("release lock", move |tx| {
+        self.write_unfenced("release lock", move |tx| {
             // Keyed by token: a lease that was lost cannot release its successor.
             tx.execute(
                 "UPDATE locks SET expires_at = ?3 WHERE key = ?1 AND token = ?2",
@@ -1097,5 +1138,18 @@ impl StateStore for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    // --- Fencing (issue 12, part 4) ---
+
+    fn fenced(&self, fence: Fence) -> Arc<dyn StateStore> {
+        Arc::new(SqliteStore {
+            inner: Arc::clone(&self.inner),
+            fence: Some(fence),
+        })
+    }
+
+    fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 }
