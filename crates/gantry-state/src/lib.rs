@@ -9,6 +9,7 @@
 
 pub mod conformance;
 mod error;
+pub mod migrate;
 mod model;
 mod sqlite;
 mod store;
