@@ -36,5 +36,6 @@ mod project_flag;
 mod scale;
 mod spec_errors;
 mod state;
+mod state_migrate;
 mod support;
 mod team_store;

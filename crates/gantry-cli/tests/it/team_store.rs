@@ -14,15 +14,15 @@ fn scripts_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
-/// A server started by `scripts/services.sh`, stopped on drop.
-struct Service {
-    port: u16,
+/// A server started by `scripts/services.sh`, stopped on drop (shared with `state_migrate`).
+pub(crate) struct Service {
+    pub(crate) port: u16,
     pid: String,
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 impl Service {
-    fn start(name: &str) -> Option<Service> {
+    pub(crate) fn start(name: &str) -> Option<Service> {
         let out = Command::new(scripts_dir().join("services.sh"))
             .args(["start", name])
             .stdin(Stdio::null())
@@ -59,7 +59,7 @@ impl Drop for Service {
 }
 
 /// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url`.
-fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
+pub(crate) fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
     let mut cmd = g.command(args);
     cmd.env("GANTRY_STATE", url);
     g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
