@@ -264,6 +264,24 @@ pub enum StateCommand {
     /// The store's kind, URL (without its password), schema version, health and latency.
     /// Exits 1 when the store does not answer.
     Status,
+    /// Copy every record of the store in use (clusters, nodes, runs, steps, events, inventory)
+    /// into the store at --to, then compare both sides' counts and content hashes per kind.
+    /// Refuses while a run holds a lock in the source (exit 5), and a target that holds records
+    /// or is another gantry world unless --force (exit 6); exits 1 when the two sides differ.
+    Migrate(MigrateArgs),
+}
+
+/// `gantry state migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// The store to copy into: sqlite://PATH, postgres://USER[:PASSWORD]@HOST/DB or
+    /// etcd://HOST:PORT[,HOST:PORT…][/PREFIX].
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Copy into a store that already holds records (e.g. to finish an interrupted migrate:
+    /// a re-run converges) or that is another gantry world (it keeps its own world id).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `gantry blueprint ...`.

@@ -92,7 +92,6 @@ pub fn secret_store(home: &Home) -> Arc<dyn gantry_engine::secrets::SecretStore>
     ))
 }
 
-/// Opens the store `home.state` names.
 /// The store this process opened, as shown to people (its URL without the password): named by
 /// the hint of a state store failure in the middle of a command ([`store_shown`]).
 static STORE_SHOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -102,24 +101,30 @@ pub fn store_shown() -> Option<&'static str> {
     STORE_SHOWN.get().map(String::as_str)
 }
 
+/// Opens the store `home.state` names.
 pub async fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
     let _ = STORE_SHOWN.set(home.state.to_string());
-    match &home.state {
+    open_store_url(&home.state).await
+}
+
+/// Opens the store `state` names (the one in use, or `gantry state migrate`'s target).
+pub async fn open_store_url(state: &StateUrl) -> Result<Arc<dyn StateStore>, Failure> {
+    match state {
         StateUrl::Sqlite { path } => {
             let store = SqliteStore::open(path)
-                .with_context(|| format!("failed to open the state store {}", home.state))?;
+                .with_context(|| format!("failed to open the state store {state}"))?;
             Ok(Arc::new(store))
         }
         StateUrl::Postgres { url } => {
             let store = gantry_state_pg::PostgresStore::connect(url)
                 .await
-                .map_err(|e| store_failure(&home.state, e))?;
+                .map_err(|e| store_failure(state, e))?;
             Ok(Arc::new(store))
         }
         StateUrl::Etcd { .. } => {
-            let store = gantry_state_etcd::EtcdStore::connect_state_url(&home.state)
+            let store = gantry_state_etcd::EtcdStore::connect_state_url(state)
                 .await
-                .map_err(|e| store_failure(&home.state, e))?;
+                .map_err(|e| store_failure(state, e))?;
             Ok(Arc::new(store))
         }
     }

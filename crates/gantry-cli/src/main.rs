@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod env_vars;
 mod exit;
+mod key_providers;
 mod output;
 mod progress;
 mod providers;

@@ -86,8 +86,9 @@
 //!
 //! # Providers
 //! See [`provider`]: [`KeyFile`] (`keyfile:PATH`), [`Passphrase`] (`passphrase`, Argon2id),
-//! [`OpenBaoTransit`] (`openbao://transit/KEY`). `awskms://KEY` parses but is not built into
-//! this crate (it needs the AWS SDK, which belongs in a crate of its own).
+//! [`OpenBaoTransit`] (`openbao://transit/KEY`). `awskms://KEY` parses here and is built by
+//! gantry-secrets-awskms (the AWS SDK belongs in a crate of its own), which a caller plugs in
+//! through [`ProviderInputs::external`] ([`ExternalKeyProviders`]).
 
 mod envelope;
 mod error;
@@ -97,7 +98,7 @@ mod secret;
 pub use envelope::{Aad, Envelope, FORMAT_VERSION, open, rewrap, seal};
 pub use error::SecretsError;
 pub use provider::{
-    Argon2Params, KeyFile, KeyProvider, KeyProviderSpec, OpenBaoTransit, Passphrase,
-    ProviderInputs, WrappedKey,
+    Argon2Params, ExternalKeyProviders, KeyFile, KeyProvider, KeyProviderSpec, OpenBaoTransit,
+    Passphrase, ProviderInputs, WrappedKey,
 };
 pub use secret::{DataKey, KEY_LEN, SecretBytes, SecretString};

@@ -185,6 +185,32 @@ impl Keys {
     }
 }
 
+/// The name a segment made by [`seg`] stands for; `None` when `segment` is not one.
+pub(crate) fn unseg(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Keys {
+    /// Every key of one record kind (`clusters`, `runs-by-project`, `inventory`, `locks`…),
+    /// for the enumerations of `gantry state migrate`.
+    pub(crate) fn area(&self, area: &str) -> String {
+        self.k(format_args!("{area}/"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +222,15 @@ mod tests {
         assert_eq!(seg("aws:us-east-1"), "aws:us-east-1");
         assert_eq!(seg("é"), "%C3%A9");
         assert!(seg("run-abc/def").starts_with(&seg("run-abc/")));
+    }
+
+    #[test]
+    fn unseg_undoes_seg() {
+        for name in ["a/b", "50%", "aws:us-east-1", "é", "plain", ""] {
+            assert_eq!(unseg(&seg(name)).as_deref(), Some(name));
+        }
+        assert_eq!(unseg("%2"), None);
+        assert_eq!(unseg("%zz"), None);
     }
 
     #[test]

@@ -90,7 +90,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use time::OffsetDateTime;
 
 pub use config::{DEFAULT_PREFIX, EtcdConfig};
-use keys::{Keys, range_end};
+use keys::{Keys, range_end, unseg};
 
 /// The largest value one put may carry: well under etcd's default 1.5 MiB request limit, so a
 /// transaction with a few small keys beside it still fits.
@@ -1370,5 +1370,206 @@ impl StateStore for EtcdStore {
 
     fn fence(&self) -> Option<&Fence> {
         self.fence.as_ref()
+    }
+
+    // --- Enumeration and identity for `gantry state migrate` (issue 12, part 6) ---------------
+
+    async fn list_projects(&self) -> Result<Vec<String>, StateError> {
+        let mut projects = BTreeSet::new();
+        for area in ["clusters", "runs-by-project", "inventory"] {
+            for name in self.first_segments("list projects", area).await? {
+                projects.insert(name);
+            }
+        }
+        // A BTreeSet of Strings iterates in byte order.
+        Ok(projects.into_iter().collect())
+    }
+
+    async fn list_all_runs(&self, project: &str) -> Result<Vec<RunRecord>, StateError> {
+        let kvs = self
+            .scan("list runs", &self.keys.runs_by_project(project))
+            .await?;
+        let mut out: Vec<RunRecord> = decode_all("run record", &kvs)?;
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn list_inventory(&self, project: &str) -> Result<Vec<InventoryRecord>, StateError> {
+        // The invalidation mark is read after the entries: an entry older than it would have
+        // been deleted with it, so a later mark only ever hides more, never too little.
+        let kvs = self
+            .scan("list inventory", &self.keys.inventories(project))
+            .await?;
+        let mark = self
+            .get(
+                "list inventory",
+                self.keys.inventory_invalidated(project),
+                None,
+            )
+            .await?;
+        let mark = parse_time(
+            "inventory invalidation time",
+            mark.kvs().first().map(KeyValue::value),
+        )?;
+        let mut out: Vec<InventoryRecord> = decode_all("inventory record", &kvs)?;
+        out.retain(|r| mark.is_none_or(|m| r.fetched_at > m));
+        out.sort_by(|a, b| a.scope.cmp(&b.scope));
+        Ok(out)
+    }
+
+    async fn list_locks(&self) -> Result<Vec<Lease>, StateError> {
+        let area = self.keys.area("locks");
+        let kvs = self.scan("list locks", &area).await?;
+        let now = OffsetDateTime::now_utc();
+        let mut out = Vec::new();
+        for kv in kvs {
+            let l: LockValue = decode("lock record", kv.value())?;
+            if l.expires_at <= now {
+                continue;
+            }
+            let key =
+                key_name(kv.key(), &area).ok_or_else(|| corrupt("lock key", "not escaped"))?;
+            out.push(Lease {
+                key,
+                holder: l.holder,
+                token: l.token,
+                expires_at: l.expires_at,
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn put_event(&self, e: &EventRecord) -> Result<(), StateError> {
+        if e.seq == 0 {
+            return Err(StateError::InvalidArgument {
+                what: "event seq",
+                reason: "event numbers start at 1".into(),
+            });
+        }
+        let value = encode("event record", e, MAX_VALUE_BYTES)?;
+        let run = self.keys.run(&e.run_id);
+        let counter = self.keys.event_seq(&e.run_id);
+        let mut attempt = 0;
+        loop {
+            let seen = self
+                .read("write event", &[run.as_str(), counter.as_str()])
+                .await?;
+            let [run_seen, counter_seen] = <[Seen; 2]>::try_from(seen)
+                .map_err(|_| corrupt("event answer", "etcd answered fewer reads than asked"))?;
+            if run_seen.value.is_none() {
+                return Err(StateError::NotFound {
+                    what: "run",
+                    key: e.run_id.clone(),
+                });
+            }
+            let last = parse_number("event sequence", counter_seen.value.as_deref())?;
+            // The counter only moves up, so append_event numbers after this event.
+            let resp = self
+                .txn(
+                    "write event",
+                    Txn::new()
+                        .when([
+                            Compare::version(run.as_str(), CompareOp::Greater, 0),
+                            Compare::mod_revision(
+                                counter.as_str(),
+                                CompareOp::Equal,
+                                counter_seen.rev,
+                            ),
+                        ])
+                        .and_then([
+                            TxnOp::put(counter.as_str(), last.max(e.seq).to_string(), None),
+                            TxnOp::put(self.keys.event(&e.run_id, e.seq), value.as_str(), None),
+                        ]),
+                )
+                .await?;
+            if resp.succeeded() {
+                return Ok(());
+            }
+            attempt += 1;
+            self.backoff("write event", attempt).await?;
+        }
+    }
+
+    async fn adopt_world_id(&self, id: &str) -> Result<String, StateError> {
+        if id.trim().is_empty() {
+            return Err(StateError::InvalidArgument {
+                what: "world id",
+                reason: "it is empty".into(),
+            });
+        }
+        let key = self.keys.world();
+        let resp = self
+            .txn(
+                "adopt world id",
+                Txn::new()
+                    .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.as_str(), id, None)])
+                    .or_else([TxnOp::get(key.as_str(), None)]),
+            )
+            .await?;
+        if resp.succeeded() {
+            return Ok(id.to_owned());
+        }
+        let value = gets(&resp)
+            .first()
+            .and_then(|g| g.kvs().first().map(|kv| kv.value().to_vec()))
+            .ok_or_else(|| corrupt("world id", "the key vanished"))?;
+        String::from_utf8(value).map_err(|e| corrupt("world id", e))
+    }
+}
+
+/// The name escaped in the segment of `key` right after `area` (which ends with `/`).
+fn key_name(key: &[u8], area: &str) -> Option<String> {
+    let rest = std::str::from_utf8(key).ok()?.strip_prefix(area)?;
+    unseg(rest.split('/').next()?)
+}
+
+impl EtcdStore {
+    /// The distinct names in the first segment below `area` (`clusters/<project>/…`), read
+    /// keys-only in pages at one revision.
+    async fn first_segments(
+        &self,
+        op: &'static str,
+        area: &str,
+    ) -> Result<BTreeSet<String>, StateError> {
+        let area = self.keys.area(area);
+        let end = range_end(&area);
+        let mut from = area.as_bytes().to_vec();
+        let mut out = BTreeSet::new();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(SCAN_PAGE)
+                .with_keys_only();
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let mut resp = self.get(op, from.clone(), Some(options)).await?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            let more = resp.more();
+            let kvs = resp.take_kvs();
+            let Some(last) = kvs.last() else { break };
+            for kv in &kvs {
+                let name =
+                    key_name(kv.key(), &area).ok_or_else(|| corrupt(op, "a key is not escaped"))?;
+                out.insert(name);
+            }
+            // Every key of this first segment sorts before `<area><segment>0`: skip them all.
+            let seg_end = {
+                let key = std::str::from_utf8(last.key()).unwrap_or_default();
+                let rest = key.strip_prefix(area.as_str()).unwrap_or_default();
+                let seg = rest.split('/').next().unwrap_or_default();
+                range_end(&format!("{area}{seg}/"))
+            };
+            from = seg_end;
+            if !more {
+                break;
+            }
+        }
+        Ok(out)
     }
 }

@@ -1060,4 +1060,136 @@ impl StateStore for PostgresStore {
     fn fence(&self) -> Option<&Fence> {
         self.fence.as_ref()
     }
+    // --- Enumeration and identity for `gantry state migrate` (issue 12, part 6) ---------------
+
+    async fn list_projects(&self) -> Result<Vec<String>, StateError> {
+        // The key columns are "C"-collated, so this orders by bytes like every store.
+        self.query(
+            "list projects",
+            "SELECT project FROM clusters UNION SELECT project FROM runs
+             UNION SELECT project FROM inventory ORDER BY 1",
+            &[],
+            |row| get::<String>(row, 0, "project"),
+        )
+        .await
+    }
+
+    async fn list_all_runs(&self, project: &str) -> Result<Vec<RunRecord>, StateError> {
+        self.query(
+            "list runs",
+            &format!("SELECT {RUN_COLS} FROM runs WHERE project = $1 ORDER BY id"),
+            &[&project],
+            run_from_row,
+        )
+        .await
+    }
+
+    async fn list_inventory(&self, project: &str) -> Result<Vec<InventoryRecord>, StateError> {
+        self.query(
+            "list inventory",
+            "SELECT i.scope, i.fetched_at, i.payload FROM inventory i
+             LEFT JOIN inventory_invalidated v ON v.project = i.project
+             WHERE i.project = $1 AND (v.at IS NULL OR i.fetched_at > v.at)
+             ORDER BY i.scope",
+            &[&project],
+            |row| {
+                Ok(InventoryRecord {
+                    project: project.to_owned(),
+                    scope: get(row, 0, "inventory")?,
+                    fetched_at: get(row, 1, "inventory")?,
+                    payload: get(row, 2, "inventory")?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn list_locks(&self) -> Result<Vec<Lease>, StateError> {
+        self.query(
+            "list locks",
+            "SELECT key, holder, token, expires_at FROM locks
+             WHERE expires_at > clock_timestamp() ORDER BY key",
+            &[],
+            |row| {
+                Ok(Lease {
+                    key: get(row, 0, "lock")?,
+                    holder: get(row, 1, "lock")?,
+                    token: uint("lock token", get::<i64>(row, 2, "lock")?)?,
+                    expires_at: get(row, 3, "lock")?,
+                })
+            },
+        )
+        .await
+    }
+
+    async fn put_event(&self, e: &EventRecord) -> Result<(), StateError> {
+        if e.seq == 0 {
+            return Err(StateError::InvalidArgument {
+                what: "event seq",
+                reason: "event numbers start at 1".into(),
+            });
+        }
+        let seq = int("event seq", e.seq)?;
+        let op = "write event";
+        let mut client = self.client(op).await?;
+        let tx = client.transaction().await.map_err(pg_err(op))?;
+        // Raising the run's counter locks its row, as append_event does, so a concurrent append
+        // numbers after this event.
+        let bump = tx
+            .prepare_cached(
+                "UPDATE runs SET last_seq = GREATEST(last_seq, $2) WHERE id = $1 RETURNING id",
+            )
+            .await
+            .map_err(pg_err(op))?;
+        if tx
+            .query_opt(&bump, &[&e.run_id, &seq])
+            .await
+            .map_err(pg_err(op))?
+            .is_none()
+        {
+            return Err(StateError::NotFound {
+                what: "run",
+                key: e.run_id.clone(),
+            });
+        }
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO events (run_id, seq, at, json) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (run_id, seq) DO UPDATE SET at = excluded.at, json = excluded.json",
+            )
+            .await
+            .map_err(pg_err(op))?;
+        tx.execute(&insert, &[&e.run_id, &seq, &e.at, &e.json])
+            .await
+            .map_err(pg_err(op))?;
+        tx.commit().await.map_err(pg_err(op))?;
+        Ok(())
+    }
+
+    async fn adopt_world_id(&self, id: &str) -> Result<String, StateError> {
+        if id.trim().is_empty() {
+            return Err(StateError::InvalidArgument {
+                what: "world id",
+                reason: "it is empty".into(),
+            });
+        }
+        // A concurrent creator makes this insert wait for its commit and then do nothing.
+        self.execute(
+            "adopt world id",
+            "INSERT INTO meta (key, value) VALUES ('world', $1) ON CONFLICT (key) DO NOTHING",
+            &[&id],
+        )
+        .await?;
+        self.query_opt(
+            "read world id",
+            "SELECT value FROM meta WHERE key = 'world'",
+            &[],
+            |row| get::<String>(row, 0, "world id"),
+        )
+        .await?
+        .ok_or(StateError::NotFound {
+            what: "world id",
+            key: "world".into(),
+        })
+    }
 }

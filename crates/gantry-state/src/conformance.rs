@@ -55,6 +55,9 @@ pub async fn run_all(store: &dyn StateStore, second: &dyn StateStore) {
     check_inventory(store, &ns("inventory")).await;
     check_two_handles(store, second, &ns("two-handles")).await;
     check_fencing(store, second, &ns("fencing")).await;
+    check_enumeration(store, &ns("enumeration")).await;
+    check_put_event(store, &ns("put-event")).await;
+    check_adopt_world_kept(store).await;
 }
 
 /// Unwraps a result the rule says must succeed.
@@ -1354,4 +1357,223 @@ async fn check_fencing(a: &dyn StateStore, b: &dyn StateStore, project: &str) {
     );
     ok("unfenced put_cluster", a.put_cluster(&c).await);
     ok("release_lock", b.release_lock(&new).await);
+}
+
+// --- Enumeration and identity for `gantry state migrate` (issue 12, part 6) -------------------
+
+/// `list_projects`, `list_all_runs`, `list_inventory` and `list_locks` find everything a copy
+/// needs. The store may be shared, so the checks look for their own records among others'.
+async fn check_enumeration(store: &dyn StateStore, ns: &str) {
+    let (with_cluster, with_runs, with_inventory) =
+        (format!("{ns}-c"), format!("{ns}-r"), format!("{ns}-i"));
+    let never = format!("{ns}-never");
+    ok(
+        "put_cluster",
+        store.put_cluster(&cluster(&with_cluster, "a")).await,
+    );
+    // Runs of a cluster that has no record (deleted, history) still make a project.
+    let mut runs = Vec::new();
+    for (i, id) in ["b", "c", "a"].iter().enumerate() {
+        let r = run(&format!("{ns}-run-{id}"), &with_runs, "gone", i as i64);
+        ok("create_run", store.create_run(&r).await);
+        runs.push(r);
+    }
+    ok(
+        "create_run",
+        store
+            .create_run(&run(&format!("{ns}-run-other"), &with_cluster, "a", 9))
+            .await,
+    );
+    let east = inventory(&with_inventory, "aws:us-east-1", 100, "[1]");
+    let west = inventory(&with_inventory, "aws:eu-west-1", 100, "[2]");
+    for r in [&east, &west] {
+        assert!(ok("put_inventory", store.put_inventory(r).await));
+    }
+
+    let projects = ok("list_projects", store.list_projects().await);
+    for p in [&with_cluster, &with_runs, &with_inventory] {
+        assert!(
+            projects.contains(p),
+            "list_projects must name every project with a cluster, a run or a cached listing; \
+             {p} is missing"
+        );
+    }
+    assert!(
+        !projects.contains(&never),
+        "list_projects must not name a project without records"
+    );
+    let mut sorted = projects.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        projects, sorted,
+        "list_projects must be sorted, each project once"
+    );
+
+    runs.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(
+        ok("list_all_runs", store.list_all_runs(&with_runs).await),
+        runs,
+        "list_all_runs must answer every run of the project, ordered by id, fields intact"
+    );
+    assert!(
+        ok("list_all_runs", store.list_all_runs(&never).await).is_empty(),
+        "list_all_runs of a project without runs must be empty"
+    );
+
+    assert_eq!(
+        ok(
+            "list_inventory",
+            store.list_inventory(&with_inventory).await
+        ),
+        vec![west.clone(), east.clone()],
+        "list_inventory must answer the project's listings ordered by scope"
+    );
+    ok(
+        "invalidate_inventory",
+        store.invalidate_inventory(&with_inventory, at(150)).await,
+    );
+    assert!(
+        ok(
+            "list_inventory",
+            store.list_inventory(&with_inventory).await
+        )
+        .is_empty(),
+        "list_inventory must not answer invalidated listings"
+    );
+    let newer = inventory(&with_inventory, "aws:us-east-1", 200, "[3]");
+    assert!(ok("put_inventory", store.put_inventory(&newer).await));
+    assert_eq!(
+        ok(
+            "list_inventory",
+            store.list_inventory(&with_inventory).await
+        ),
+        vec![newer],
+        "list_inventory must answer a listing stored after the invalidation"
+    );
+
+    let key = format!("{ns}/lock");
+    let lease = acquired(
+        store,
+        &key,
+        "holder-1",
+        Duration::from_secs(30),
+        "acquire_lock",
+    )
+    .await;
+    let live = ok("list_locks", store.list_locks().await);
+    assert!(
+        live.contains(&lease),
+        "list_locks must answer a live lease with its key, holder, token and expiry"
+    );
+    let keys: Vec<&String> = live.iter().map(|l| &l.key).collect();
+    let mut sorted_keys = keys.clone();
+    sorted_keys.sort();
+    assert_eq!(keys, sorted_keys, "list_locks must be ordered by key");
+    ok("release_lock", store.release_lock(&lease).await);
+    assert!(
+        !ok("list_locks", store.list_locks().await)
+            .iter()
+            .any(|l| l.key == key),
+        "list_locks must not answer a released lease"
+    );
+}
+
+/// `put_event` writes an event at its own number; appends continue after the highest.
+async fn check_put_event(store: &dyn StateStore, project: &str) {
+    let r = run(&format!("{project}-r"), project, "a", 1);
+    ok("create_run", store.create_run(&r).await);
+    let event = |seq: u64, json: &str| EventRecord {
+        run_id: r.id.clone(),
+        seq,
+        at: at(seq as i64),
+        json: json.into(),
+    };
+    assert!(
+        matches!(
+            store
+                .put_event(&EventRecord {
+                    run_id: format!("{project}-ghost"),
+                    ..event(1, "{}")
+                })
+                .await,
+            Err(StateError::NotFound { .. })
+        ),
+        "put_event for a missing run must fail with NotFound"
+    );
+    assert!(
+        matches!(
+            store.put_event(&event(0, "{}")).await,
+            Err(StateError::InvalidArgument { .. })
+        ),
+        "put_event with seq 0 must fail with InvalidArgument"
+    );
+    let mut log = vec![event(1, r#"{"a":1}"#), event(2, r#"{"a":2}"#)];
+    for e in &log {
+        ok("put_event", store.put_event(e).await);
+        // Twice: a copy that is re-run writes the same events again.
+        ok("put_event again", store.put_event(e).await);
+    }
+    log[1] = event(2, r#"{"a":"two"}"#);
+    ok("put_event overwrite", store.put_event(&log[1]).await);
+    assert_eq!(
+        ok("list_events", store.list_events(&r.id, 0).await),
+        log,
+        "put_event must store each event at its number, once, the last write winning"
+    );
+    assert_eq!(
+        ok("append_event", store.append_event(&r.id, at(3), "{}").await),
+        3,
+        "append_event after put_event must number after the highest event"
+    );
+    ok("put_event", store.put_event(&event(7, "{}")).await);
+    assert_eq!(
+        ok("append_event", store.append_event(&r.id, at(8), "{}").await),
+        8,
+        "append_event after put_event must number after the highest event"
+    );
+}
+
+/// On a store that has a world id already (`check_world` made one), `adopt_world_id` keeps it.
+async fn check_adopt_world_kept(store: &dyn StateStore) {
+    let world = ok("world_id", store.world_id().await);
+    let other = format!("{world}-other");
+    assert_eq!(
+        ok("adopt_world_id", store.adopt_world_id(&other).await),
+        world,
+        "adopt_world_id on a store with a world id must answer that id"
+    );
+    assert_eq!(
+        ok("world_id", store.world_id().await),
+        world,
+        "adopt_world_id must never change an existing world id"
+    );
+    assert!(
+        matches!(
+            store.adopt_world_id(" ").await,
+            Err(StateError::InvalidArgument { .. })
+        ),
+        "adopt_world_id of an empty id must fail with InvalidArgument"
+    );
+}
+
+/// `adopt_world_id` on a store that has no world id yet (a fresh database or prefix, which a
+/// backend's tests pass here besides running [`run_all`]) sets it, once, for every handle.
+pub async fn check_adopt_world_fresh(fresh: &dyn StateStore, second: &dyn StateStore) {
+    let id = format!("adopted-{}", uuid::Uuid::new_v4().simple());
+    assert_eq!(
+        ok("adopt_world_id", fresh.adopt_world_id(&id).await),
+        id,
+        "adopt_world_id on a store without a world id must set it"
+    );
+    assert_eq!(
+        ok("world_id", second.world_id().await),
+        id,
+        "the adopted world id must be the store's world id, for every handle"
+    );
+    assert_eq!(
+        ok("adopt_world_id", second.adopt_world_id("another").await),
+        id,
+        "a second adopt_world_id must keep the first"
+    );
 }

@@ -134,6 +134,44 @@ pub enum StateError {
         source: BoxError,
     },
 
+    /// `gantry state migrate` into a store that already holds records, without `--force`.
+    #[error(
+        "copy into the target store: it already holds records of {count} project(s) ({first} …)"
+    )]
+    MigrateTargetNotEmpty { count: usize, first: String },
+
+    /// `gantry state migrate` into a store that is already another gantry world, without
+    /// `--force`.
+    #[error(
+        "copy into the target store: it is gantry world {target_world}, the source is world \
+         {source_world}; \
+         from the target, what the source made would be another world's (shown, never touched)"
+    )]
+    MigrateWorldMismatch {
+        source_world: String,
+        target_world: String,
+    },
+
+    /// A live lock in the source or the target store: a run is using it, so a copy would
+    /// not be one moment's state.
+    #[error(
+        "copy {side} store: lock {key} is held by {holder} (and {more} other(s)); a run is \
+         using the store"
+    )]
+    MigrateLocked {
+        side: &'static str,
+        key: String,
+        holder: String,
+        more: usize,
+    },
+
+    /// The source's records changed while `gantry state migrate` copied them.
+    #[error(
+        "copy the source store: {what} changed while they were being copied (another gantry \
+         is using it)"
+    )]
+    MigrateSourceChanged { what: &'static str },
+
     /// The blocking worker running a database call panicked or was cancelled.
     #[error("run state database call")]
     Worker {

@@ -10,6 +10,7 @@
 pub mod conformance;
 mod error;
 mod fence;
+pub mod migrate;
 mod model;
 mod sqlite;
 mod store;

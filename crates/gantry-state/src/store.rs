@@ -195,4 +195,36 @@ pub trait StateStore: Send + Sync {
 
     /// The fence of this handle's writes; `None` for an unfenced handle.
     fn fence(&self) -> Option<&Fence>;
+
+    // --- Enumeration and identity for `gantry state migrate` (issue 12, part 6) ---------------
+    // A full copy of a store needs to find everything in it and to write events and the world
+    // id exactly as they are; nothing else uses these.
+
+    /// Every project with at least one cluster, run or cached listing, sorted by name (byte
+    /// order), each once.
+    async fn list_projects(&self) -> Result<Vec<String>, StateError>;
+
+    /// Every run of the project, of any cluster (deleted ones included), ordered by id. Unlike
+    /// [`list_runs`](Self::list_runs) there is no limit: a store reads them in pages if it must.
+    async fn list_all_runs(&self, project: &str) -> Result<Vec<RunRecord>, StateError>;
+
+    /// Every cached listing of the project that [`get_inventory`](Self::get_inventory) would
+    /// answer, ordered by scope.
+    async fn list_inventory(&self, project: &str) -> Result<Vec<InventoryRecord>, StateError>;
+
+    /// Every live lease of the store (every key, not only clusters'), ordered by key.
+    async fn list_locks(&self) -> Result<Vec<Lease>, StateError>;
+
+    /// Inserts or wholly overwrites the event `(e.run_id, e.seq)` exactly as given: the way a
+    /// copy keeps a run's log numbered as it was. A later
+    /// [`append_event`](Self::append_event) numbers after the highest sequence number stored.
+    /// [`StateError::NotFound`] when the run does not exist; [`StateError::InvalidArgument`]
+    /// for sequence number 0.
+    async fn put_event(&self, e: &EventRecord) -> Result<(), StateError>;
+
+    /// Makes `id` the store's world id if it has none yet, atomically, and answers the store's
+    /// world id afterwards: `id`, or the one it already had (which is never changed). Used by
+    /// `gantry state migrate` so that what a home made stays its own in the store it moves to.
+    /// [`StateError::InvalidArgument`] for an empty id.
+    async fn adopt_world_id(&self, id: &str) -> Result<String, StateError>;
 }

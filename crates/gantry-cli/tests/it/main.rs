@@ -37,6 +37,7 @@ mod project_flag;
 mod scale;
 mod spec_errors;
 mod state;
+mod state_migrate;
 mod store_faults;
 mod support;
 mod team_docker;

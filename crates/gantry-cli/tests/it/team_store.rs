@@ -14,7 +14,7 @@ fn scripts_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
-/// A server started by `scripts/services.sh`, stopped on drop.
+/// A server started by `scripts/services.sh`, stopped on drop (shared with `state_migrate`).
 pub(crate) struct Service {
     pub(crate) port: u16,
     pub(crate) pid: String,
@@ -91,7 +91,7 @@ pub fn shared_key_provider(dir: &std::path::Path) -> PathBuf {
 }
 
 /// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url`.
-fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
+pub(crate) fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
     let mut cmd = g.command(args);
     cmd.env("GANTRY_STATE", url);
     g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))

@@ -92,7 +92,8 @@ pub enum KeyProviderSpec {
     /// `openbao://MOUNT/KEY` (usually `openbao://transit/KEY`): OpenBao's or Vault's transit
     /// engine encrypts the data key.
     OpenBao { mount: String, key: String },
-    /// `awskms://KEY` (a key id, ARN or `alias/NAME`): parsed, but not built into this crate.
+    /// `awskms://KEY` (a key id, ARN or `alias/NAME`): parsed here, built by the
+    /// [`ExternalKeyProviders`] the caller gives (gantry-secrets-awskms).
     AwsKms { key: String },
 }
 
@@ -156,7 +157,8 @@ impl KeyProviderSpec {
     }
 
     /// The provider this specification names, from what the caller supplies. A key file must
-    /// exist (create it with [`KeyFile::create`]); `awskms` is [`SecretsError::NotBuiltIn`].
+    /// exist (create it with [`KeyFile::create`]); `awskms` is built by
+    /// [`ProviderInputs::external`], and is [`SecretsError::NotBuiltIn`] without it.
     pub fn build(&self, inputs: &ProviderInputs) -> Result<Arc<dyn KeyProvider>, SecretsError> {
         match self {
             KeyProviderSpec::KeyFile(path) => Ok(Arc::new(KeyFile::open(path)?)),
@@ -189,10 +191,17 @@ impl KeyProviderSpec {
                         })?;
                 Ok(Arc::new(OpenBaoTransit::new(&addr, token, mount, key)?))
             }
-            KeyProviderSpec::AwsKms { .. } => Err(SecretsError::NotBuiltIn {
-                spec: self.to_string(),
-                scheme: "awskms".into(),
-            }),
+            // Built by the crate the caller plugged in (gantry-secrets-awskms), if any.
+            KeyProviderSpec::AwsKms { .. } => inputs
+                .external
+                .as_ref()
+                .and_then(|x| x.build(self))
+                .unwrap_or_else(|| {
+                    Err(SecretsError::NotBuiltIn {
+                        spec: self.to_string(),
+                        scheme: "awskms".into(),
+                    })
+                }),
         }
     }
 }
@@ -224,6 +233,17 @@ pub struct ProviderInputs {
     pub openbao_addr: Option<String>,
     /// For `openbao://`: the token sent as `X-Vault-Token`.
     pub openbao_token: Option<SecretString>,
+    /// Builds the providers that live in crates of their own (`awskms://`: the AWS SDK is
+    /// built only into the binaries that want it); `None`: they are not built in.
+    pub external: Option<Arc<dyn ExternalKeyProviders>>,
+}
+
+/// The extension point of [`KeyProviderSpec::build`]: a crate outside this one (so that this
+/// one never builds a cloud SDK) builds the specifications it knows. Today that is `awskms://`
+/// (gantry-secrets-awskms); the built-in kinds are never asked.
+pub trait ExternalKeyProviders: Send + Sync + fmt::Debug {
+    /// The provider `spec` names, or `None` when this builder does not know its kind.
+    fn build(&self, spec: &KeyProviderSpec) -> Option<Result<Arc<dyn KeyProvider>, SecretsError>>;
 }
 
 /// Length of a data key wrapped locally: nonce, encrypted key, GCM tag.

@@ -24,3 +24,12 @@ async fn conformance_passes_twice_through_two_handles_on_one_prefix() {
     conformance::run_all(&first, &second).await;
     conformance::run_all(&second, &first).await;
 }
+
+#[tokio::test]
+async fn adopt_world_id_sets_a_fresh_prefixs_id() {
+    let Some(etcd) = etcd() else { return };
+    let prefix = etcd.prefix("adopt-world");
+    let first = etcd.store(&prefix).await;
+    let second = etcd.store(&prefix).await;
+    conformance::check_adopt_world_fresh(&first, &second).await;
+}

@@ -6,5 +6,6 @@
 
 mod conformance;
 mod faults;
+mod migrate;
 mod races;
 mod support;

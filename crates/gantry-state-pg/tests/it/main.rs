@@ -3,6 +3,7 @@
 
 mod conformance;
 mod connect;
+mod migrate;
 mod store;
 mod support;
 mod tls;

@@ -1152,4 +1152,143 @@ impl StateStore for SqliteStore {
     fn fence(&self) -> Option<&Fence> {
         self.fence.as_ref()
     }
+
+    // --- Enumeration and identity for `gantry state migrate` (issue 12, part 6) ---------------
+
+    async fn list_projects(&self) -> Result<Vec<String>, StateError> {
+        self.call(|conn| {
+            // UNION drops duplicates; BINARY collation orders by bytes.
+            query_all(
+                conn,
+                "list projects",
+                "SELECT project FROM clusters UNION SELECT project FROM runs
+                 UNION SELECT project FROM inventory ORDER BY 1",
+                [],
+                |row| read::<String>(row, 0, "project"),
+            )
+        })
+        .await
+    }
+
+    async fn list_all_runs(&self, project: &str) -> Result<Vec<RunRecord>, StateError> {
+        let project = project.to_owned();
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list runs",
+                &format!("SELECT {RUN_COLS} FROM runs WHERE project = ?1 ORDER BY id"),
+                [&project],
+                run_from_row,
+            )
+        })
+        .await
+    }
+
+    async fn list_inventory(&self, project: &str) -> Result<Vec<InventoryRecord>, StateError> {
+        let project = project.to_owned();
+        self.call(move |conn| {
+            query_all(
+                conn,
+                "list inventory",
+                "SELECT i.project, i.scope, i.fetched_at, i.payload FROM inventory i
+                 LEFT JOIN inventory_invalidated v ON v.project = i.project
+                 WHERE i.project = ?1 AND (v.at IS NULL OR i.fetched_at > v.at)
+                 ORDER BY i.scope",
+                [&project],
+                |row| {
+                    const W: &str = "inventory";
+                    Ok(InventoryRecord {
+                        project: read(row, 0, W)?,
+                        scope: read(row, 1, W)?,
+                        fetched_at: codec::parse_ts(
+                            "inventory fetched_at",
+                            &read::<String>(row, 2, W)?,
+                        )?,
+                        payload: read(row, 3, W)?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn list_locks(&self) -> Result<Vec<Lease>, StateError> {
+        self.call(|conn| {
+            // Fixed-width UTC text compares as the instants do.
+            let now = codec::ts(OffsetDateTime::now_utc())?;
+            query_all(
+                conn,
+                "list locks",
+                "SELECT key, holder, token, expires_at FROM locks WHERE expires_at > ?1
+                 ORDER BY key",
+                [&now],
+                |row| {
+                    const W: &str = "lock";
+                    Ok(Lease {
+                        key: read(row, 0, W)?,
+                        holder: read(row, 1, W)?,
+                        token: codec::uint("lock token", read(row, 2, W)?)?,
+                        expires_at: codec::parse_ts(
+                            "lock expires_at",
+                            &read::<String>(row, 3, W)?,
+                        )?,
+                    })
+                },
+            )
+        })
+        .await
+    }
+
+    async fn put_event(&self, e: &EventRecord) -> Result<(), StateError> {
+        if e.seq == 0 {
+            return Err(StateError::InvalidArgument {
+                what: "event seq",
+                reason: "event numbers start at 1".into(),
+            });
+        }
+        let seq = codec::int("event seq", e.seq)?;
+        let at = codec::ts(e.at)?;
+        let (run_id, json) = (e.run_id.clone(), e.json.clone());
+        // append_event numbers from MAX(seq), so nothing else needs to move.
+        self.write("write event", move |tx| {
+            require_run(tx, &run_id)?;
+            tx.execute(
+                "INSERT INTO events (run_id, seq, at, json) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (run_id, seq) DO UPDATE SET at = excluded.at, json = excluded.json",
+                params![run_id, seq, at, json],
+            )
+            .map_err(|e| StateError::sqlite("write event", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn adopt_world_id(&self, id: &str) -> Result<String, StateError> {
+        if id.trim().is_empty() {
+            return Err(StateError::InvalidArgument {
+                what: "world id",
+                reason: "it is empty".into(),
+            });
+        }
+        let id = id.to_owned();
+        self.write("adopt world id", move |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('world', ?1) ON CONFLICT (key) DO NOTHING",
+                [&id],
+            )
+            .map_err(|e| StateError::sqlite("adopt world id", e))?;
+            query_one(
+                tx,
+                "read world id",
+                "SELECT value FROM meta WHERE key = 'world'",
+                [],
+                |row| read::<String>(row, 0, "world id"),
+            )?
+            .ok_or(StateError::NotFound {
+                what: "world id",
+                key: "world".into(),
+            })
+        })
+        .await
+    }
 }

@@ -27,3 +27,12 @@ async fn conformance_can_run_twice_on_one_store() {
     conformance::run_all(store.as_ref(), store.as_ref()).await;
     conformance::run_all(store.as_ref(), store.as_ref()).await;
 }
+
+#[tokio::test]
+async fn adopt_world_id_sets_a_fresh_stores_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let second = SqliteStore::open(&path).unwrap();
+    conformance::check_adopt_world_fresh(&store, &second).await;
+}
