@@ -4,7 +4,7 @@
 //!
 //! It is a crate of its own so that only the binaries that want it build the AWS SDK; it plugs
 //! into gantry-secrets through [`AwsKmsProviders`], an
-//! [`ExternalKeyProviders`](gantry_secrets::ExternalKeyProviders) that a caller puts in
+//! [`ExternalKeyProviders`] that a caller puts in
 //! [`ProviderInputs::external`](gantry_secrets::ProviderInputs): then
 //! `KeyProviderSpec::parse("awskms://alias/gantry")?.build(&inputs)` builds an [`AwsKms`].
 //!

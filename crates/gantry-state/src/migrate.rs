@@ -66,8 +66,14 @@ pub enum RecordKind {
     Steps,
     Events,
     Inventory,
-    // SECRETS (issue 12, part 5): add `Secrets` here, to `ALL` and to the arms of `name`,
-    // `read` and `write` (read: `list_secrets("")` keyed by name; write: `put_secret`).
+    // SECRETS (issue 12, part 5) — the one place to add the store's secrets to the copy:
+    // a `Secrets` variant here (last: it depends on nothing), in `ALL` and `name`; a
+    // `Record::Secret { name, envelope }`; in `read`, `list_secrets("")` keyed by name (secrets
+    // are store-wide, not per project: no scope filter, or the source's names in `Scope`); in
+    // `write`, `put_secret(name, envelope)`; in `canonical`, the name and envelope as they are
+    // (envelopes are opaque text, copied and compared byte for byte, never opened); and a few
+    // secrets in `check::seed`. The emptiness check in `migrate` should also refuse a target
+    // that holds secrets (`list_secrets("")` not empty).
 }
 
 impl RecordKind {

@@ -165,6 +165,32 @@ fn a_local_cluster_moves_from_sqlite_to_postgres_and_stays_ours() {
     );
 }
 
+/// The same move into etcd, through the binary: the cluster is listed and destroyed there.
+#[test]
+fn a_local_cluster_moves_from_sqlite_to_etcd() {
+    let Some(etcd) = etcd() else { return };
+    let url = format!(
+        "etcd://127.0.0.1:{}/migrate-{}",
+        etcd.port,
+        uuid::Uuid::new_v4().simple()
+    );
+    let g = Gantry::new();
+    let spec = g.simple_spec("to-etcd", 1);
+    g.run(&["up", "-f", spec.to_str().unwrap()]).ok();
+    let report = g
+        .run(&["state", "migrate", "--to", &url, "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(report["verified"], true, "{report}");
+    assert_eq!(report["source_world"], report["target_world"], "{report}");
+    let listed = with_state(&g, &url, &["ls", "-o", "json"]).ok();
+    assert_eq!(names(&listed), ["to-etcd"], "{}", listed.stdout);
+    with_state(&g, &url, &["destroy", "to-etcd", "--yes"]).ok();
+    let after = with_state(&g, &url, &["ls", "-o", "json"]).ok();
+    assert!(names(&after).is_empty(), "{}", after.stdout);
+    assert!(node_dirs(&g.home().join("local"), false).is_empty());
+}
+
 /// A source with a live lock (a run in progress) is refused with exit 5, naming the lock;
 /// nothing is written to the target.
 #[test]

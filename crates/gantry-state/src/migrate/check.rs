@@ -1,4 +1,4 @@
-//! The executable contract of [`migrate`](super::migrate) between any two stores: each
+//! The executable contract of [`migrate`] between any two stores: each
 //! backend's tests (and the CLI's, for pairs of team stores) call these with fresh stores.
 //!
 //! [`seed`] fills a store with a non-trivial world — several projects, clusters with nodes in
