@@ -190,7 +190,10 @@ pub trait StateStore: Send + Sync {
     /// invalidate) — everything a run writes, so a holder that lost its lock leaves no trace,
     /// not even an event in its own log. Not fenced: the lock methods (they carry their lease
     /// and check its token themselves) and [`world_id`](Self::world_id) (a store-wide id
-    /// created once, whoever asks first). Reads are never fenced.
+    /// created once, whoever asks first), nor the writes only `gantry state migrate` makes
+    /// ([`put_event`](Self::put_event), [`adopt_world_id`](Self::adopt_world_id)): it
+    /// refuses to copy while any lock is live, so it never writes under one. Reads are never
+    /// fenced.
     fn fenced(&self, fence: Fence) -> Arc<dyn StateStore>;
 
     /// The fence of this handle's writes; `None` for an unfenced handle.
