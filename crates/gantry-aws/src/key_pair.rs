@@ -1,5 +1,6 @@
 //! The cluster's key pair: the project's public key imported under a deterministic name, or an
-//! existing one accepted only when it holds that key and is this world's; planned, and deleted
+//! existing one accepted only when it holds that key and is this world's (this world's key pair
+//! holding an older key — the project key was rotated — is replaced); planned, and deleted
 //! with the cluster. EC2 and moto give key fingerprints in different forms: both are computed.
 
 use aws_sdk_ec2::types::{ResourceType, Tag};
@@ -94,6 +95,12 @@ impl AwsProvider {
             (None, Some(fp)) => fingerprint_matches(fp, &req.ssh_public_key),
             (None, None) => false,
         };
+        if !same && kt.contains_key(tags::WORLD) {
+            // This world's own key pair with another key: the project key was rotated
+            // (`gantry secrets rotate-ssh-key`). It is replaced, so that new nodes take the
+            // current key; running nodes are rotated over SSH, not through the key pair.
+            return self.replace_key(c, name, req, t).await;
+        }
         if !same {
             return Err(self
                 .e(
@@ -122,6 +129,37 @@ impl AwsProvider {
                 .await
                 .map_err(|e| sdk(self.region(), "CreateTags", name, e))?;
         }
+        Ok(name.to_string())
+    }
+
+    /// Deletes this world's key pair `name` and imports the project's current key under the
+    /// same name and tags.
+    async fn replace_key(
+        &self,
+        c: &Clients,
+        name: &str,
+        req: &ClusterRequest,
+        t: &Tags,
+    ) -> gantry_provider::Result<String> {
+        match c.ec2.delete_key_pair().key_name(name).send().await {
+            Ok(_) => {}
+            Err(e) if error::code(&e).is_some_and(|c| c.starts_with("InvalidKeyPair")) => {}
+            Err(e) => return Err(sdk(self.region(), "DeleteKeyPair", name, e)),
+        }
+        c.ec2
+            .import_key_pair()
+            .key_name(name)
+            .public_key_material(aws_sdk_ec2::primitives::Blob::new(
+                req.ssh_public_key.trim().as_bytes().to_vec(),
+            ))
+            .tag_specifications(tag_spec(ResourceType::KeyPair, t))
+            .send()
+            .await
+            .map_err(|e| sdk(self.region(), "ImportKeyPair", name, e))?;
+        tracing::info!(
+            key_pair = name,
+            "replaced the key pair with the rotated project key"
+        );
         Ok(name.to_string())
     }
 

@@ -23,6 +23,9 @@ use gantry_provider::{ClusterRequest, ErrorKind, NodeRequest, Provider};
 
 const PUBKEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEF6khsyBJikRYaeRt6ygSRs2gafxuCDKH/u3/mtbXJ8 gantry-test";
+/// The project key after `gantry secrets rotate-ssh-key`.
+const ROTATED: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ2cfti6VL3VJtjZC9fEqGvRNWa10zOCE0684yaeyufG rotated";
 /// An AMI moto knows in us-east-1 (al2023, kernel 6.18).
 const AMI: &str = "ami-0e1e769742d1cfb49";
 
@@ -238,6 +241,7 @@ async fn aws_provider_on_moto() {
         .await
         .unwrap();
     // Idempotent: a second ensure adds nothing.
+    let allow_again = allow.clone();
     p.ensure_cluster_resources(&creq(project, "conf", allow))
         .await
         .unwrap();
@@ -283,6 +287,28 @@ async fn aws_provider_on_moto() {
             .len(),
         1
     );
+    // After the project key is rotated, this world's key pair is replaced with the new key
+    // (still one key pair, same name and tags).
+    let mut rotated = creq(project, "conf", allow_again.clone());
+    rotated.ssh_public_key = ROTATED.into();
+    p.ensure_cluster_resources(&rotated).await.unwrap();
+    let held = ec2
+        .describe_key_pairs()
+        .key_names("gantry-confp-conf")
+        .include_public_key(true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.key_pairs().len(), 1);
+    let pk = held.key_pairs()[0].public_key().unwrap_or_default();
+    assert!(
+        pk.contains("AAAAC3NzaC1lZDI1NTE5AAAAIJ2cfti6VL3VJtjZC9fEqGvRNWa10zOCE0684yaeyufG"),
+        "the key pair holds the rotated key: {pk}"
+    );
+    assert_eq!(tagged(&ec2, tags::CLUSTER, "conf").await[2], 1);
+    p.ensure_cluster_resources(&creq(project, "conf", allow_again))
+        .await
+        .unwrap();
     // A fresh provider (another process) finds the resources by tags.
     let p2 = provider(options(&moto));
     gantry_provider::conformance::run_all(&p2, project).await;

@@ -44,10 +44,12 @@ pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
     std::fs::write(&pid_path, format!("{pid}\n")).map_err(LocalError::io("write", &pid_path))?;
 
     let host_key = KeyPair::load_or_generate_private(&dir.host_key())?;
+    let authorized_keys_file = seed_authorized_keys(&dir, &meta)?;
     let cfg = ServerConfig {
         listen: (meta.address, meta.ssh_port).into(),
         host_key,
         authorized_keys: meta.authorized_keys.clone(),
+        authorized_keys_file: Some(authorized_keys_file),
         workdir: dir.home(),
         env: node_env(&meta, &dir),
         shell: ["/bin/bash", "/bin/sh"]
@@ -92,6 +94,44 @@ pub async fn run_agent(node_dir: &Path) -> Result<bool, LocalError> {
         }
         Err(e) => Err(LocalError::from(e)),
     }
+}
+
+/// `~/.ssh/authorized_keys` of the node (its home is in the node directory), written from
+/// `node.json` when missing: from then on the file is what authorizes logins, as on a machine
+/// with sshd, so rotating the project key (`gantry secrets rotate-ssh-key`) is an edit of the
+/// file over SSH, the same on every provider. `.ssh` is 0700 and the file 0600.
+fn seed_authorized_keys(dir: &NodeDir, meta: &NodeMeta) -> Result<std::path::PathBuf, LocalError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let ssh = dir.home().join(".ssh");
+    let file = ssh.join("authorized_keys");
+    if file.symlink_metadata().is_ok() {
+        return Ok(file);
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(&ssh) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(LocalError::io("create", &ssh)(e)),
+    }
+    let tmp = ssh.join(format!(".authorized_keys.{}", std::process::id()));
+    let mut text = String::new();
+    for k in &meta.authorized_keys {
+        text.push_str(k.trim());
+        text.push('\n');
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)
+    };
+    write().map_err(LocalError::io("write", &file))?;
+    Ok(file)
 }
 
 /// The environment of every process on the node.

@@ -71,9 +71,9 @@ type Pins = HashMap<String, String>;
 
 /// What tells one version of the file from another: device, inode, size, modification and
 /// change times (ns). `None` when there is no file.
-type Stamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
+pub(crate) type Stamp = Option<(u64, u64, u64, i64, i64, i64, i64)>;
 
-fn stamp(path: &Path) -> std::io::Result<Stamp> {
+pub(crate) fn stamp(path: &Path) -> std::io::Result<Stamp> {
     match fs::metadata(path) {
         Ok(m) => Ok(Some((
             m.dev(),

@@ -83,8 +83,14 @@ impl Default for ServerLimits {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub host_key: KeyPair,
-    /// OpenSSH public key lines; only these may log in (public key auth only; any user name).
+    /// OpenSSH public key lines; only these may log in (public key auth only; any user name),
+    /// unless `authorized_keys_file` exists.
     pub authorized_keys: Vec<String>,
+    /// An OpenSSH `authorized_keys` file that, while it exists, replaces `authorized_keys`: read
+    /// again whenever it changes, so a key added or removed on the node (rotation of the
+    /// project key, `gantry secrets rotate-ssh-key`) takes effect at the next login, as with
+    /// sshd. Lines that are not plain public keys (options, garbage) authorize nothing.
+    pub authorized_keys_file: Option<PathBuf>,
     /// Working directory of every process, and the SFTP root for relative paths.
     pub workdir: PathBuf,
     /// The full environment of spawned processes; client `env` requests add to it.
@@ -101,6 +107,7 @@ impl fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("host_key", &self.host_key)
             .field("authorized_keys", &self.authorized_keys.len())
+            .field("authorized_keys_file", &self.authorized_keys_file)
             .field("workdir", &self.workdir)
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("shell", &self.shell)
@@ -165,6 +172,7 @@ pub async fn serve(
         env: cfg.env.clone(),
         shell: cfg.shell.clone(),
         authorized,
+        authorized_file: cfg.authorized_keys_file.clone().map(AuthorizedFile::new),
         children: Mutex::new(HashSet::new()),
     });
     let waiting = Arc::new(Waiting::default());
@@ -480,15 +488,64 @@ struct Shared {
     env: Vec<(String, String)>,
     shell: PathBuf,
     authorized: Vec<PublicKey>,
+    authorized_file: Option<AuthorizedFile>,
     /// Process groups (= pids of session leaders) of running children.
     children: Mutex<HashSet<i32>>,
 }
 
+/// The `authorized_keys_file` of a server, with its keys as last read.
+struct AuthorizedFile {
+    path: PathBuf,
+    read: Mutex<Option<(crate::known_hosts::Stamp, Arc<Vec<PublicKey>>)>>,
+}
+
+impl AuthorizedFile {
+    fn new(path: PathBuf) -> AuthorizedFile {
+        AuthorizedFile {
+            path,
+            read: Mutex::new(None),
+        }
+    }
+
+    /// The file's keys (None: there is no file), read again only when the file changed.
+    fn keys(&self) -> std::io::Result<Option<Arc<Vec<PublicKey>>>> {
+        let Some(before) = crate::known_hosts::stamp(&self.path)? else {
+            return Ok(None);
+        };
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, keys)) = &*read
+            && *seen == Some(before)
+        {
+            return Ok(Some(keys.clone()));
+        }
+        let content = std::fs::read_to_string(&self.path)?;
+        let keys: Vec<PublicKey> = content
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| parse_public_key(l).ok())
+            .collect();
+        let keys = Arc::new(keys);
+        // Kept only if the file did not change while it was read.
+        if crate::known_hosts::stamp(&self.path)? == Some(before) {
+            *read = Some((Some(before), keys.clone()));
+        }
+        Ok(Some(keys))
+    }
+}
+
 impl Shared {
     fn is_authorized(&self, key: &PublicKey) -> bool {
-        self.authorized
-            .iter()
-            .any(|k| k.key_data() == key.key_data())
+        let same = |k: &PublicKey| k.key_data() == key.key_data();
+        match self.authorized_file.as_ref().map(AuthorizedFile::keys) {
+            Some(Ok(Some(keys))) => keys.iter().any(same),
+            Some(Ok(None)) | None => self.authorized.iter().any(same),
+            Some(Err(e)) => {
+                // An unreadable file authorizes nobody: never fall back to an older list.
+                tracing::warn!("cannot read the authorized keys file: {e}");
+                false
+            }
+        }
     }
 
     fn register(&self, pid: i32) {

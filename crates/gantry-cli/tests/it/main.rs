@@ -39,4 +39,5 @@ mod spec_errors;
 mod state;
 mod store_faults;
 mod support;
+mod team_docker;
 mod team_store;

@@ -363,7 +363,7 @@ impl Bg {
         }
     }
 
-    fn try_wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub fn try_wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         let deadline = Instant::now() + timeout;
         loop {

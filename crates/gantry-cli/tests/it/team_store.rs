@@ -70,6 +70,26 @@ impl Drop for Service {
     }
 }
 
+/// A key file (32 random bytes, 0600) in `dir` that every home of a test shares, as a team
+/// shares its `GANTRY_KEY_PROVIDER=keyfile:PATH`.
+pub fn shared_key_provider(dir: &std::path::Path) -> PathBuf {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = dir.join("team.key");
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .expect("read /dev/urandom");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&key))
+        .expect("write the team key file");
+    path
+}
+
 /// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url`.
 fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
     let mut cmd = g.command(args);

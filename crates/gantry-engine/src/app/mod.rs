@@ -9,12 +9,14 @@
 //! - [`inventory`]: everything the project has, across the listing scopes the caller hands in
 //!   (local, every Docker engine, every AWS region), merged with the records
 //!   ([`list_project`]); the one answer `ls`, `gc` and `inventory` give.
+//! - [`keys`]: rotating the project's SSH key on every node reached with it.
 //! - [`ops`]: operations by cluster name on the [`App`] context (the binary hands in how
 //!   providers are built, [`Providers`]); [`remote`]: `run`, `put` and `get` on the nodes a
 //!   target names, over their cluster's transport.
 
 pub mod cluster;
 pub mod inventory;
+pub mod keys;
 pub mod ops;
 pub mod remote;
 

@@ -191,3 +191,55 @@ async fn signal_request_reaches_process_group() {
     );
     server.stop().await;
 }
+
+/// A key written into the server's authorized_keys file is accepted at the next login and the
+/// key it replaces is refused, without restarting the server (how the project key rotates on
+/// a local node); an unreadable file authorizes nobody; without a file the configured list
+/// applies again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_authorized_keys_file_replaces_the_configured_keys_while_it_exists() {
+    let old = ClientSide::new();
+    let new = ClientSide::new();
+    let server = GantryServer::start(vec![old.cfg.key.public_openssh()]).await;
+    let login = |c: &ClientSide| {
+        let spec = c.spec("node1", server.port);
+        let cfg = c.cfg.clone();
+        async move { Session::connect(&spec, &cfg).await }
+    };
+    assert!(login(&old).await.is_ok());
+    assert!(matches!(
+        login(&new).await.err(),
+        Some(gantry_ssh::SshError::AuthRejected { .. })
+    ));
+
+    let ssh_dir = server.workdir.path().join(".ssh");
+    std::fs::create_dir_all(&ssh_dir).unwrap();
+    let file = ssh_dir.join("authorized_keys");
+    std::fs::write(
+        &file,
+        format!(
+            "# rotated\nnot a key at all\n{}\n",
+            new.cfg.key.public_openssh()
+        ),
+    )
+    .unwrap();
+    let s = login(&new).await.expect("the new key logs in");
+    assert_eq!(s.exec_capture("echo hi").await.unwrap().stdout, b"hi\n");
+    s.close().await;
+    assert!(
+        matches!(
+            login(&old).await.err(),
+            Some(gantry_ssh::SshError::AuthRejected { .. })
+        ),
+        "the old key is refused once the file no longer lists it"
+    );
+
+    // Unreadable (a directory in its place): nobody, not the configured list.
+    std::fs::remove_file(&file).unwrap();
+    std::fs::create_dir(&file).unwrap();
+    assert!(login(&old).await.is_err());
+    assert!(login(&new).await.is_err());
+    std::fs::remove_dir(&file).unwrap();
+    assert!(login(&old).await.is_ok(), "no file: the configured keys");
+    server.stop().await;
+}

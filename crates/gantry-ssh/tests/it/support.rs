@@ -160,6 +160,7 @@ impl GantryServer {
             listen: SocketAddr::from(([127, 0, 0, 1], port)),
             host_key: host_key.clone(),
             authorized_keys,
+            authorized_keys_file: Some(workdir.path().join(".ssh/authorized_keys")),
             workdir: workdir.path().to_path_buf(),
             env: vec![
                 (
