@@ -92,18 +92,9 @@ pub fn secret_store(home: &Home) -> Arc<dyn gantry_engine::secrets::SecretStore>
     ))
 }
 
-/// The store this process opened, as shown to people (its URL without the password): named by
-/// the hint of a state store failure in the middle of a command ([`store_shown`]).
-static STORE_SHOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// The redacted URL of the store this process opened, if it opened one.
-pub fn store_shown() -> Option<&'static str> {
-    STORE_SHOWN.get().map(String::as_str)
-}
-
 /// Opens the store `home.state` names.
 pub async fn open_store(home: &Home) -> Result<Arc<dyn StateStore>, Failure> {
-    let _ = STORE_SHOWN.set(home.state.to_string());
+    exit::remember_store(home.state.to_string());
     open_store_url(&home.state).await
 }
 

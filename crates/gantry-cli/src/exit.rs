@@ -8,6 +8,15 @@
 
 use gantry_engine::ErrorClass;
 
+/// The store this process opened, as shown to people (its URL without the password): named by
+/// the hint of a state store failure in the middle of a command.
+static STORE_SHOWN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remembers the (redacted) URL of the store this process opened, for [`Failure`]'s hints.
+pub fn remember_store(shown: String) {
+    let _ = STORE_SHOWN.set(shown);
+}
+
 /// Every exit code `gantry` uses (besides a remote command's own code, passed through by
 /// `gantry ssh NODE -- CMD`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +165,7 @@ impl From<gantry_engine::EngineError> for Failure {
             E::RecordUnreadable { cluster, .. } => Some(format!("a newer gantry may have written it: use that version; or `gantry up -f SPEC` with cluster {cluster}'s spec records it again")),
             E::LifetimeTooLong { .. } => Some("give a shorter duration, or `extend --from-now` to count from now instead of from the current expiry".into()),
             E::Provider(p) => p.hint.clone(),
-            E::State(_) => Some(match crate::context::store_shown() {
+            E::State(_) => Some(match STORE_SHOWN.get() {
                 Some(url) => format!("the state store is {url}: `gantry state status` tells whether it answers; once it does, run the command again (it converges)"),
                 None => "`gantry state status` tells whether the state store answers; once it does, run the command again (it converges)".into(),
             }),

@@ -10,6 +10,11 @@ use tokio::sync::mpsc;
 
 pub type Listener = Arc<dyn Fn(&Event) + Send + Sync>;
 
+/// Failed appends in a row after which a run stops recording its events.
+const GIVE_UP_AFTER: u32 = 3;
+/// A failed append that took this long gives up at once.
+const SLOW_FAILURE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct Events {
     listener: Option<Listener>,
@@ -44,28 +49,42 @@ impl Events {
         let task = tokio::spawn(async move {
             // Once the store refuses the run's writes (its cluster lock was taken over: the
             // store is fenced), no later event can land: said once, not once per event. A
-            // store that fails (gone away) is said once too, with a count at the end.
-            let mut fenced = false;
-            let mut failed = 0u64;
+            // store that keeps failing (gone away, not answering: each try may take the
+            // store's whole timeout) is given up on after a few failures in a row, so that
+            // the end of the run does not wait for every event to time out.
+            let mut given_up = false;
+            let (mut failed, mut in_a_row) = (0u64, 0u32);
             while let Some(ev) = rx.recv().await {
-                if fenced {
+                if given_up {
+                    failed += 1;
                     continue;
                 }
                 let json = serde_json::to_string(&ev).expect("events serialise");
+                let tried = std::time::Instant::now();
                 match store
                     .append_event(&run_id, time::OffsetDateTime::now_utc(), &json)
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(_) => in_a_row = 0,
                     Err(e @ gantry_state::StateError::Fenced { .. }) => {
                         tracing::warn!("the run's events are no longer recorded: {e}");
-                        fenced = true;
+                        given_up = true;
                     }
                     Err(e) => {
                         if failed == 0 {
                             tracing::warn!("could not record event: {e}");
                         }
                         failed += 1;
+                        in_a_row += 1;
+                        // A failure that took long is a store that does not answer (the call
+                        // ran into its timeout): the next would wait as long.
+                        if in_a_row >= GIVE_UP_AFTER || tried.elapsed() >= SLOW_FAILURE {
+                            tracing::warn!(
+                                "the state store is failing: the run's further events are not \
+                                 recorded"
+                            );
+                            given_up = true;
+                        }
                     }
                 }
             }

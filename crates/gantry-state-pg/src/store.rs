@@ -37,6 +37,16 @@ pub const POOL_SIZE: usize = 8;
 /// How long a call waits for a free pooled connection before failing.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
+/// How long one call (its statements, from taking a pooled connection to the answer) may take
+/// before it fails naming the store. A server that is gone closes its connections and fails a
+/// call at once; this bounds the other kind, a server that keeps its TCP connections open but
+/// does not answer (stopped, frozen, or behind a dead link): without it, the call waits forever.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long connecting and migrating may take in [`PostgresStore::connect`] (migrations wait
+/// for another process's under an advisory lock).
+const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Namespace of the per-project advisory locks that serialize inventory writes (the first key
 /// of the two-key form; the second is a hash of the project).
 const INVENTORY_LOCK: i32 = 0x6761_6e74; // "gant"
@@ -285,10 +295,19 @@ impl PostgresStore {
                 )
             }
         };
+        // A new connection's TCP connect *and* its startup (TLS, login) are bounded: the driver's
+        // connect_timeout covers the first only, and a frozen server accepts connections.
+        let connect_timeout = target
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(REQUEST_TIMEOUT);
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(connect_timeout))
+            .recycle_timeout(Some(REQUEST_TIMEOUT))
             .build()
             .map_err(|e| StateError::Backend {
                 backend: BACKEND,
@@ -303,7 +322,14 @@ impl PostgresStore {
                 other => Box::new(other),
             },
         })?;
-        schema::migrate(&mut client).await?;
+        tokio::time::timeout(OPEN_TIMEOUT, schema::migrate(&mut client))
+            .await
+            .map_err(|_| StateError::Connect {
+                backend: BACKEND,
+                target: target.endpoint.clone(),
+                source: format!("no answer while reading the schema within {OPEN_TIMEOUT:?}")
+                    .into(),
+            })??;
         drop(client);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
@@ -323,6 +349,28 @@ impl PostgresStore {
         self.inner.pool.get().await.map_err(|e| pool_err(op, e))
     }
 
+    /// Runs one call of the store within [`REQUEST_TIMEOUT`], failing as `op` naming the store
+    /// when the server does not answer in time.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T, StateError>>,
+    ) -> Result<T, StateError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StateError::Backend {
+                backend: BACKEND,
+                op,
+                source: format!(
+                    "{} did not answer within {REQUEST_TIMEOUT:?}: is PostgreSQL running and \
+                     reachable?",
+                    self.inner.redacted
+                )
+                .into(),
+            }),
+        }
+    }
+
     /// One statement, its rows decoded by `decode`.
     async fn query<T>(
         &self,
@@ -331,10 +379,13 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
         decode: impl Fn(&Row) -> Result<T, StateError>,
     ) -> Result<Vec<T>, StateError> {
-        let client = self.client(op).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
-        let rows = client.query(&stmt, params).await.map_err(pg_err(op))?;
-        rows.iter().map(decode).collect()
+        self.timed(op, async {
+            let client = self.client(op).await?;
+            let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
+            let rows = client.query(&stmt, params).await.map_err(pg_err(op))?;
+            rows.iter().map(decode).collect()
+        })
+        .await
     }
 
     async fn query_opt<T>(
@@ -371,9 +422,12 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StateError> {
-        let client = self.client(op).await?;
-        let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
-        client.execute(&stmt, params).await.map_err(pg_err(op))
+        self.timed(op, async {
+            let client = self.client(op).await?;
+            let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
+            client.execute(&stmt, params).await.map_err(pg_err(op))
+        })
+        .await
     }
 
     /// Runs one writing statement: in autocommit on an unfenced handle, else in a transaction
@@ -385,21 +439,24 @@ impl PostgresStore {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Result<u64, tokio_postgres::Error>, StateError> {
-        let mut client = self.client(op).await?;
-        let Some(fence) = &self.fence else {
-            let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
-            return Ok(client.execute(&stmt, params).await);
-        };
-        let tx = client.transaction().await.map_err(pg_err(op))?;
-        check_fence(&tx, fence).await?;
-        let stmt = tx.prepare_cached(sql).await.map_err(pg_err(op))?;
-        match tx.execute(&stmt, params).await {
-            Ok(n) => {
-                tx.commit().await.map_err(pg_err(op))?;
-                Ok(Ok(n))
+        self.timed(op, async {
+            let mut client = self.client(op).await?;
+            let Some(fence) = &self.fence else {
+                let stmt = client.prepare_cached(sql).await.map_err(pg_err(op))?;
+                return Ok(client.execute(&stmt, params).await);
+            };
+            let tx = client.transaction().await.map_err(pg_err(op))?;
+            check_fence(&tx, fence).await?;
+            let stmt = tx.prepare_cached(sql).await.map_err(pg_err(op))?;
+            match tx.execute(&stmt, params).await {
+                Ok(n) => {
+                    tx.commit().await.map_err(pg_err(op))?;
+                    Ok(Ok(n))
+                }
+                Err(e) => Ok(Err(e)),
             }
-            Err(e) => Ok(Err(e)),
-        }
+        })
+        .await
     }
 
     /// Like [`execute`](Self::execute), a foreign-key violation meaning the parent `what` with
@@ -429,8 +486,12 @@ impl StateStore for PostgresStore {
     }
 
     async fn schema_version(&self) -> Result<u32, StateError> {
-        let client = self.client("read schema version").await?;
-        schema::current_version(&client).await
+        let op = "read schema version";
+        self.timed(op, async {
+            let client = self.client(op).await?;
+            schema::current_version(&client).await
+        })
+        .await
     }
 
     async fn world_id(&self) -> Result<String, StateError> {
@@ -787,40 +848,45 @@ impl StateStore for PostgresStore {
         json: &str,
     ) -> Result<u64, StateError> {
         let op = "append event";
-        let mut client = self.client(op).await?;
-        let tx = client.transaction().await.map_err(pg_err(op))?;
-        if let Some(fence) = &self.fence {
-            check_fence(&tx, fence).await?;
-        }
-        // The increment locks the run's row until commit: a concurrent appender waits, then
-        // increments what this one committed. A failure rolls both statements back, so no
-        // number is ever skipped.
-        let bump = tx
-            .prepare_cached(
-                "UPDATE runs SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
-            )
-            .await
-            .map_err(pg_err("number event"))?;
-        let Some(row) = tx
-            .query_opt(&bump, &[&run_id])
-            .await
-            .map_err(pg_err("number event"))?
-        else {
-            return Err(StateError::NotFound {
-                what: "run",
-                key: run_id.to_owned(),
-            });
-        };
-        let seq: i64 = get(&row, 0, "event seq")?;
-        let insert = tx
-            .prepare_cached("INSERT INTO events (run_id, seq, at, json) VALUES ($1, $2, $3, $4)")
-            .await
-            .map_err(pg_err(op))?;
-        tx.execute(&insert, &[&run_id, &seq, &at, &json])
-            .await
-            .map_err(pg_err(op))?;
-        tx.commit().await.map_err(pg_err(op))?;
-        uint("event seq", seq)
+        self.timed(op, async {
+            let mut client = self.client(op).await?;
+            let tx = client.transaction().await.map_err(pg_err(op))?;
+            if let Some(fence) = &self.fence {
+                check_fence(&tx, fence).await?;
+            }
+            // The increment locks the run's row until commit: a concurrent appender waits, then
+            // increments what this one committed. A failure rolls both statements back, so no
+            // number is ever skipped.
+            let bump = tx
+                .prepare_cached(
+                    "UPDATE runs SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
+                )
+                .await
+                .map_err(pg_err("number event"))?;
+            let Some(row) = tx
+                .query_opt(&bump, &[&run_id])
+                .await
+                .map_err(pg_err("number event"))?
+            else {
+                return Err(StateError::NotFound {
+                    what: "run",
+                    key: run_id.to_owned(),
+                });
+            };
+            let seq: i64 = get(&row, 0, "event seq")?;
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (run_id, seq, at, json) VALUES ($1, $2, $3, $4)",
+                )
+                .await
+                .map_err(pg_err(op))?;
+            tx.execute(&insert, &[&run_id, &seq, &at, &json])
+                .await
+                .map_err(pg_err(op))?;
+            tx.commit().await.map_err(pg_err(op))?;
+            uint("event seq", seq)
+        })
+        .await
     }
 
     async fn list_events(
@@ -982,38 +1048,41 @@ impl StateStore for PostgresStore {
 
     async fn put_inventory(&self, r: &InventoryRecord) -> Result<bool, StateError> {
         let op = "write inventory";
-        let mut client = self.client(op).await?;
-        let tx = client.transaction().await.map_err(pg_err(op))?;
-        if let Some(fence) = &self.fence {
-            check_fence(&tx, fence).await?;
-        }
-        // Serialized with invalidate_inventory of the same project: without it, an
-        // invalidation committing between this statement's snapshot and its insert would not
-        // see (nor delete) the listing it makes stale.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&INVENTORY_LOCK, &r.project],
-        )
-        .await
-        .map_err(pg_err(op))?;
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO inventory AS i (project, scope, fetched_at, payload)
-                 SELECT $1::text, $2::text, $3::timestamptz, $4::text
-                 WHERE NOT EXISTS (SELECT 1 FROM inventory_invalidated
-                                   WHERE project = $1 AND at >= $3)
-                 ON CONFLICT (project, scope) DO UPDATE SET
-                     fetched_at = excluded.fetched_at, payload = excluded.payload
-                 WHERE excluded.fetched_at > i.fetched_at",
+        self.timed(op, async {
+            let mut client = self.client(op).await?;
+            let tx = client.transaction().await.map_err(pg_err(op))?;
+            if let Some(fence) = &self.fence {
+                check_fence(&tx, fence).await?;
+            }
+            // Serialized with invalidate_inventory of the same project: without it, an
+            // invalidation committing between this statement's snapshot and its insert would not
+            // see (nor delete) the listing it makes stale.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&INVENTORY_LOCK, &r.project],
             )
             .await
             .map_err(pg_err(op))?;
-        let changed = tx
-            .execute(&stmt, &[&r.project, &r.scope, &r.fetched_at, &r.payload])
-            .await
-            .map_err(pg_err(op))?;
-        tx.commit().await.map_err(pg_err(op))?;
-        Ok(changed > 0)
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO inventory AS i (project, scope, fetched_at, payload)
+                     SELECT $1::text, $2::text, $3::timestamptz, $4::text
+                     WHERE NOT EXISTS (SELECT 1 FROM inventory_invalidated
+                                       WHERE project = $1 AND at >= $3)
+                     ON CONFLICT (project, scope) DO UPDATE SET
+                         fetched_at = excluded.fetched_at, payload = excluded.payload
+                     WHERE excluded.fetched_at > i.fetched_at",
+                )
+                .await
+                .map_err(pg_err(op))?;
+            let changed = tx
+                .execute(&stmt, &[&r.project, &r.scope, &r.fetched_at, &r.payload])
+                .await
+                .map_err(pg_err(op))?;
+            tx.commit().await.map_err(pg_err(op))?;
+            Ok(changed > 0)
+        })
+        .await
     }
 
     async fn invalidate_inventory(
@@ -1022,30 +1091,33 @@ impl StateStore for PostgresStore {
         at: OffsetDateTime,
     ) -> Result<(), StateError> {
         let op = "invalidate inventory";
-        let mut client = self.client(op).await?;
-        let tx = client.transaction().await.map_err(pg_err(op))?;
-        if let Some(fence) = &self.fence {
-            check_fence(&tx, fence).await?;
-        }
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&INVENTORY_LOCK, &project],
-        )
-        .await
-        .map_err(pg_err(op))?;
-        tx.execute("DELETE FROM inventory WHERE project = $1", &[&project])
+        self.timed(op, async {
+            let mut client = self.client(op).await?;
+            let tx = client.transaction().await.map_err(pg_err(op))?;
+            if let Some(fence) = &self.fence {
+                check_fence(&tx, fence).await?;
+            }
+            tx.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&INVENTORY_LOCK, &project],
+            )
             .await
             .map_err(pg_err(op))?;
-        // The remembered time only moves forward.
-        tx.execute(
-            "INSERT INTO inventory_invalidated AS v (project, at) VALUES ($1, $2)
-             ON CONFLICT (project) DO UPDATE SET at = excluded.at WHERE excluded.at > v.at",
-            &[&project, &at],
-        )
+            tx.execute("DELETE FROM inventory WHERE project = $1", &[&project])
+                .await
+                .map_err(pg_err(op))?;
+            // The remembered time only moves forward.
+            tx.execute(
+                "INSERT INTO inventory_invalidated AS v (project, at) VALUES ($1, $2)
+                 ON CONFLICT (project) DO UPDATE SET at = excluded.at WHERE excluded.at > v.at",
+                &[&project, &at],
+            )
+            .await
+            .map_err(pg_err(op))?;
+            tx.commit().await.map_err(pg_err(op))?;
+            Ok(())
+        })
         .await
-        .map_err(pg_err(op))?;
-        tx.commit().await.map_err(pg_err(op))?;
-        Ok(())
     }
 
     // --- Fencing (issue 12, part 4) ---

@@ -15,6 +15,12 @@ use std::time::Duration;
 use gantry_state::{StateError, StateUrl};
 use tokio_postgres::config::{Host, SslMode};
 
+/// How long the server lets a session sit in an open transaction without a statement before
+/// ending it (`idle_in_transaction_session_timeout`, unless the URL's `options` set it): shorter
+/// than the store's call timeout, so a run taking a cluster lock over from a stalled process
+/// waits at most this long for the stalled process's row locks.
+pub(crate) const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
+
 /// How long a connection attempt may take when the URL does not say (`connect_timeout=`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -100,6 +106,21 @@ pub(crate) fn parse(url: &str) -> Result<Target, StateError> {
     if config.get_application_name().is_none() {
         config.application_name("gantry");
     }
+    // A client stopped in the middle of a transaction (a process frozen, a laptop asleep)
+    // must not keep its row locks: the fence check's share lock on a cluster lock's row would
+    // keep another run from taking the lock over for as long as the stalled process lives. The
+    // server ends such a session after IDLE_IN_TRANSACTION; gantry's transactions are a few
+    // statements sent back to back.
+    let idle = format!(
+        "-c idle_in_transaction_session_timeout={}",
+        IDLE_IN_TRANSACTION.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(given) if given.contains("idle_in_transaction_session_timeout") => given.to_owned(),
+        Some(given) => format!("{given} {idle}"),
+        None => idle,
+    };
+    config.options(&options);
     let endpoint = endpoint(&config);
     Ok(Target {
         config,
@@ -162,6 +183,28 @@ mod tests {
         assert_eq!(plain.tls, TlsMode::Plain);
         assert_eq!(plain.endpoint, "db:5432");
         assert_eq!(plain.config.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+    }
+
+    /// A stalled client's open transaction cannot hold its row locks (the fence check's share
+    /// lock on a cluster lock's row) for longer than the server's idle-in-transaction timeout.
+    #[test]
+    fn sessions_end_an_idle_transaction_unless_the_url_says_otherwise() {
+        let t = parse("postgres://u@db/x").unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c idle_in_transaction_session_timeout=5000")
+        );
+        let t = parse("postgres://u@db/x?options=-c%20work_mem%3D8MB").unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c work_mem=8MB -c idle_in_transaction_session_timeout=5000")
+        );
+        let t = parse("postgres://u@db/x?options=-c%20idle_in_transaction_session_timeout%3D0")
+            .unwrap();
+        assert_eq!(
+            t.config.get_options(),
+            Some("-c idle_in_transaction_session_timeout=0")
+        );
     }
 
     #[test]

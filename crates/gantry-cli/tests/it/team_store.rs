@@ -14,7 +14,8 @@ fn scripts_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts")
 }
 
-/// A server started by `scripts/services.sh`, stopped on drop (shared with `state_migrate`).
+/// A server started by `scripts/services.sh`, stopped on drop (shared by the fencing, outage,
+/// migrate and team Docker tests).
 pub(crate) struct Service {
     pub(crate) port: u16,
     pub(crate) pid: String,

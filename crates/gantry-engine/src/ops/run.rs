@@ -169,11 +169,16 @@ impl RunGuard {
         self.record.status = status;
         self.record.finished_at = Some(OffsetDateTime::now_utc());
         self.record.error = result.as_ref().err().map(|e| e.to_string());
-        let update = self.store.update_run(&self.record).await;
-        // After the changes, whatever the outcome: a listing cached during the run is stale.
-        let invalidate = invalidate_inventory(self.store.as_ref(), &self.record.project).await;
         drop(self.events);
-        self.recorder.flush().await;
+        // Independent of each other, so done at once: a store that stopped answering costs
+        // one timeout here, not one per call.
+        let (update, invalidate, ()) = tokio::join!(
+            self.store.update_run(&self.record),
+            // After the changes, whatever the outcome: a listing cached during the run is
+            // stale.
+            invalidate_inventory(self.store.as_ref(), &self.record.project),
+            self.recorder.flush(),
+        );
         let release = self.lock.release().await;
         let value = result?;
         update?;
