@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod env_vars;
 mod exit;
+mod keys;
 mod output;
 mod progress;
 mod providers;

@@ -34,6 +34,7 @@ mod openssh;
 mod other_user;
 mod project_flag;
 mod scale;
+mod secrets_at_rest;
 mod spec_errors;
 mod state;
 mod support;
