@@ -359,13 +359,14 @@ fn postgres_refuses_other_users_and_replicates_with_passwords() {
     assert_ne!(code, Some(0), "no password, no connection: {stderr}");
     // Nor can the other user read the password where gantry and the node keep it.
     let node_home = |i: u32| g.cluster_dir(c).join(format!("{c}-db-{i}")).join("home");
-    let mut secret_files = Vec::new();
     // gantry's own copy is sealed in the state store; its key file is the home's secrets.key.
-    secret_files.push(g.home().join("secrets.key"));
-    secret_files.push(g.home().join("state.db"));
-    secret_files.push(node_home(1).join("pg/pgpass"));
-    secret_files.push(node_home(1).join(".gantry/blueprints/postgres/roles.sh"));
-    secret_files.push(node_home(1).join(".gantry/blueprints/boot.json"));
+    let secret_files = vec![
+        g.home().join("secrets.key"),
+        g.home().join("state.db"),
+        node_home(1).join("pg/pgpass"),
+        node_home(1).join(".gantry/blueprints/postgres/roles.sh"),
+        node_home(1).join(".gantry/blueprints/boot.json"),
+    ];
     cannot_read(&other, &secret_files);
 
     // Grown to a primary and a streaming replica: the same password, refused to the other user

@@ -402,3 +402,183 @@ fn secrets_rotate_moves_every_secret_to_the_new_key_once() {
     assert!(stale.stderr.contains("hint:"), "{}", stale.stderr);
     with_key(&new, &["destroy", c, "--yes"]).ok();
 }
+
+/// An existing home's own project key is imported into a store that has none (and stays the
+/// home's key); a home whose key differs from the one a store already keeps is refused with an
+/// error naming its key file, never silently switched.
+#[test]
+fn a_homes_own_key_is_imported_and_a_different_one_is_refused() {
+    let a = Gantry::new();
+    let b = Gantry::new();
+    let shared = a.work().join("shared.db");
+    let url = format!("sqlite://{}", shared.display());
+    let key = format!("keyfile:{}", a.work().join("team.key").display());
+    let on_shared = |g: &Gantry, args: &[&str]| {
+        let mut cmd = g.command(args);
+        cmd.env("GANTRY_STATE", &url)
+            .env("GANTRY_KEY_PROVIDER", &key);
+        g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
+            .wait(CMD_TIMEOUT)
+    };
+    // Both homes make their own key on their own store first.
+    a.run(&["inventory", "--format", "json"]).ok();
+    b.run(&["inventory", "--format", "json"]).ok();
+    let key_of = |g: &Gantry| std::fs::read(g.home().join("projects/default/id_ed25519")).unwrap();
+    let (key_a, key_b) = (key_of(&a), key_of(&b));
+    assert_ne!(key_a, key_b);
+    // A joins the shared store first: its key is imported.
+    on_shared(&a, &["inventory", "--format", "json"]).ok();
+    assert_eq!(key_of(&a), key_a);
+    let names = tool(
+        &[
+            "sqlite3",
+            shared.to_str().unwrap(),
+            "SELECT name FROM secrets",
+        ],
+        &[],
+    );
+    assert!(
+        contains(&names, b"ssh/default/private-key"),
+        "{}",
+        String::from_utf8_lossy(&names)
+    );
+    // B's own key differs from the store's: refused, naming the file; nothing replaced.
+    let refused = on_shared(&b, &["inventory", "--format", "json"]).expect(1);
+    assert!(
+        refused.stderr.contains("id_ed25519")
+            && refused
+                .stderr
+                .contains("is not the key the state store keeps"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("hint:"), "{}", refused.stderr);
+    assert_eq!(key_of(&b), key_b);
+    // Moved away (it is only a cache), B gets the store's key: A's.
+    std::fs::rename(
+        b.home().join("projects/default/id_ed25519"),
+        b.work().join("old_id_ed25519"),
+    )
+    .unwrap();
+    on_shared(&b, &["inventory", "--format", "json"]).ok();
+    assert_eq!(key_of(&b), key_a);
+}
+
+/// `GANTRY_KEY_PROVIDER=passphrase` reads `GANTRY_PASSPHRASE` (no terminal here to ask on:
+/// without it, a usage error naming the variable); a wrong passphrase exits 7. `awskms://` is
+/// a clear usage error until it is built in.
+#[test]
+fn passphrase_and_unbuilt_providers_from_the_environment() {
+    let g = Gantry::new();
+    let with = |env: &[(&str, &str)]| {
+        let mut cmd = g.command(&["inventory", "--format", "json"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        g.spawn_cmd(cmd, format!("gantry inventory {env:?}"))
+            .wait(CMD_TIMEOUT)
+    };
+    let missing = with(&[("GANTRY_KEY_PROVIDER", "passphrase")]).expect(2);
+    assert!(
+        missing.stderr.contains("GANTRY_PASSPHRASE"),
+        "{}",
+        missing.stderr
+    );
+    with(&[
+        ("GANTRY_KEY_PROVIDER", "passphrase"),
+        ("GANTRY_PASSPHRASE", "correct horse"),
+    ])
+    .ok();
+    let names = tool(
+        &[
+            "sqlite3",
+            g.home().join("state.db").to_str().unwrap(),
+            "SELECT envelope FROM secrets",
+        ],
+        &[],
+    );
+    assert!(
+        contains(&names, b"\"provider\":\"passphrase\""),
+        "{}",
+        String::from_utf8_lossy(&names)
+    );
+    let wrong = with(&[
+        ("GANTRY_KEY_PROVIDER", "passphrase"),
+        ("GANTRY_PASSPHRASE", "wrong"),
+    ])
+    .expect(7);
+    assert!(
+        wrong.stderr.contains("wrong key") && wrong.stderr.contains("passphrase"),
+        "{}",
+        wrong.stderr
+    );
+    let kms = with(&[("GANTRY_KEY_PROVIDER", "awskms://alias/gantry")]).expect(2);
+    assert!(kms.stderr.contains("not built into"), "{}", kms.stderr);
+    let bad = with(&[("GANTRY_KEY_PROVIDER", "rot13:x")]).expect(2);
+    assert!(
+        bad.stderr.contains("unknown key provider"),
+        "{}",
+        bad.stderr
+    );
+}
+
+/// `openbao://transit/KEY` with `BAO_ADDR`/`BAO_TOKEN`, and `VAULT_ADDR`/`VAULT_TOKEN` as the
+/// fallback, against a real OpenBao dev server: the envelopes name the transit key.
+#[test]
+fn openbao_transit_from_the_environment() {
+    let Some(bao) = Service::start("openbao") else {
+        return;
+    };
+    let addr = format!("http://127.0.0.1:{}", bao.port);
+    let post = |path: &str, body: &str| {
+        tool(
+            &[
+                "curl",
+                "-sf",
+                "-X",
+                "POST",
+                "-H",
+                "X-Vault-Token: root",
+                "-d",
+                body,
+                &format!("{addr}{path}"),
+            ],
+            &[],
+        )
+    };
+    post("/v1/sys/mounts/transit", r#"{"type":"transit"}"#);
+    post("/v1/transit/keys/gantry", "{}");
+    let g = Gantry::new();
+    let with = |env: &[(&str, &str)]| {
+        let mut cmd = g.command(&["inventory", "--format", "json"]);
+        cmd.env("GANTRY_KEY_PROVIDER", "openbao://transit/gantry");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        g.spawn_cmd(cmd, "gantry inventory (openbao)".into())
+            .wait(CMD_TIMEOUT)
+    };
+    let missing = with(&[]).expect(2);
+    assert!(missing.stderr.contains("BAO_ADDR"), "{}", missing.stderr);
+    with(&[("BAO_ADDR", &addr), ("BAO_TOKEN", "root")]).ok();
+    with(&[("VAULT_ADDR", &addr), ("VAULT_TOKEN", "root")]).ok();
+    let envelopes = tool(
+        &[
+            "sqlite3",
+            g.home().join("state.db").to_str().unwrap(),
+            "SELECT envelope FROM secrets",
+        ],
+        &[],
+    );
+    assert!(
+        contains(
+            &envelopes,
+            b"\"provider\":\"openbao\",\"key_id\":\"transit/gantry\""
+        ),
+        "{}",
+        String::from_utf8_lossy(&envelopes)
+    );
+    let refused = with(&[("BAO_ADDR", &addr), ("BAO_TOKEN", "not-root")]);
+    assert_ne!(refused.code, Some(0), "{refused:?}");
+    assert!(!refused.stderr.contains("not-root"), "{}", refused.stderr);
+}
