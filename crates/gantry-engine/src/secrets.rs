@@ -472,9 +472,22 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("wrong key"), "{e}");
 
-        let rotating = only_new.clone().with_older(old_key);
+        let rotating = only_new.clone().with_older(old_key.clone());
+        // An interrupted rotation: one secret already moved, one not. Running it finishes the
+        // work, moving only what is left.
+        let name = names::ssh_private_key("p");
+        let text = store.get_secret(&name).await.unwrap().unwrap();
+        let moved = gantry_secrets::rewrap(
+            &name,
+            &gantry_secrets::Envelope::decode(&name, &text).unwrap(),
+            &[old_key.as_ref()],
+            new_key.as_ref(),
+        )
+        .await
+        .unwrap();
+        store.put_secret(&name, &moved.encode()).await.unwrap();
         let r = rotating.rotate().await.unwrap();
-        assert_eq!((r.total, r.rewrapped, r.already), (2, 2, 0));
+        assert_eq!((r.total, r.rewrapped, r.already), (2, 1, 1));
         let r = rotating.rotate().await.unwrap();
         assert_eq!((r.total, r.rewrapped, r.already), (2, 0, 2), "idempotent");
         // The new key alone opens everything now.

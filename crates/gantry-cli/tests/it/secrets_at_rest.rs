@@ -582,3 +582,50 @@ fn openbao_transit_from_the_environment() {
     assert_ne!(refused.code, Some(0), "{refused:?}");
     assert!(!refused.stderr.contains("not-root"), "{}", refused.stderr);
 }
+
+/// Two new homes starting on one new store at the same moment agree on one project key (the
+/// store's create-if-absent): both caches end up holding the same key.
+#[test]
+fn two_homes_starting_at_once_agree_on_one_project_key() {
+    let a = Gantry::new();
+    let b = Gantry::new();
+    let url = format!("sqlite://{}", a.work().join("shared.db").display());
+    let key = format!("keyfile:{}", a.work().join("team.key").display());
+    // The key file first, so that both homes use the same one.
+    let mut first = a.command(&["state", "status"]);
+    first.env("GANTRY_STATE", &url);
+    a.spawn_cmd(first, "state status".into())
+        .wait(CMD_TIMEOUT)
+        .ok();
+    std::fs::write(a.work().join("team.key"), [7u8; 32]).unwrap();
+    std::fs::set_permissions(
+        a.work().join("team.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let start = |g: &Gantry| {
+        let mut cmd = g.command(&["inventory", "--format", "json"]);
+        cmd.env("GANTRY_STATE", &url)
+            .env("GANTRY_KEY_PROVIDER", &key);
+        g.spawn_cmd(cmd, "gantry inventory".into())
+    };
+    for _ in 0..3 {
+        for g in [&a, &b] {
+            let _ = std::fs::remove_file(g.home().join("projects/default/id_ed25519"));
+        }
+        let _ = tool(
+            &[
+                "sqlite3",
+                a.work().join("shared.db").to_str().unwrap(),
+                "DELETE FROM secrets",
+            ],
+            &[],
+        );
+        let (pa, pb) = (start(&a), start(&b));
+        pa.wait(CMD_TIMEOUT).ok();
+        pb.wait(CMD_TIMEOUT).ok();
+        let key_of =
+            |g: &Gantry| std::fs::read(g.home().join("projects/default/id_ed25519")).unwrap();
+        assert_eq!(key_of(&a), key_of(&b), "the two homes made two keys");
+    }
+}
