@@ -24,6 +24,10 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 command -v initdb >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
 command -v pg_basebackup >/dev/null 2>&1 || need+=(postgresql-client)
+# The secrets-at-rest test dumps each store with its own tool (sqlite3 .dump, pg_dump, etcdctl)
+# and sets up OpenBao's transit engine with curl.
+command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 # The PostgreSQL state store's tests (scripts/services.sh start postgres): a throwaway CA for
 # TLS, and setpriv to run the server as the postgres user when we are root.
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

@@ -59,13 +59,14 @@ impl Providers for CliProviders {
 /// The application context of this invocation.
 pub async fn app(g: &Global, home: &Home) -> CliResult<App> {
     let store = context::open_store(home).await?;
-    let ssh = context::ssh_config(home, &g.project)?;
+    let ssh = context::ssh_config(home, &store, &g.project).await?;
+    let secrets = context::secret_store(home, &store).await?;
     Ok(App {
         project: g.project.clone(),
         owner: context::current_user(),
         store,
         ssh: ssh.clone(),
-        secrets: context::secret_store(home),
+        secrets,
         cancel: context::cancel_on_ctrl_c(),
         lock_timeout: g.lock_timeout,
         lock_ttl: g.lock_ttl,

@@ -136,6 +136,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StateCommand,
     },
+    /// Secrets in the state store (sealed by the key provider, GANTRY_KEY_PROVIDER).
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// List clusters: records, and nodes found by the project's tags (local, the default Docker
     /// engine, AWS regions).
     #[command(alias = "list")]
@@ -282,6 +287,20 @@ pub struct MigrateArgs {
     /// a re-run converges) or that is another gantry world (it keeps its own world id).
     #[arg(long)]
     pub force: bool,
+}
+
+/// `gantry secrets ...`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-wrap every secret of the state store under the current key provider
+    /// (GANTRY_KEY_PROVIDER). Secrets already under it are left alone, so it can be re-run after
+    /// an interruption; the secrets themselves are never decrypted, only their data keys move.
+    Rotate {
+        /// A provider secrets may still be sealed under (`keyfile:OLD-PATH`, `passphrase` with
+        /// GANTRY_OLD_PASSPHRASE, `openbao://transit/OLD-KEY`); repeat for several.
+        #[arg(long = "from", value_name = "SPEC")]
+        from: Vec<String>,
+    },
 }
 
 /// `gantry blueprint ...`.

@@ -1,6 +1,12 @@
 //! Resolving where things live (`GANTRY_HOME`) and building the engine's context: the state
 //! store, the project's SSH key and pins, the provider of a cluster (through the registry of
 //! [`crate::providers`]), and Ctrl-C handling.
+//!
+//! The project's SSH private key and its host-key pins live in the state store, sealed
+//! ([`gantry_engine::vault`]); `GANTRY_HOME/projects/P/id_ed25519` and `known_hosts` are a cache
+//! that may be deleted (OpenSSH and the SSH client read the files). [`ssh_config`] brings the
+//! cache up to date from the store once per command; [`sync_pins`], after the command, sends
+//! the pins the command made or removed back to the store.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +17,7 @@ use gantry_engine::app::LoadedCluster;
 use gantry_engine::events::Listener;
 use gantry_engine::ops::Context;
 use gantry_engine::transport::Transport;
+use gantry_engine::vault::Vault;
 use gantry_provider::registry::BuildEnv;
 use gantry_provider::{Provider, ProviderError};
 use gantry_ssh::{ClientConfig, KeyPair, KnownHosts};
@@ -78,18 +85,52 @@ impl Home {
     pub fn known_hosts(&self, project: &str) -> PathBuf {
         self.project_dir(project).join("known_hosts")
     }
-    /// The values of blueprints' secret params and the rendered outputs, per project and
-    /// cluster uid (0700; files 0600), until the encrypted store replaces it.
+    /// Where gantry before the sealed store kept blueprints' secret params and outputs in
+    /// plaintext files; imported into the state store (and removed) on first use.
     pub fn secrets_dir(&self) -> PathBuf {
         self.root.join("secrets")
     }
 }
 
-/// The store of cluster secrets and outputs.
-pub fn secret_store(home: &Home) -> Arc<dyn gantry_engine::secrets::SecretStore> {
-    Arc::new(gantry_engine::secrets::FileSecretStore::new(
-        home.secrets_dir(),
-    ))
+/// The vault of this process (one store, one provider per invocation): built once, on first
+/// use, by [`vault`].
+static VAULT: std::sync::Mutex<Option<Vault>> = std::sync::Mutex::new(None);
+
+/// The vault of `store` under this invocation's key provider ([`crate::keys::provider_spec`]). Existing
+/// homes' plaintext secret files are imported into it here, once.
+pub async fn vault(home: &Home, store: &Arc<dyn StateStore>) -> Result<Vault, Failure> {
+    if let Some(v) = VAULT.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return Ok(v.clone());
+    }
+    let spec = crate::keys::provider_spec(&home.root, &home.state)?;
+    let provider = crate::keys::build_provider(
+        &spec,
+        store.as_ref(),
+        &crate::keys::CURRENT_PASSPHRASE,
+        false,
+    )
+    .await?;
+    let v = Vault::new(store.clone(), provider).await?;
+    let imported = gantry_engine::secrets::import_legacy_files(&home.secrets_dir(), &v).await?;
+    if imported > 0 {
+        tracing::info!(
+            files = imported,
+            "imported the secret files of an older gantry into the state store and removed them"
+        );
+    }
+    *VAULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(v.clone());
+    Ok(v)
+}
+
+/// The store of cluster secrets and outputs: sealed in the state store.
+pub async fn secret_store(
+    home: &Home,
+    store: &Arc<dyn StateStore>,
+) -> Result<Arc<dyn gantry_engine::secrets::SecretStore>, Failure> {
+    let vault = vault(home, store).await?;
+    Ok(Arc::new(gantry_engine::secrets::VaultSecretStore::new(
+        vault,
+    )))
 }
 
 /// Opens the store `home.state` names.
@@ -130,15 +171,226 @@ fn store_failure(url: &StateUrl, e: gantry_state::StateError) -> Failure {
     .hint("check that the store answers (`gantry state status`) and the URL's user and password")
 }
 
-pub fn ssh_config(home: &Home, project: &str) -> Result<ClientConfig, Failure> {
+/// The SSH client configuration of `project`: its key and pins from the state store (see the
+/// module doc), the local files brought up to date. Needs the key provider.
+pub async fn ssh_config(
+    home: &Home,
+    store: &Arc<dyn StateStore>,
+    project: &str,
+) -> Result<ClientConfig, Failure> {
+    let vault = vault(home, store).await?;
+    let key = project_key(home, &vault, project).await?;
+    let known_hosts = KnownHosts::new(home.known_hosts(project));
+    load_pins(&vault, &known_hosts, project).await?;
+    Ok(ClientConfig {
+        key: Arc::new(key),
+        known_hosts: Arc::new(known_hosts),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })
+}
+
+/// For listing only (`ls`, the listings of `destroy --all` and `gc`): provider kinds are built
+/// with a public key, which listing never uses, so this needs no key provider — the cached
+/// key when there is one, else a throwaway key that is not saved.
+pub fn listing_ssh_config(home: &Home, project: &str) -> Result<ClientConfig, Failure> {
     let key_path = home.key_path(project);
-    let key = KeyPair::load_or_generate(&key_path)
-        .with_context(|| format!("failed to load the project key {}", key_path.display()))?;
+    let key = KeyPair::load_if_present(&key_path)
+        .with_context(|| format!("failed to load the project key {}", key_path.display()))?
+        .unwrap_or_else(KeyPair::generate);
     Ok(ClientConfig {
         key: Arc::new(key),
         known_hosts: Arc::new(KnownHosts::new(home.known_hosts(project))),
         connect_timeout: std::time::Duration::from_secs(10),
     })
+}
+
+fn ssh_failure(e: gantry_ssh::SshError) -> Failure {
+    Failure::new(exit::FAILURE, anyhow::Error::new(e))
+}
+
+/// The project's key: the store's (cached locally); else the home's own, imported; else a new
+/// one. Created in the store only if absent, so two homes starting at once agree on one key.
+async fn project_key(
+    home: &Home,
+    vault: &gantry_engine::vault::Vault,
+    project: &str,
+) -> Result<KeyPair, Failure> {
+    use gantry_engine::vault::names;
+    let name = names::ssh_private_key(project);
+    let path = home.key_path(project);
+    let local = KeyPair::load_if_present(&path)
+        .with_context(|| format!("failed to load the project key {}", path.display()))?;
+    let stored = match vault.get(&name).await? {
+        Some(pem) => pem,
+        None => {
+            let candidate = match &local {
+                Some(k) => k.clone(),
+                None => KeyPair::generate(),
+            };
+            let pem = candidate.to_openssh().map_err(ssh_failure)?;
+            vault
+                .get_or_create(&name, || pem.as_bytes().to_vec())
+                .await?
+        }
+    };
+    let key =
+        KeyPair::from_openssh(&format!("secret `{name}`"), stored.expose()).map_err(ssh_failure)?;
+    match local {
+        Some(l) if l.fingerprint() == key.fingerprint() => {}
+        Some(l) => {
+            return Err(Failure::new(
+                exit::FAILURE,
+                anyhow::anyhow!(
+                    "the project key {} ({}) is not the key the state store keeps for project {project} ({}); \
+                     gantry never replaces either silently",
+                    path.display(),
+                    l.fingerprint(),
+                    key.fingerprint()
+                ),
+            )
+            .hint(format!(
+                "the local file is only a cache of the store's key: move {} away to use the store's \
+                 (nodes that trust only the local key must be re-created or given the store's key)",
+                path.display()
+            )));
+        }
+        None => key
+            .save(&path)
+            .with_context(|| format!("failed to cache the project key in {}", path.display()))?,
+    }
+    Ok(key)
+}
+
+/// Pins as the store keeps them: `ALIAS ALGO BASE64` lines.
+fn parse_pins(text: &[u8]) -> std::collections::BTreeMap<String, String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (alias, algo, data) = (f.next()?, f.next()?, f.next()?);
+            Some((alias.to_string(), format!("{algo} {data}")))
+        })
+        .collect()
+}
+
+fn format_pins(pins: &std::collections::BTreeMap<String, String>) -> String {
+    pins.iter().map(|(a, k)| format!("{a} {k}\n")).collect()
+}
+
+/// What [`load_pins`] read, for [`sync_pins`] to tell this command's changes from others'.
+struct PinSync {
+    vault: gantry_engine::vault::Vault,
+    project: String,
+    known_hosts: KnownHosts,
+    base: std::collections::BTreeMap<String, String>,
+}
+
+static PINS: std::sync::Mutex<Option<PinSync>> = std::sync::Mutex::new(None);
+
+/// Brings the store's pins into the local known_hosts file (one read of the store per
+/// command). A pin the file has with another key is an error, never replaced.
+async fn load_pins(
+    vault: &gantry_engine::vault::Vault,
+    known_hosts: &KnownHosts,
+    project: &str,
+) -> Result<(), Failure> {
+    let name = gantry_engine::vault::names::ssh_known_hosts(project);
+    let base = vault
+        .get(&name)
+        .await?
+        .map(|t| parse_pins(t.expose()))
+        .unwrap_or_default();
+    let conflicts = known_hosts.merge(base.clone()).map_err(ssh_failure)?;
+    if let Some((alias, local)) = conflicts.first() {
+        return Err(Failure::new(
+            exit::TRANSPORT,
+            anyhow::anyhow!(
+                "the host key pinned for {alias} in {} ({local}) is not the one the state store pins ({}); \
+                 {} more such pin(s); gantry never replaces a pin silently",
+                known_hosts.path().display(),
+                base.get(alias).map(String::as_str).unwrap_or("?"),
+                conflicts.len() - 1
+            ),
+        )
+        .hint(format!(
+            "the local known_hosts is a cache: if the store's pin is right (the node was re-created by \
+             another machine), delete {} and run again; otherwise find out why the keys differ",
+            known_hosts.path().display()
+        )));
+    }
+    let mut slot = PINS.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.as_ref().is_none_or(|s| s.project != project) {
+        *slot = Some(PinSync {
+            vault: vault.clone(),
+            project: project.to_string(),
+            known_hosts: known_hosts.clone(),
+            base,
+        });
+    }
+    Ok(())
+}
+
+/// After a command: the pins it made (first contact, a new node's own key) and removed (a
+/// destroyed node) reach the store, merged with what other machines changed meanwhile. A pin
+/// both changed differently is an error naming it. Nothing to do when [`ssh_config`] was not
+/// used or nothing changed.
+pub async fn sync_pins() -> Result<(), Failure> {
+    let Some(sync) = PINS.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+        return Ok(());
+    };
+    let mine = sync.known_hosts.all_pins().map_err(ssh_failure)?;
+    if mine == sync.base {
+        return Ok(());
+    }
+    let name = gantry_engine::vault::names::ssh_known_hosts(&sync.project);
+    let theirs = sync
+        .vault
+        .get(&name)
+        .await?
+        .map(|t| parse_pins(t.expose()))
+        .unwrap_or_default();
+    let mut result = theirs.clone();
+    let aliases: std::collections::BTreeSet<&String> = sync
+        .base
+        .keys()
+        .chain(mine.keys())
+        .chain(theirs.keys())
+        .collect();
+    let mut conflicts = Vec::new();
+    for alias in aliases {
+        let (b, m, t) = (sync.base.get(alias), mine.get(alias), theirs.get(alias));
+        if m == b {
+            continue;
+        }
+        if t == b || t == m {
+            match m {
+                Some(k) => result.insert(alias.clone(), k.clone()),
+                None => result.remove(alias),
+            };
+        } else {
+            conflicts.push(alias.clone());
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(Failure::new(
+            exit::TRANSPORT,
+            anyhow::anyhow!(
+                "the host key pins of {} changed here and on another machine at once, differently; \
+                 the state store keeps the other machine's",
+                conflicts.join(", ")
+            ),
+        )
+        .hint(format!(
+            "delete {} to take the store's pins, then check the nodes' host keys",
+            sync.known_hosts.path().display()
+        )));
+    }
+    if result != theirs {
+        sync.vault
+            .put(&name, format_pins(&result).as_bytes())
+            .await?;
+    }
+    Ok(())
 }
 
 pub fn current_user() -> String {
@@ -269,16 +521,17 @@ pub fn cancel_on_ctrl_c() -> CancellationToken {
     CANCEL.get_or_init(CancellationToken::new).clone()
 }
 
-pub fn engine_context(
+pub async fn engine_context(
     g: &Global,
     home: &Home,
     store: Arc<dyn StateStore>,
     ssh: ClientConfig,
     provider: Arc<dyn Provider>,
     listener: Option<Listener>,
-) -> Context {
+) -> Result<Context, Failure> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    Context {
+    let secrets = secret_store(home, &store).await?;
+    Ok(Context {
         project: g.project.clone(),
         owner: current_user(),
         provider,
@@ -290,6 +543,6 @@ pub fn engine_context(
         lock_ttl: g.lock_ttl,
         command,
         transport: None,
-        secrets: secret_store(home),
-    }
+        secrets,
+    })
 }

@@ -27,3 +27,17 @@ pub const GANTRY_ALLOW_PACKAGES: &str = "GANTRY_ALLOW_PACKAGES";
 /// How long `gantry ls` serves a region's cached listing, e.g. `5m`; `0s` never does. Like
 /// `--max-age`; default `60s`.
 pub const GANTRY_LS_MAX_AGE: &str = "GANTRY_LS_MAX_AGE";
+/// The key provider that seals secrets in the state store: `keyfile:PATH`, `passphrase`,
+/// `openbao://transit/KEY` or `awskms://KEY`. Default with a SQLite store:
+/// `keyfile:$GANTRY_HOME/secrets.key` (created on first use); required with a shared store.
+pub const GANTRY_KEY_PROVIDER: &str = "GANTRY_KEY_PROVIDER";
+/// The passphrase of the `passphrase` provider (else a prompt on a terminal).
+pub const GANTRY_PASSPHRASE: &str = "GANTRY_PASSPHRASE";
+/// The old passphrase when `gantry secrets rotate --from passphrase` (else a prompt).
+pub const GANTRY_OLD_PASSPHRASE: &str = "GANTRY_OLD_PASSPHRASE";
+/// The OpenBao/Vault server of `openbao://` (`BAO_ADDR` first, then `VAULT_ADDR`).
+pub const BAO_ADDR: &str = "BAO_ADDR";
+pub const VAULT_ADDR: &str = "VAULT_ADDR";
+/// The token for `openbao://` (`BAO_TOKEN` first, then `VAULT_TOKEN`).
+pub const BAO_TOKEN: &str = "BAO_TOKEN";
+pub const VAULT_TOKEN: &str = "VAULT_TOKEN";

@@ -29,6 +29,7 @@ pub enum Exit {
     Busy,
     NotConfirmed,
     LockLost,
+    Secret,
     Interrupted,
 }
 
@@ -40,7 +41,7 @@ pub enum Exit {
     )
 )]
 impl Exit {
-    pub const ALL: [Exit; 9] = [
+    pub const ALL: [Exit; 10] = [
         Exit::Ok,
         Exit::Failure,
         Exit::Usage,
@@ -49,6 +50,7 @@ impl Exit {
         Exit::Busy,
         Exit::NotConfirmed,
         Exit::LockLost,
+        Exit::Secret,
         Exit::Interrupted,
     ];
 
@@ -62,6 +64,7 @@ impl Exit {
             Exit::Busy => 5,
             Exit::NotConfirmed => 6,
             Exit::LockLost => 7,
+            Exit::Secret => 8,
             Exit::Interrupted => 130,
         }
     }
@@ -84,6 +87,9 @@ impl Exit {
                 "the run lost its cluster lock (lease lapsed, taken over): it stopped, and the \
                  store refused what it wrote after the takeover"
             }
+            Exit::Secret => {
+                "a secret cannot be opened: wrong key, tampered envelope, or its key provider is not configured"
+            }
             Exit::Interrupted => "interrupted (Ctrl-C)",
         }
     }
@@ -97,6 +103,7 @@ impl From<ErrorClass> for Exit {
             ErrorClass::NotConfirmed => Exit::NotConfirmed,
             ErrorClass::Interrupted => Exit::Interrupted,
             ErrorClass::LockLost => Exit::LockLost,
+            ErrorClass::Secret => Exit::Secret,
             ErrorClass::Failed => Exit::Failure,
         }
     }
@@ -114,6 +121,8 @@ pub const COMMAND_FAILED: i32 = Exit::CommandFailed.code();
 pub const TRANSPORT: i32 = Exit::Unreachable.code();
 /// A destructive change needs confirmation and none was given.
 pub const NOT_CONFIRMED: i32 = Exit::NotConfirmed.code();
+/// A secret cannot be opened (wrong key, tampered, provider not configured).
+pub const SECRET: i32 = Exit::Secret.code();
 /// Interrupted by Ctrl-C.
 pub const INTERRUPTED: i32 = Exit::Interrupted.code();
 
@@ -171,6 +180,8 @@ impl From<gantry_engine::EngineError> for Failure {
             }),
             E::ProviderUnavailable { hint, .. } => hint.clone(),
             E::StepsFailed { .. } => Some("`gantry logs RUN` shows every event; re-run the command to retry what failed".into()),
+            E::Secrets(se) => secrets_hint(se),
+            E::SecretUnreadable { .. } => Some("the store holds something gantry did not write under that name: restore it from a backup; see docs/secrets.md".into()),
             _ => None,
         };
         let f = Failure::new(code, e);
@@ -179,6 +190,25 @@ impl From<gantry_engine::EngineError> for Failure {
             None => f,
         }
     }
+}
+
+/// What to do about a secrets error.
+pub fn secrets_hint(e: &gantry_secrets::SecretsError) -> Option<String> {
+    Some(match e {
+        gantry_secrets::SecretsError::WrongKey { .. } | gantry_secrets::SecretsError::UnknownProvider { .. } => {
+            "set GANTRY_KEY_PROVIDER to the provider and key that sealed it (the same on every machine sharing the store); \
+             after changing providers, `gantry secrets rotate --from OLD-SPEC` moves every secret to the new one"
+                .into()
+        }
+        gantry_secrets::SecretsError::Tampered { .. } => {
+            "the envelope in the state store was changed or corrupted: restore it from a backup, and find out who can write to the store (docs/secrets.md)".into()
+        }
+        gantry_secrets::SecretsError::UnsupportedVersion { .. } => "upgrade gantry".into(),
+        gantry_secrets::SecretsError::MissingInput { .. } => {
+            "see docs/secrets.md for the variables each key provider reads".into()
+        }
+        _ => return None,
+    })
 }
 
 pub type CliResult<T = i32> = Result<T, Failure>;

@@ -10,14 +10,6 @@ use gantry_secrets::ExternalKeyProviders;
 /// The builders of the key providers that live in crates of their own, as this binary's
 /// features enable them. KMS's region, endpoint and credentials come from the standard AWS
 /// chain (`AWS_REGION` or the key's ARN, `AWS_ENDPOINT_URL`, `AWS_PROFILE`, …).
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "used where GANTRY_KEY_PROVIDER is read, which the secrets-in-the-store work \
-                  (issue 12, part 5) adds"
-    )
-)]
 pub fn external() -> Option<Arc<dyn ExternalKeyProviders>> {
     #[cfg(feature = "awskms")]
     {

@@ -10,6 +10,7 @@ mod context;
 mod env_vars;
 mod exit;
 mod key_providers;
+mod keys;
 mod output;
 mod progress;
 mod providers;

@@ -129,6 +129,13 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A secret could not be sealed or opened: wrong key, tampered envelope, a key provider
+    /// that is not configured or does not answer (the message names the secret and provider).
+    #[error(transparent)]
+    Secrets(#[from] gantry_secrets::SecretsError),
+    /// A secret opened, but does not hold what gantry stores under its name.
+    #[error("secret `{name}` is unreadable: {reason}")]
+    SecretUnreadable { name: String, reason: String },
     #[error("interrupted")]
     Interrupted,
     /// The target names nodes, but none of the cluster's matches.
@@ -214,6 +221,9 @@ pub enum ErrorClass {
     /// The run lost its cluster lock (lease lapsed, lock taken over) and stopped; what it
     /// wrote after the takeover was refused.
     LockLost,
+    /// A secret cannot be opened: the wrong key, a tampered or corrupted envelope, or its key
+    /// provider is not configured.
+    Secret,
     /// Anything else: a provider, the state store, a step of a run.
     Failed,
 }
@@ -224,6 +234,14 @@ impl EngineError {
         match self {
             E::LockTimeout { .. } => ErrorClass::Busy,
             E::LockLost { .. } => ErrorClass::LockLost,
+            E::Secrets(e) => match e {
+                gantry_secrets::SecretsError::WrongKey { .. }
+                | gantry_secrets::SecretsError::Tampered { .. }
+                | gantry_secrets::SecretsError::UnknownProvider { .. }
+                | gantry_secrets::SecretsError::UnsupportedVersion { .. } => ErrorClass::Secret,
+                _ => ErrorClass::Failed,
+            },
+            E::SecretUnreadable { .. } => ErrorClass::Secret,
             E::Interrupted => ErrorClass::Interrupted,
             E::NeedsConfirmation { .. } | E::NotConfirmed { .. } => ErrorClass::NotConfirmed,
             E::ClusterNotFound { .. }

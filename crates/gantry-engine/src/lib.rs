@@ -14,7 +14,9 @@
 //! - [`blueprint`]: software recipes applied to a cluster's nodes after `up` (load, validate,
 //!   render, expand into DAG steps, run over the cluster's transport, checkpoint by input hash).
 //! - [`secrets`]: where the values of blueprints' `secret` params and the rendered outputs are
-//!   kept (outside the state store), behind a small trait.
+//!   kept (sealed in the state store), behind a small trait.
+//! - [`vault`]: the state store's secrets sealed and opened with a key provider (every secret
+//!   gantry keeps goes through it: nothing secret is written in plaintext).
 //! - [`record`]: a cluster's stored record with its decoded spec (an undecodable one is an error
 //!   naming it).
 //! - [`ops`]: `up`, `destroy`, `stop`, `start` built from the above.
@@ -33,5 +35,6 @@ pub mod plan;
 pub mod record;
 pub mod secrets;
 pub mod transport;
+pub mod vault;
 
 pub use error::{EngineError, ErrorClass};

@@ -1,27 +1,26 @@
 //! Where a cluster's secrets (the values of blueprints' `secret` params) and its rendered
-//! blueprint outputs are kept: outside the state store, which holds specs and events in
-//! plaintext and is meant to be shared and backed up.
+//! blueprint outputs are kept: in the state store, sealed ([`crate::vault`]), never in the
+//! plaintext records (specs, events) beside them.
 //!
-//! [`SecretStore`] is the small interface the engine uses; the encrypted store planned for team
-//! state replaces [`FileSecretStore`] behind it. Until then each cluster incarnation (project +
-//! cluster uid) has one JSON file, mode 0600, in a 0700 directory under `GANTRY_HOME`, written
-//! atomically and deleted with the cluster. Outputs live next to the secrets because secret
-//! outputs (a connection URL with its password) are secrets themselves.
+//! [`SecretStore`] is the small interface the engine uses; [`VaultSecretStore`] keeps each
+//! value as an envelope named after the cluster incarnation (project + cluster uid), deleted
+//! with the cluster. Outputs live next to the secrets because secret outputs (a connection URL
+//! with its password) are secrets themselves. Older gantry versions kept them in plaintext files
+//! under `GANTRY_HOME/secrets`: [`import_legacy_files`] moves those into the store.
 //!
 //! A value is generated once per cluster: 32 characters from `[A-Za-z0-9]` (about 190 bits)
 //! drawn from the operating system's CSPRNG, so it needs no quoting in a config file, a URL or
 //! a shell script.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use gantry_core::secret::{MASK, Secret};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
+use crate::vault::{Vault, names};
 
 /// Length of a generated secret.
 pub const SECRET_LEN: usize = 32;
@@ -107,7 +106,7 @@ pub trait SecretStore: Send + Sync {
     async fn delete_cluster(&self, project: &str, cluster_uid: &str) -> Result<(), EngineError>;
 }
 
-/// What one cluster's file holds.
+/// What one cluster's file of an older gantry holds (read only to import it).
 #[derive(Default, Serialize, Deserialize)]
 struct ClusterSecrets {
     #[serde(default)]
@@ -116,161 +115,45 @@ struct ClusterSecrets {
     outputs: Outputs,
 }
 
-/// [`SecretStore`] in files: `ROOT/<project>/<cluster uid>.json`, 0600, in 0700 directories.
-pub struct FileSecretStore {
-    root: PathBuf,
-    /// Serialises this process's read-modify-write cycles (runs of other processes on the same
-    /// cluster are excluded by the cluster lock; readers see whole files thanks to renames).
-    lock: Mutex<()>,
+/// [`SecretStore`] in the state store, through a [`Vault`]: one envelope per secret param
+/// (`cluster/PROJECT/UID/param/BLUEPRINT/PARAM`) and one for the cluster's outputs
+/// (`cluster/PROJECT/UID/outputs`, replaced as a whole as `put_outputs` is).
+///
+/// Why one envelope per param rather than one per cluster: creating a param is then the store's
+/// atomic create-if-absent (two runs can never keep two values), no read-modify-write of a
+/// shared blob is needed, and deleting the cluster is deleting one name prefix.
+#[derive(Debug, Clone)]
+pub struct VaultSecretStore {
+    vault: Vault,
 }
 
-impl std::fmt::Debug for FileSecretStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSecretStore")
-            .field("root", &self.root)
-            .finish()
-    }
-}
-
-fn io_err(action: &'static str, path: &Path, source: std::io::Error) -> EngineError {
-    EngineError::SecretStore {
-        action,
-        path: path.to_path_buf(),
-        source,
+impl VaultSecretStore {
+    pub fn new(vault: Vault) -> VaultSecretStore {
+        VaultSecretStore { vault }
     }
 }
 
-/// One plain path component (a project or a uid never escapes the root, nor hides as a dot
-/// file).
-fn component(s: &str, root: &Path) -> Result<(), EngineError> {
-    let ok = !s.is_empty()
-        && !s.starts_with('.')
-        && s.len() <= 200
-        && !s.bytes().any(|b| b == b'/' || b == 0);
-    if ok {
-        Ok(())
-    } else {
-        Err(io_err(
-            "use",
-            &root.join(s),
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{s:?} is not a valid project or cluster uid"),
-            ),
-        ))
-    }
-}
-
-impl FileSecretStore {
-    /// A store under `root` (`$GANTRY_HOME/secrets`); nothing is created until a secret is.
-    pub fn new(root: impl Into<PathBuf>) -> FileSecretStore {
-        FileSecretStore {
-            root: root.into(),
-            lock: Mutex::new(()),
-        }
-    }
-
-    fn path(&self, project: &str, uid: &str) -> Result<PathBuf, EngineError> {
-        component(project, &self.root)?;
-        component(uid, &self.root)?;
-        Ok(self.root.join(project).join(format!("{uid}.json")))
-    }
-
-    /// Creates `dir` 0700 (and the root), and makes an existing one 0700 again.
-    fn private_dir(dir: &Path) -> Result<(), EngineError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io_err("create", dir, e))?;
-        for d in [dir.parent(), Some(dir)].into_iter().flatten() {
-            let meta = std::fs::symlink_metadata(d).map_err(|e| io_err("inspect", d, e))?;
-            if meta.file_type().is_symlink() || !meta.is_dir() {
-                return Err(io_err(
-                    "use",
-                    d,
-                    std::io::Error::other("not a directory (a symlink is refused)"),
-                ));
-            }
-            if meta.permissions().mode() & 0o077 != 0 {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| io_err("restrict", d, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn read(path: &Path) -> Result<ClusterSecrets, EngineError> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| io_err("read", path, std::io::Error::other(e.to_string()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClusterSecrets::default()),
-            Err(e) => Err(io_err("read", path, e)),
-        }
-    }
-
-    /// Writes `data` to `path` atomically: a new 0600 file (never readable by others, not even
-    /// for a moment), synced, then renamed over the old one.
-    fn write(path: &Path, data: &ClusterSecrets) -> Result<(), EngineError> {
-        let dir = path.parent().expect("a file in a directory");
-        Self::private_dir(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().unwrap_or_default().to_string_lossy(),
-            uuid::Uuid::new_v4().simple()
-        ));
-        let json = serde_json::to_vec(data).expect("secrets serialise");
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io_err("write", path, e));
-        }
-        Ok(())
-    }
-
-    fn update<T>(
-        &self,
-        project: &str,
-        uid: &str,
-        f: impl FnOnce(&mut ClusterSecrets) -> (T, bool),
-    ) -> Result<T, EngineError> {
-        let path = self.path(project, uid)?;
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut data = Self::read(&path)?;
-        let (out, changed) = f(&mut data);
-        if changed {
-            Self::write(&path, &data)?;
-        }
-        Ok(out)
-    }
+fn utf8(name: &str, bytes: &[u8]) -> Result<String, EngineError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| EngineError::SecretUnreadable {
+        name: name.to_string(),
+        reason: "it is not UTF-8 text".into(),
+    })
 }
 
 #[async_trait::async_trait]
-impl SecretStore for FileSecretStore {
+impl SecretStore for VaultSecretStore {
     async fn get_or_create(
         &self,
         project: &str,
         cluster_uid: &str,
         key: &str,
     ) -> Result<Secret, EngineError> {
-        self.update(project, cluster_uid, |d| match d.secrets.get(key) {
-            Some(s) => (s.clone(), false),
-            None => {
-                let s = generate();
-                d.secrets.insert(key.to_string(), s.clone());
-                (s, true)
-            }
-        })
+        let name = names::cluster_param(project, cluster_uid, key);
+        let plain = self
+            .vault
+            .get_or_create(&name, || generate().expose().as_bytes().to_vec())
+            .await?;
+        Ok(Secret::new(utf8(&name, plain.expose())?))
     }
 
     async fn all(
@@ -278,7 +161,13 @@ impl SecretStore for FileSecretStore {
         project: &str,
         cluster_uid: &str,
     ) -> Result<BTreeMap<String, Secret>, EngineError> {
-        Ok(Self::read(&self.path(project, cluster_uid)?)?.secrets)
+        let prefix = names::cluster_param(project, cluster_uid, "");
+        let mut out = BTreeMap::new();
+        for (name, plain) in self.vault.list(&prefix).await? {
+            let key = name[prefix.len()..].to_string();
+            out.insert(key, Secret::new(utf8(&name, plain.expose())?));
+        }
+        Ok(out)
     }
 
     async fn put_outputs(
@@ -287,31 +176,101 @@ impl SecretStore for FileSecretStore {
         cluster_uid: &str,
         outputs: &Outputs,
     ) -> Result<(), EngineError> {
-        self.update(project, cluster_uid, |d| {
-            let changed = d.outputs != *outputs;
-            d.outputs = outputs.clone();
-            ((), changed)
-        })
+        let name = names::cluster_outputs(project, cluster_uid);
+        if self.outputs(project, cluster_uid).await? == *outputs {
+            return Ok(());
+        }
+        let json = zeroize_json(outputs);
+        self.vault.put(&name, json.expose()).await
     }
 
     async fn outputs(&self, project: &str, cluster_uid: &str) -> Result<Outputs, EngineError> {
-        Ok(Self::read(&self.path(project, cluster_uid)?)?.outputs)
+        let name = names::cluster_outputs(project, cluster_uid);
+        match self.vault.get(&name).await? {
+            None => Ok(Outputs::new()),
+            Some(plain) => {
+                serde_json::from_slice(plain.expose()).map_err(|e| EngineError::SecretUnreadable {
+                    name,
+                    reason: format!("not the outputs gantry writes: {e}"),
+                })
+            }
+        }
     }
 
     async fn delete_cluster(&self, project: &str, cluster_uid: &str) -> Result<(), EngineError> {
-        let path = self.path(project, cluster_uid)?;
-        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("delete", &path, e)),
-        }
-        // The project's directory goes with its last cluster (fails harmlessly otherwise).
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-        Ok(())
+        self.vault
+            .delete_prefix(&names::cluster(project, cluster_uid))
+            .await
     }
+}
+
+/// Outputs as JSON, held so that it is wiped when dropped.
+fn zeroize_json(outputs: &Outputs) -> gantry_secrets::SecretBytes {
+    // Serialising maps of strings cannot fail.
+    gantry_secrets::SecretBytes::new(serde_json::to_vec(outputs).unwrap_or_default())
+}
+
+/// Imports the secret files an older gantry kept under `root` (`$GANTRY_HOME/secrets`:
+/// `ROOT/PROJECT/UID.json`, plaintext) into `vault`, then removes each file once its content
+/// is in the store, and the directories when empty. A value the store already has is kept (the
+/// store is the newer truth). Answers how many files were imported; a root that does not exist
+/// is nothing to do.
+pub async fn import_legacy_files(root: &Path, vault: &Vault) -> Result<usize, EngineError> {
+    let io = |action, path: &Path, source| EngineError::SecretStore {
+        action,
+        path: path.to_path_buf(),
+        source,
+    };
+    let projects = match std::fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io("read", root, e)),
+    };
+    let store = VaultSecretStore::new(vault.clone());
+    let mut imported = 0;
+    for project in projects {
+        let project = project.map_err(|e| io("read", root, e))?;
+        let dir = project.path();
+        if !project
+            .file_type()
+            .map_err(|e| io("read", &dir, e))?
+            .is_dir()
+        {
+            continue;
+        }
+        let project_name = project.file_name().to_string_lossy().into_owned();
+        for file in std::fs::read_dir(&dir).map_err(|e| io("read", &dir, e))? {
+            let file = file.map_err(|e| io("read", &dir, e))?;
+            let path = file.path();
+            let fname = file.file_name().to_string_lossy().into_owned();
+            // Leftover temporary files of an interrupted write hold nothing the real file lacks.
+            if fname.starts_with('.') && fname.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(uid) = fname.strip_suffix(".json") else {
+                continue;
+            };
+            let bytes =
+                zeroize::Zeroizing::new(std::fs::read(&path).map_err(|e| io("read", &path, e))?);
+            let data: ClusterSecrets = serde_json::from_slice(&bytes)
+                .map_err(|e| io("read", &path, std::io::Error::other(e.to_string())))?;
+            for (key, value) in &data.secrets {
+                let name = names::cluster_param(&project_name, uid, key);
+                vault
+                    .get_or_create(&name, || value.expose().as_bytes().to_vec())
+                    .await?;
+            }
+            if !data.outputs.is_empty() && store.outputs(&project_name, uid).await?.is_empty() {
+                store.put_outputs(&project_name, uid, &data.outputs).await?;
+            }
+            std::fs::remove_file(&path).map_err(|e| io("remove", &path, e))?;
+            imported += 1;
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+    let _ = std::fs::remove_dir(root);
+    Ok(imported)
 }
 
 /// [`SecretStore`] in memory, for tests.
@@ -383,19 +342,24 @@ impl SecretStore for MemorySecretStore {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt as _;
+    use std::sync::Arc;
+
+    use gantry_secrets::KeyFile;
+    use gantry_state::{SqliteStore, StateStore};
 
     use super::*;
 
-    fn mode(p: &Path) -> u32 {
-        std::fs::metadata(p).unwrap().mode() & 0o7777
+    async fn vault(dir: &Path) -> (Vault, Arc<dyn StateStore>) {
+        let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let key = Arc::new(KeyFile::create(dir.join("secrets.key")).unwrap());
+        (Vault::new(store.clone(), key).await.unwrap(), store)
     }
 
     #[tokio::test]
-    async fn file_store_keeps_secrets_private_and_forgets_them_with_the_cluster() {
+    async fn vault_store_keeps_secrets_sealed_and_forgets_them_with_the_cluster() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("secrets");
-        let s = FileSecretStore::new(&root);
+        let (v, store) = vault(dir.path()).await;
+        let s = VaultSecretStore::new(v);
         let a = s
             .get_or_create("default", "uid-1", "pg/password")
             .await
@@ -419,17 +383,6 @@ mod tests {
         assert_ne!(a, b);
         assert_ne!(a, c);
 
-        let file = root.join("default").join("uid-1.json");
-        assert_eq!(mode(&file), 0o600);
-        assert_eq!(mode(&root), 0o700);
-        assert_eq!(mode(&root.join("default")), 0o700);
-        // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(root.join("default"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names.len(), 2, "{names:?}");
-
         let mut outputs = Outputs::new();
         outputs.entry("pg".into()).or_default().insert(
             "url".into(),
@@ -441,28 +394,113 @@ mod tests {
         );
         s.put_outputs("default", "uid-1", &outputs).await.unwrap();
         assert_eq!(s.outputs("default", "uid-1").await.unwrap(), outputs);
-        assert!(!format!("{outputs:?}").contains(a.expose()));
         assert_eq!(s.all("default", "uid-1").await.unwrap().len(), 2);
 
-        // A directory made readable by others is made private again.
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        s.get_or_create("default", "uid-1", "pg/third")
-            .await
-            .unwrap();
-        assert_eq!(mode(&root), 0o700);
+        // The store holds envelopes only: no value in any of them.
+        let stored = store.list_secrets("").await.unwrap();
+        assert_eq!(stored.len(), 4, "{stored:?}");
+        for (_, envelope) in &stored {
+            for secret in [&a, &b, &c] {
+                assert!(!envelope.contains(secret.expose()));
+            }
+        }
 
         s.delete_cluster("default", "uid-1").await.unwrap();
         s.delete_cluster("default", "uid-1").await.unwrap();
-        assert!(!file.exists());
         assert!(s.all("default", "uid-1").await.unwrap().is_empty());
         assert!(s.outputs("default", "uid-1").await.unwrap().is_empty());
-        s.delete_cluster("default", "uid-2").await.unwrap();
-        assert!(!root.join("default").exists(), "the empty project dir goes");
+        assert_eq!(s.all("default", "uid-2").await.unwrap().len(), 1);
+    }
 
-        // Nothing outside the root.
-        let e = s.get_or_create("../x", "u", "k").await.unwrap_err();
-        let cause = std::error::Error::source(&e).map(|c| c.to_string());
-        assert!(cause.is_some_and(|c| c.contains("not a valid")), "{e}");
-        assert!(s.get_or_create("p", "a/b", "k").await.is_err());
+    #[tokio::test]
+    async fn legacy_files_are_imported_once_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, store) = vault(dir.path()).await;
+        let root = dir.path().join("secrets");
+        std::fs::create_dir_all(root.join("default")).unwrap();
+        let mut old = ClusterSecrets::default();
+        old.secrets
+            .insert("pg/password".into(), Secret::new("old-value-123"));
+        old.outputs.entry("pg".into()).or_default().insert(
+            "url".into(),
+            OutputValue {
+                value: "x://old-value-123".into(),
+                secret: true,
+                description: String::new(),
+            },
+        );
+        let file = root.join("default").join("uid-1.json");
+        std::fs::write(&file, serde_json::to_vec(&old).unwrap()).unwrap();
+
+        assert_eq!(import_legacy_files(&root, &v).await.unwrap(), 1);
+        assert!(!file.exists(), "the plaintext file is removed");
+        assert!(!root.exists(), "and its empty directories");
+        let s = VaultSecretStore::new(v.clone());
+        assert_eq!(
+            s.get_or_create("default", "uid-1", "pg/password")
+                .await
+                .unwrap()
+                .expose(),
+            "old-value-123"
+        );
+        assert_eq!(s.outputs("default", "uid-1").await.unwrap(), old.outputs);
+        for (_, envelope) in store.list_secrets("").await.unwrap() {
+            assert!(!envelope.contains("old-value-123"));
+        }
+        // Nothing left: a second import does nothing.
+        assert_eq!(import_legacy_files(&root, &v).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn rotate_rewraps_every_secret_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, store) = vault(dir.path()).await;
+        let s = VaultSecretStore::new(v.clone());
+        let a = s.get_or_create("p", "u", "bp/a").await.unwrap();
+        v.put(&names::ssh_private_key("p"), b"PRIVATE")
+            .await
+            .unwrap();
+
+        let old_key: Arc<dyn gantry_secrets::KeyProvider> =
+            Arc::new(KeyFile::open(dir.path().join("secrets.key")).unwrap());
+        let new_key = Arc::new(KeyFile::create(dir.path().join("new.key")).unwrap());
+        // Without the old provider, the new one cannot open the secrets: a clear error.
+        let only_new = Vault::new(store.clone(), new_key.clone()).await.unwrap();
+        let e = only_new
+            .get(&names::ssh_private_key("p"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("wrong key"), "{e}");
+
+        let rotating = only_new.clone().with_older(old_key.clone());
+        // An interrupted rotation: one secret already moved, one not. Running it finishes the
+        // work, moving only what is left.
+        let name = names::ssh_private_key("p");
+        let text = store.get_secret(&name).await.unwrap().unwrap();
+        let moved = gantry_secrets::rewrap(
+            &name,
+            &gantry_secrets::Envelope::decode(&name, &text).unwrap(),
+            &[old_key.as_ref()],
+            new_key.as_ref(),
+        )
+        .await
+        .unwrap();
+        store.put_secret(&name, &moved.encode()).await.unwrap();
+        let r = rotating.rotate().await.unwrap();
+        assert_eq!((r.total, r.rewrapped, r.already), (2, 1, 1));
+        let r = rotating.rotate().await.unwrap();
+        assert_eq!((r.total, r.rewrapped, r.already), (2, 0, 2), "idempotent");
+        // The new key alone opens everything now.
+        let s2 = VaultSecretStore::new(only_new.clone());
+        assert_eq!(s2.get_or_create("p", "u", "bp/a").await.unwrap(), a);
+        assert_eq!(
+            only_new
+                .get(&names::ssh_private_key("p"))
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
+            b"PRIVATE"
+        );
     }
 }

@@ -147,6 +147,81 @@ impl KeyPair {
         Ok(KeyPair { key: Arc::new(key) })
     }
 
+    /// The key at `path` if there is a file, `None` if there is none (the file is a cache of
+    /// the key the state store keeps; see gantry-cli's `context::ssh_config`).
+    pub fn load_if_present(path: &Path) -> Result<Option<KeyPair>, SshError> {
+        match fs::metadata(path) {
+            Ok(_) => Self::load(path).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SshError::local("reading private key", path)(e)),
+        }
+    }
+
+    /// The private key in OpenSSH format (what the state store keeps, sealed). Wiped on drop.
+    pub fn to_openssh(&self) -> Result<Zeroizing<String>, SshError> {
+        let pem = self
+            .key
+            .to_openssh(LineEnding::LF)
+            .map_err(|e| SshError::InvalidKey {
+                what: "private key".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Zeroizing::new(pem.to_string()))
+    }
+
+    /// A key from OpenSSH-format text; `what` names where it came from, for errors (never the
+    /// text itself).
+    pub fn from_openssh(what: &str, text: &[u8]) -> Result<KeyPair, SshError> {
+        let key = PrivateKey::from_openssh(text).map_err(|e| SshError::InvalidKey {
+            what: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        if key.is_encrypted() {
+            return Err(SshError::InvalidKey {
+                what: what.to_string(),
+                reason: "the key is passphrase-protected; gantry needs an unencrypted key".into(),
+            });
+        }
+        Ok(KeyPair { key: Arc::new(key) })
+    }
+
+    /// Writes this key to `path` (0600, parent 0700) and `<path>.pub`, replacing what is there,
+    /// atomically (a temporary file renamed into place): for the local cache of a key the state
+    /// store keeps.
+    pub fn save(&self, path: &Path) -> Result<(), SshError> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(SshError::local("creating key directory", dir))?;
+        let pem = self.to_openssh()?;
+        let write = |target: &Path, bytes: &[u8], mode: u32| -> std::io::Result<()> {
+            let mut f = tempfile::Builder::new()
+                .prefix(".id.tmp.")
+                .permissions(fs::Permissions::from_mode(mode))
+                .tempfile_in(dir)?;
+            f.write_all(bytes)?;
+            f.as_file()
+                .set_permissions(fs::Permissions::from_mode(mode))?;
+            f.as_file().sync_all()?;
+            f.persist(target).map_err(|e| e.error)?;
+            Ok(())
+        };
+        write(path, pem.as_bytes(), 0o600).map_err(SshError::local("writing private key", path))?;
+        let pub_path = sibling(path, ".pub");
+        write(
+            &pub_path,
+            format!("{}\n", self.public_openssh()).as_bytes(),
+            0o644,
+        )
+        .map_err(SshError::local("writing public key", &pub_path))?;
+        Ok(())
+    }
+
     /// A fresh in-memory ed25519 key.
     pub fn generate() -> KeyPair {
         let mut key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)

@@ -132,6 +132,52 @@ impl KnownHosts {
         })
     }
 
+    /// Every pin, alias → `ALGO BASE64` (the first pin of an alias, as connections use).
+    pub fn all_pins(&self) -> Result<std::collections::BTreeMap<String, String>, SshError> {
+        Ok(self
+            .pins()?
+            .iter()
+            .map(|(a, k)| (a.clone(), k.clone()))
+            .collect())
+    }
+
+    /// Adds the pins of `pins` (alias → `ALGO BASE64`) that the file lacks, in one change of
+    /// the file. A pin the file has with another key is never replaced: its alias is returned
+    /// (with the file's key) so the caller can refuse; the others are still added.
+    pub fn merge(
+        &self,
+        pins: std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<(String, String)>, SshError> {
+        let conflicts = Arc::new(Mutex::new(Vec::new()));
+        let found = conflicts.clone();
+        self.update(move |lines| {
+            let mut have: HashMap<String, String> = HashMap::new();
+            for line in lines.iter() {
+                let Some(key) = key_part(line) else { continue };
+                for host in hosts_of(line) {
+                    have.entry(host.to_string()).or_insert_with(|| key.clone());
+                }
+            }
+            let mut changed = false;
+            for (alias, key) in pins {
+                match have.get(&alias) {
+                    Some(mine) if same_key(mine, &key) => {}
+                    Some(mine) => found
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push((alias, mine.clone())),
+                    None => {
+                        lines.push(format!("{alias} {key}"));
+                        changed = true;
+                    }
+                }
+            }
+            changed
+        })?;
+        let out = std::mem::take(&mut *conflicts.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(out)
+    }
+
     /// The pinned key for `alias` as `ALGO BASE64`, if any.
     pub fn pinned(&self, alias: &str) -> Result<Option<String>, SshError> {
         Ok(self.pins()?.get(alias).cloned())

@@ -26,6 +26,24 @@ pub(crate) fn seg(name: &str) -> String {
     out
 }
 
+/// The inverse of [`seg`]: `None` for text [`seg`] cannot have written.
+pub(crate) fn unseg(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A time as a fixed-width decimal that sorts like the time itself (nanoseconds since the
 /// epoch, shifted to be non-negative), for index keys read newest first.
 pub(crate) fn sortable_time(at: OffsetDateTime) -> String {
@@ -183,24 +201,22 @@ impl Keys {
     pub(crate) fn inventory_invalidated(&self, project: &str) -> String {
         self.k(format_args!("inventory-invalidated/{}", seg(project)))
     }
-}
 
-/// The name a segment made by [`seg`] stands for; `None` when `segment` is not one.
-pub(crate) fn unseg(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    /// A secret's envelope. The whole name is one segment (its `/` escaped), so a name prefix
+    /// is a key prefix: [`Keys::secrets_with_prefix`].
+    pub(crate) fn secret(&self, name: &str) -> String {
+        self.k(format_args!("secrets/{}", seg(name)))
     }
-    String::from_utf8(out).ok()
+
+    pub(crate) fn secrets_with_prefix(&self, name_prefix: &str) -> String {
+        self.secret(name_prefix)
+    }
+
+    /// The secret name of a key under `secrets/`.
+    pub(crate) fn secret_name(&self, key: &[u8]) -> Option<String> {
+        let key = std::str::from_utf8(key).ok()?;
+        unseg(key.strip_prefix(&self.prefix)?.strip_prefix("secrets/")?)
+    }
 }
 
 impl Keys {
@@ -214,6 +230,15 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unseg_inverts_seg() {
+        for name in ["ssh/p/private-key", "a%b_c", "é/ü", ""] {
+            assert_eq!(unseg(&seg(name)).as_deref(), Some(name));
+        }
+        assert_eq!(unseg("%4"), None);
+        assert_eq!(unseg("%zz"), None);
+    }
 
     #[test]
     fn segments_never_contain_the_separator() {

@@ -26,6 +26,7 @@
 //! | `P/lock-tokens/<key>` | the last fencing token issued for the key, decimal; never deleted |
 //! | `P/inventory/<project>/<scope>` | `InventoryRecord` |
 //! | `P/inventory-invalidated/<project>` | the project's last invalidation time, RFC 3339 |
+//! | `P/secrets/<name>` | a secret's envelope (sealed by `gantry-secrets`; opaque text, never plaintext) |
 //!
 //! `<started>` is the run's start time as a fixed-width sortable number (`keys::sortable_time`).
 //! The index copies are written in the same transaction as the run and moved by `update_run`.
@@ -1516,6 +1517,71 @@ impl StateStore for EtcdStore {
             .and_then(|g| g.kvs().first().map(|kv| kv.value().to_vec()))
             .ok_or_else(|| corrupt("world id", "the key vanished"))?;
         String::from_utf8(value).map_err(|e| corrupt("world id", e))
+    }
+
+    // ---- Secrets (issue 12, part 5) ----
+
+    async fn put_secret(&self, name: &str, envelope: &str) -> Result<(), StateError> {
+        self.client
+            .kv_client()
+            .put(self.keys.secret(name), envelope, None)
+            .await
+            .map_err(|e| self.err("write secret", e))?;
+        Ok(())
+    }
+
+    async fn create_secret(&self, name: &str, envelope: &str) -> Result<bool, StateError> {
+        let key = self.keys.secret(name);
+        let resp = self
+            .txn(
+                "create secret",
+                Txn::new()
+                    .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.as_str(), envelope, None)]),
+            )
+            .await?;
+        Ok(resp.succeeded())
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<String>, StateError> {
+        let resp = self
+            .get("read secret", self.keys.secret(name), None)
+            .await?;
+        resp.kvs()
+            .first()
+            .map(|kv| {
+                String::from_utf8(kv.value().to_vec()).map_err(|e| corrupt("secret envelope", e))
+            })
+            .transpose()
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, String)>, StateError> {
+        let kvs = self
+            .scan("list secrets", &self.keys.secrets_with_prefix(prefix))
+            .await?;
+        let mut out =
+            kvs.iter()
+                .map(|kv| {
+                    let name = self.keys.secret_name(kv.key()).ok_or_else(|| {
+                        corrupt("secret name", "a key gantry cannot have written")
+                    })?;
+                    let envelope = String::from_utf8(kv.value().to_vec())
+                        .map_err(|e| corrupt("secret envelope", e))?;
+                    Ok((name, envelope))
+                })
+                .collect::<Result<Vec<_>, StateError>>()?;
+        // Keys sort by the escaped name; the contract is the name's own byte order.
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), StateError> {
+        self.client
+            .kv_client()
+            .delete(self.keys.secret(name), None)
+            .await
+            .map_err(|e| self.err("delete secret", e))?;
+        Ok(())
     }
 }
 

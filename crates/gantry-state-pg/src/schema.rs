@@ -1,7 +1,7 @@
 //! The PostgreSQL schema, as an ordered list of embedded migrations.
 //!
 //! Versions follow the SQLite store's (1: records, events and locks; 2: the inventory cache;
-//! 3: store-wide facts), so `schema_version` means the same on both. The database records what it
+//! 3: store-wide facts; 4: secrets), so `schema_version` means the same on both. The database records what it
 //! has in `schema_version`. Connecting applies the missing migrations in one transaction that
 //! first takes a transaction-level advisory lock ([`MIGRATION_LOCK`]): two processes migrating a
 //! fresh database at once serialize on it, and the second finds the work done. DDL is
@@ -18,7 +18,7 @@ use gantry_state::StateError;
 use crate::error::pg_err;
 
 /// Migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The newest schema version this binary knows.
 pub(crate) const SUPPORTED_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -141,6 +141,15 @@ const V3: &str = r#"
 CREATE TABLE meta (
     key   TEXT COLLATE "C" PRIMARY KEY,
     value TEXT NOT NULL
+);
+"#;
+
+/// Secrets, as envelopes sealed by `gantry-secrets` (opaque text to the store), keyed by name.
+const V4: &str = r#"
+CREATE TABLE secrets (
+    name       TEXT COLLATE "C" PRIMARY KEY,
+    envelope   TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 "#;
 

@@ -1264,4 +1264,70 @@ impl StateStore for PostgresStore {
             key: "world".into(),
         })
     }
+
+    // ---- Secrets (issue 12, part 5) ----
+
+    async fn put_secret(&self, name: &str, envelope: &str) -> Result<(), StateError> {
+        self.execute(
+            "write secret",
+            "INSERT INTO secrets (name, envelope, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (name) DO UPDATE SET
+                 envelope = excluded.envelope, updated_at = excluded.updated_at",
+            &[&name, &envelope],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn create_secret(&self, name: &str, envelope: &str) -> Result<bool, StateError> {
+        // A concurrent inserter of the same name makes this one wait for its commit, then
+        // insert nothing: exactly one of them counts a row.
+        let inserted = self
+            .execute(
+                "create secret",
+                "INSERT INTO secrets (name, envelope, updated_at) VALUES ($1, $2, now())
+                 ON CONFLICT (name) DO NOTHING",
+                &[&name, &envelope],
+            )
+            .await?;
+        Ok(inserted > 0)
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<String>, StateError> {
+        self.query_opt(
+            "read secret",
+            "SELECT envelope FROM secrets WHERE name = $1",
+            &[&name],
+            |row| get::<String>(row, 0, "secret envelope"),
+        )
+        .await
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, String)>, StateError> {
+        // `left(...)` rather than LIKE: names may hold `%` and `_`. The column is "C"-collated,
+        // so ORDER BY is byte order.
+        self.query(
+            "list secrets",
+            "SELECT name, envelope FROM secrets
+             WHERE left(name, char_length($1::text)) = $1::text ORDER BY name",
+            &[&prefix],
+            |row| {
+                Ok((
+                    get::<String>(row, 0, "secret name")?,
+                    get::<String>(row, 1, "secret envelope")?,
+                ))
+            },
+        )
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), StateError> {
+        self.execute(
+            "delete secret",
+            "DELETE FROM secrets WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+        Ok(())
+    }
 }

@@ -58,6 +58,7 @@ pub async fn run_all(store: &dyn StateStore, second: &dyn StateStore) {
     check_enumeration(store, &ns("enumeration")).await;
     check_put_event(store, &ns("put-event")).await;
     check_adopt_world_kept(store).await;
+    check_secrets(store, second, &ns("secrets")).await;
 }
 
 /// Unwraps a result the rule says must succeed.
@@ -1576,4 +1577,128 @@ pub async fn check_adopt_world_fresh(fresh: &dyn StateStore, second: &dyn StateS
         id,
         "a second adopt_world_id must keep the first"
     );
+}
+
+// ---- Secrets (issue 12, part 5) ----
+
+/// The secret methods: envelopes are opaque text kept by name; `create_secret` is
+/// insert-if-absent and exactly one of two racing handles wins; `list_secrets` filters by a
+/// literal prefix (no pattern characters) and orders by name.
+async fn check_secrets(a: &dyn StateStore, b: &dyn StateStore, prefix: &str) {
+    let name = |n: &str| format!("{prefix}/{n}");
+    let env1 = r#"{"v":1,"provider":"keyfile","key_id":"kf-1","ciphertext":"AAAA"}"#;
+    let env2 = r#"{"v":1,"provider":"keyfile","key_id":"kf-2","ciphertext":"BBBB"}"#;
+
+    assert_eq!(
+        ok("get_secret", a.get_secret(&name("missing")).await),
+        None,
+        "get_secret of a name never stored must be None"
+    );
+    ok("put_secret", a.put_secret(&name("x"), env1).await);
+    assert_eq!(
+        ok("get_secret", b.get_secret(&name("x")).await).as_deref(),
+        Some(env1),
+        "put_secret through one handle must be read back, byte for byte, through the other"
+    );
+    ok("put_secret", a.put_secret(&name("x"), env2).await);
+    assert_eq!(
+        ok("get_secret", a.get_secret(&name("x")).await).as_deref(),
+        Some(env2),
+        "put_secret must replace an existing envelope"
+    );
+
+    assert!(
+        !ok("create_secret", a.create_secret(&name("x"), env1).await),
+        "create_secret of an existing name must answer false"
+    );
+    assert_eq!(
+        ok("get_secret", a.get_secret(&name("x")).await).as_deref(),
+        Some(env2),
+        "create_secret of an existing name must store nothing"
+    );
+    assert!(
+        ok("create_secret", a.create_secret(&name("y"), env1).await),
+        "create_secret of a new name must answer true"
+    );
+    assert_eq!(
+        ok("get_secret", b.get_secret(&name("y")).await).as_deref(),
+        Some(env1)
+    );
+
+    // Two machines creating the same secret at once: exactly one wins, both read its envelope.
+    for round in 0..5 {
+        let n = name(&format!("race-{round}"));
+        let (ra, rb) = tokio::join!(a.create_secret(&n, env1), b.create_secret(&n, env2));
+        let (ra, rb) = (ok("create_secret", ra), ok("create_secret", rb));
+        assert!(
+            ra ^ rb,
+            "racing create_secret from two handles must let exactly one win (got {ra} and {rb})"
+        );
+        let want = if ra { env1 } else { env2 };
+        assert_eq!(
+            ok("get_secret", a.get_secret(&n).await).as_deref(),
+            Some(want)
+        );
+        assert_eq!(
+            ok("get_secret", b.get_secret(&n).await).as_deref(),
+            Some(want)
+        );
+    }
+
+    // Prefix listing: literal (no `%`/`_`/glob meaning), ordered by name, nothing outside.
+    let listed_names = |v: Vec<(String, String)>| v.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+    for n in ["list/b", "list/a", "list/a/deep", "list_x", "list%y", "lis"] {
+        ok("put_secret", a.put_secret(&name(n), env1).await);
+    }
+    assert_eq!(
+        listed_names(ok("list_secrets", b.list_secrets(&name("list/")).await)),
+        vec![name("list/a"), name("list/a/deep"), name("list/b")],
+        "list_secrets must answer exactly the names under the prefix, ordered by name"
+    );
+    assert_eq!(
+        listed_names(ok("list_secrets", a.list_secrets(&name("list_")).await)),
+        vec![name("list_x")],
+        "list_secrets must take `_` literally"
+    );
+    assert_eq!(
+        listed_names(ok("list_secrets", a.list_secrets(&name("list%")).await)),
+        vec![name("list%y")],
+        "list_secrets must take `%` literally"
+    );
+    let all = ok("list_secrets", a.list_secrets("").await);
+    let mine: Vec<_> = all
+        .iter()
+        .filter(|(n, _)| n.starts_with(prefix))
+        .cloned()
+        .collect();
+    assert_eq!(
+        mine.len(),
+        13,
+        "list_secrets(\"\") must answer every secret (these 13 among them)"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].0 < w[1].0),
+        "list_secrets must be ordered by name"
+    );
+    assert!(
+        mine.iter().any(|(n, e)| n == &name("x") && e == env2),
+        "list_secrets must answer each secret's current envelope"
+    );
+
+    ok("delete_secret", a.delete_secret(&name("x")).await);
+    assert_eq!(
+        ok("get_secret", b.get_secret(&name("x")).await),
+        None,
+        "delete_secret must remove the secret"
+    );
+    ok("delete_secret", a.delete_secret(&name("x")).await);
+    ok("delete_secret", a.delete_secret(&name("never")).await);
+    assert!(
+        ok("create_secret", b.create_secret(&name("x"), env1).await),
+        "a deleted name must be creatable again"
+    );
+    for (n, _) in ok("list_secrets", a.list_secrets(&format!("{prefix}/")).await) {
+        ok("delete_secret", a.delete_secret(&n).await);
+    }
+    assert!(ok("list_secrets", a.list_secrets(&format!("{prefix}/")).await).is_empty());
 }

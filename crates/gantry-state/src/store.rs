@@ -230,4 +230,31 @@ pub trait StateStore: Send + Sync {
     /// `gantry state migrate` so that what a home made stays its own in the store it moves to.
     /// [`StateError::InvalidArgument`] for an empty id.
     async fn adopt_world_id(&self, id: &str) -> Result<String, StateError>;
+
+    // ---- Secrets (issue 12, part 5) ----
+    //
+    // A secret is stored as an *envelope*: opaque text sealed by `gantry-secrets` (one line of
+    // JSON that names its key provider and key id). The store never sees a plaintext and never
+    // interprets an envelope; it keeps them by name. Names are `/`-separated paths
+    // (`ssh/PROJECT/private-key`, `engine/PROJECT/CLUSTER/...`) so that `list_secrets` can take
+    // a prefix.
+
+    /// Inserts or wholly replaces the envelope stored under `name`.
+    async fn put_secret(&self, name: &str, envelope: &str) -> Result<(), StateError>;
+
+    /// Stores `envelope` under `name` only if no secret of that name exists, atomically:
+    /// answers `true` when it stored it, `false` (storing nothing) when one exists. Two
+    /// processes creating the same secret at once (two machines generating the project key)
+    /// see exactly one `true`, and both then read the winner's envelope.
+    async fn create_secret(&self, name: &str, envelope: &str) -> Result<bool, StateError>;
+
+    /// The envelope stored under `name`, if any.
+    async fn get_secret(&self, name: &str) -> Result<Option<String>, StateError>;
+
+    /// Every `(name, envelope)` whose name starts with `prefix` (all of them for `""`), ordered
+    /// by name (byte order).
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, String)>, StateError>;
+
+    /// Removes the secret `name`; removing one that does not exist is not an error.
+    async fn delete_secret(&self, name: &str) -> Result<(), StateError>;
 }

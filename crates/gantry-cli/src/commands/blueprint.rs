@@ -307,7 +307,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
     }
     let home = Home::from_global(g)?;
     let store = context::open_store(&home).await?;
-    let ssh = context::ssh_config(&home, &g.project)?;
+    let ssh = context::ssh_config(&home, &store, &g.project).await?;
     let provider = context::provider_for_spec(&home, &ssh, &g.project, &spec)?;
     let listed = provider
         .list(&gantry_core::tags::TagFilter::cluster(
@@ -352,7 +352,7 @@ async fn render_cmd(g: &Global, name: &str, node: &str, file: &Path) -> CliResul
     // The cluster's secrets when it has them (so the hashes are those `up` recorded), their
     // placeholders otherwise; either way every value is shown masked.
     let secret_values = bp::secrets::resolve(
-        context::secret_store(&home).as_ref(),
+        context::secret_store(&home, &store).await?.as_ref(),
         &g.project,
         &uid,
         &prepared,

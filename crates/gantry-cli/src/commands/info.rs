@@ -15,6 +15,7 @@ use crate::output;
 /// `{BLUEPRINT: {OUTPUT: {value, secret, description}}}`, secret values masked unless `reveal`.
 pub(super) async fn outputs_json(
     home: &Home,
+    store: &std::sync::Arc<dyn gantry_state::StateStore>,
     project: &str,
     record: Option<&gantry_state::ClusterRecord>,
     reveal: bool,
@@ -22,7 +23,8 @@ pub(super) async fn outputs_json(
     let Some(r) = record else {
         return Ok(json!({}));
     };
-    let outputs = context::secret_store(home)
+    let outputs = context::secret_store(home, store)
+        .await?
         .outputs(project, &r.uid)
         .await
         .map_err(Failure::from)?;
@@ -48,7 +50,7 @@ pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
     let home = Home::from_global(g)?;
     let store = context::open_store(&home).await?;
-    let ssh = context::ssh_config(&home, &g.project)?;
+    let ssh = context::ssh_config(&home, &store, &g.project).await?;
     let (provider, record) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
     let record = record.map(|c| c.record);
@@ -63,7 +65,7 @@ pub async fn show(g: &Global, cluster: &str, reveal: bool) -> CliResult {
         }
         .into());
     }
-    let outputs = outputs_json(&home, &g.project, record.as_ref(), reveal).await?;
+    let outputs = outputs_json(&home, &store, &g.project, record.as_ref(), reveal).await?;
     match g.output {
         OutputFormat::Json => output::print_json(&json!({
             "cluster": {
@@ -145,7 +147,7 @@ pub async fn ssh_config(g: &Global, cluster: &str) -> CliResult {
     gantry_core::validate_name(cluster).map_err(|e| Failure::new(exit::USAGE, e))?;
     let home = Home::from_global(g)?;
     let store = context::open_store(&home).await?;
-    let ssh = context::ssh_config(&home, &g.project)?;
+    let ssh = context::ssh_config(&home, &store, &g.project).await?;
     let (provider, _) =
         context::provider_for_cluster(&home, &store, &ssh, &g.project, cluster).await?;
     let nodes = provider

@@ -24,7 +24,7 @@ pub async fn inventory(
 ) -> CliResult {
     let home = Home::from_global(g)?;
     let store = context::open_store(&home).await?;
-    let ssh = context::ssh_config(&home, &g.project)?;
+    let ssh = context::ssh_config(&home, &store, &g.project).await?;
     let mut nodes = match cluster {
         Some(c) => {
             gantry_core::validate_name(c).map_err(|e| Failure::new(exit::USAGE, e))?;
@@ -80,7 +80,8 @@ pub async fn inventory(
                     .await
                     .map_err(gantry_engine::EngineError::from)?;
                 let o =
-                    super::info::outputs_json(&home, &g.project, record.as_ref(), reveal).await?;
+                    super::info::outputs_json(&home, &store, &g.project, record.as_ref(), reveal)
+                        .await?;
                 if o.as_object().is_some_and(|m| !m.is_empty()) {
                     outputs.insert(c.to_string(), o);
                 }

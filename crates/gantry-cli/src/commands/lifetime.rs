@@ -262,7 +262,7 @@ pub async fn destroy(
         confirm(&format!("destroy {} cluster(s): {list}?", chosen.len()))?;
     }
     let store = context::open_store(&home).await?;
-    let ssh = context::ssh_config(&home, &g.project)?;
+    let ssh = context::ssh_config(&home, &store, &g.project).await?;
     let mut reports: Vec<Report> = Vec::new();
     let mut first_failure: Option<Failure> = None;
     for (name, _) in &chosen {
@@ -278,7 +278,8 @@ pub async fn destroy(
                 ssh.clone(),
                 provider,
                 Some(listener),
-            );
+            )
+            .await?;
             // --expired re-checks expiry under the lock (an `extend` may have won the race).
             let r = if expired {
                 ops::gc_destroy(&ctx, name).await
@@ -410,7 +411,7 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
     let mut first_failure: Option<Failure> = None;
     if !dry_run && !plan.is_empty() {
         let store = context::open_store(&home).await?;
-        let ssh = context::ssh_config(&home, &g.project)?;
+        let ssh = context::ssh_config(&home, &store, &g.project).await?;
         for e in &plan.expired {
             let outcome: CliResult<Option<Report>> = async {
                 let provider = known
@@ -424,7 +425,8 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
                     ssh.clone(),
                     provider,
                     Some(listener),
-                );
+                )
+                .await?;
                 let r = ops::gc_destroy(&ctx, &e.cluster).await;
                 finish();
                 Ok(r?)
@@ -471,7 +473,8 @@ pub async fn gc(g: &Global, dry_run: bool, grace: Duration) -> CliResult {
                     ssh.clone(),
                     provider,
                     Some(listener),
-                );
+                )
+                .await?;
                 let r = ops::gc_orphans(&ctx, cluster, &names, grace).await;
                 finish();
                 Ok(r?)

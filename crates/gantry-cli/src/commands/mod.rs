@@ -9,6 +9,7 @@ mod lifetime;
 mod ls;
 mod remote;
 mod scopes;
+mod secrets;
 mod state;
 
 use std::io::Read;
@@ -39,6 +40,7 @@ pub async fn dispatch(cli: Cli) -> i32 {
         Command::Up(a) => cluster::up(g, &a).await,
         Command::Blueprint { command } => blueprint::run(g, command).await,
         Command::State { command } => state::run(g, command).await,
+        Command::Secrets { command } => secrets::run(g, command).await,
         Command::Plan(a) => cluster::plan(g, &a).await,
         Command::Destroy {
             clusters,
@@ -95,6 +97,16 @@ pub async fn dispatch(cli: Cli) -> i32 {
             concurrency,
         } => remote::get(g, &target, &remote, &local, concurrency).await,
         Command::Ssh { target, command } => remote::ssh(g, &target, &command).await,
+    };
+    // The host-key pins this command made or removed reach the state store, whatever its
+    // outcome (a failed run may have pinned nodes before failing).
+    let result = match (result, crate::context::sync_pins().await) {
+        (Ok(_), Err(f)) => Err(f),
+        (r, Err(f)) => {
+            output::print_failure(&f);
+            r
+        }
+        (r, Ok(())) => r,
     };
     match result {
         Ok(code) => code,

@@ -359,7 +359,7 @@ pub async fn ssh_config_not_applicable(g: &Global, cluster: &str) -> CliResult<O
     else {
         return Ok(None);
     };
-    let ssh = context::ssh_config(&home, &g.project)?;
+    let ssh = context::ssh_config(&home, &store, &g.project).await?;
     if context::transport_for_spec(&home, &ssh, &g.project, &record.spec)?.is_none() {
         return Ok(None);
     }

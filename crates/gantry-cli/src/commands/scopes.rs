@@ -48,7 +48,7 @@ pub(crate) async fn list_project(
     cache: CacheUse,
 ) -> CliResult<ProjectInventory> {
     let store = context::open_store(home).await?;
-    let ssh = context::ssh_config(home, &g.project)?;
+    let ssh = context::listing_ssh_config(home, &g.project)?;
     let records = ProjectRecords::load(store.as_ref(), &g.project).await?;
     let (scopes, warnings) = listing_scopes(home, &ssh, &g.project, &records, regions);
     let mut inventory = gantry_engine::app::list_project(&store, records, scopes, cache).await?;

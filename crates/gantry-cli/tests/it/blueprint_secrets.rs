@@ -1,5 +1,5 @@
 //! Blueprint secrets through the built binary (issue 10, items 1 and 13): a `secret` param is
-//! generated once per cluster, kept 0600 outside the state store and deleted with the cluster,
+//! generated once per cluster, kept sealed in the state store and deleted with the cluster,
 //! and shows as `********` in everything gantry stores or prints, even when a step prints it
 //! and fails. And the built-in services, which used to trust every local user, refuse a second
 //! Unix user (created by the test) while gantry's own user connects with the outputs' password
@@ -215,14 +215,12 @@ fn a_step_that_prints_its_secret_and_fails_shows_it_masked_everywhere() {
         .json();
     assert_eq!(inv["outputs"][c]["leaky"]["token"]["value"], secret);
 
-    // Nowhere in gantry's own files but its secret store (nodes hold their rendered config).
+    // Nowhere in gantry's own files (nodes hold their rendered config): the state store keeps
+    // it sealed, and no plaintext secrets directory is made.
     let secrets = g.home().join("secrets");
+    assert!(!secrets.exists(), "a plaintext secrets directory");
     let mut files = Vec::new();
-    files_under(
-        g.home(),
-        &[secrets.clone(), g.home().join("local")],
-        &mut files,
-    );
+    files_under(g.home(), &[g.home().join("local")], &mut files);
     assert!(files.iter().any(|f| f.ends_with("state.db")), "{files:?}");
     for f in &files {
         let bytes = std::fs::read(f).unwrap_or_default();
@@ -232,14 +230,6 @@ fn a_step_that_prints_its_secret_and_fails_shows_it_masked_everywhere() {
             f.display()
         );
     }
-    // The store: 0700 directories, a 0600 file per cluster incarnation.
-    let mut kept = Vec::new();
-    files_under(&secrets, &[], &mut kept);
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    assert!(std::fs::read_to_string(&kept[0]).unwrap().contains(&secret));
-    assert_eq!(mode(&kept[0]), 0o600);
-    assert_eq!(mode(&secrets), 0o700);
-    assert_eq!(mode(kept[0].parent().unwrap()), 0o700);
     // On the node: the script that renders it 0700 in a 0700 directory, the template (no
     // `mode` given) 0600.
     let home = g.cluster_dir(c).join(format!("{c}-db-1")).join("home");
@@ -252,9 +242,16 @@ fn a_step_that_prints_its_secret_and_fails_shows_it_masked_everywhere() {
         .ok();
     assert_eq!(outputs(&g, c, true), serde_json::json!({}));
 
-    // Deleted with the cluster.
+    // Deleted with the cluster: a new cluster of the same name gets a new value.
     g.run(&["destroy", c, "--yes"]).ok();
-    assert!(!kept[0].exists(), "the secrets outlived their cluster");
+    g.run(&["up", "-f", spec_s]).expect(1);
+    let again = outputs(&g, c, true)["leaky"]["token"]["value"].clone();
+    assert_ne!(
+        again,
+        serde_json::json!(secret),
+        "the secrets outlived their cluster"
+    );
+    g.run(&["destroy", c, "--yes"]).ok();
 }
 
 /// Lets other users traverse to the gantry home (the test's temp dirs are 0700 and owned by
@@ -362,11 +359,14 @@ fn postgres_refuses_other_users_and_replicates_with_passwords() {
     assert_ne!(code, Some(0), "no password, no connection: {stderr}");
     // Nor can the other user read the password where gantry and the node keep it.
     let node_home = |i: u32| g.cluster_dir(c).join(format!("{c}-db-{i}")).join("home");
-    let mut secret_files = Vec::new();
-    files_under(&g.home().join("secrets"), &[], &mut secret_files);
-    secret_files.push(node_home(1).join("pg/pgpass"));
-    secret_files.push(node_home(1).join(".gantry/blueprints/postgres/roles.sh"));
-    secret_files.push(node_home(1).join(".gantry/blueprints/boot.json"));
+    // gantry's own copy is sealed in the state store; its key file is the home's secrets.key.
+    let secret_files = vec![
+        g.home().join("secrets.key"),
+        g.home().join("state.db"),
+        node_home(1).join("pg/pgpass"),
+        node_home(1).join(".gantry/blueprints/postgres/roles.sh"),
+        node_home(1).join(".gantry/blueprints/boot.json"),
+    ];
     cannot_read(&other, &secret_files);
 
     // Grown to a primary and a streaming replica: the same password, refused to the other user

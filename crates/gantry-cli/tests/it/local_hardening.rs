@@ -282,6 +282,23 @@ fn a_local_node_s_own_host_key_replaces_a_pin_taken_on_first_contact() {
         })
         .collect();
     std::fs::write(&kh, text).unwrap();
+    // The state store pins the real key: the local pin conflicts with it, which is refused
+    // before any connection, never silently replaced either way.
+    let out = g.run(&["run", c, "--", "true"]).expect(4);
+    assert!(
+        out.stderr.contains("is not the one the state store pins"),
+        "{}",
+        out.stderr
+    );
+    // An earlier gantry kept its pins only in the file: without the store's pins, the wrong
+    // one is refused at the connection.
+    let db = g.home().join("state.db");
+    let forget = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("DELETE FROM secrets WHERE name = 'ssh/default/known-hosts'")
+        .status()
+        .unwrap();
+    assert!(forget.success());
     let out = g.run(&["run", c, "--", "true"]);
     assert_ne!(out.code, Some(0), "the wrong pin is refused");
     assert!(out.stderr.contains("changed"), "{}", out.stderr);

@@ -35,6 +35,7 @@ mod openssh;
 mod other_user;
 mod project_flag;
 mod scale;
+mod secrets_at_rest;
 mod spec_errors;
 mod state;
 mod state_migrate;

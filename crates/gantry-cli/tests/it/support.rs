@@ -164,6 +164,14 @@ impl Gantry {
             .env_remove("GANTRY_AWS_REGIONS")
             .env_remove("GANTRY_LS_MAX_AGE")
             .env_remove("GANTRY_LOCK_TTL_MS")
+            // Secrets: the home's own key file unless a test names a provider.
+            .env_remove("GANTRY_KEY_PROVIDER")
+            .env_remove("GANTRY_PASSPHRASE")
+            .env_remove("GANTRY_OLD_PASSPHRASE")
+            .env_remove("BAO_ADDR")
+            .env_remove("BAO_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
             .current_dir(&self.work)
             .stdin(Stdio::null());
         c

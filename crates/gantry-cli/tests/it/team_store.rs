@@ -91,10 +91,24 @@ pub fn shared_key_provider(dir: &std::path::Path) -> PathBuf {
     path
 }
 
-/// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url`.
+/// The team's key file, shared by both homes (as a team shares it through its own channel).
+fn team_key(dir: &std::path::Path) -> String {
+    format!("keyfile:{}", dir.join("team.key").display())
+}
+
+/// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url` (and no key provider: only commands
+/// that open no secret work on a shared store).
 pub(crate) fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Out {
+    with_state_key(g, url, None, args)
+}
+
+/// `gantry ARGS` from `g`'s home with `GANTRY_STATE=url` and the team's key provider `key`.
+pub(crate) fn with_state_key(g: &Gantry, url: &str, key: Option<&str>, args: &[&str]) -> Out {
     let mut cmd = g.command(args);
     cmd.env("GANTRY_STATE", url);
+    if let Some(key) = key {
+        cmd.env("GANTRY_KEY_PROVIDER", key);
+    }
     g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
         .wait(CMD_TIMEOUT)
 }
@@ -114,6 +128,9 @@ fn cluster_names(out: &Out) -> Vec<String> {
 fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
     let a = Gantry::new();
     let b = Gantry::new();
+    let key = team_key(a.work());
+    let with_state =
+        |g: &Gantry, url: &str, args: &[&str]| with_state_key(g, url, Some(&key), args);
     let spec = a.simple_spec("team", 1);
     let mut outs = vec![with_state(&a, url, &["up", "-f", spec.to_str().unwrap()]).ok()];
     let listed = with_state(&b, url, &["ls", "-o", "json"]).ok();
@@ -123,6 +140,10 @@ fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
     assert_eq!(json["kind"], kind);
     assert_eq!(json["healthy"], true);
     outs.extend([listed, status]);
+    assert!(
+        !b.home().join("projects/default/id_ed25519").exists(),
+        "ls and state status need no key"
+    );
     // The cluster's nodes are directories of A's home: B must refuse to destroy it (and keep
     // its records), not report it gone.
     let refused = with_state(&b, url, &["destroy", "team", "--yes"]).expect(2);
@@ -141,6 +162,56 @@ fn two_homes_share(url: &str, kind: &str, secret: Option<&str>) {
         );
         outs.push(refused);
     }
+    // B runs a command and fetches a file on A's cluster over SSH: the project key and the
+    // host-key pins come from the store.
+    let ran = with_state(&b, url, &["run", "team", "--", "hostname; echo from-b"]).ok();
+    assert!(ran.stdout.contains("from-b"), "{}", ran.stdout);
+    let got = b.work().join("hostname-copy");
+    let fetched = with_state(
+        &b,
+        url,
+        &["get", "team", "/etc/hostname", got.to_str().unwrap()],
+    )
+    .ok();
+    assert!(got.exists(), "{}", fetched.stderr);
+    let pins = |g: &Gantry| {
+        std::fs::read_to_string(g.home().join("projects/default/known_hosts")).unwrap_or_default()
+    };
+    assert!(
+        pins(&b).contains("team-db-1"),
+        "B's cache has A's pin: {}",
+        pins(&b)
+    );
+    assert_eq!(
+        std::fs::read(a.home().join("projects/default/id_ed25519")).unwrap(),
+        std::fs::read(b.home().join("projects/default/id_ed25519")).unwrap(),
+        "both homes use the store's project key"
+    );
+    outs.extend([ran, fetched]);
+    // B's local files are only a cache: deleted, they come back from the store.
+    std::fs::remove_file(b.home().join("projects/default/id_ed25519")).unwrap();
+    std::fs::remove_file(b.home().join("projects/default/known_hosts")).unwrap();
+    outs.push(with_state(&b, url, &["run", "team", "--", "true"]).ok());
+    // Without the key provider, a shared store is refused with a usage error naming the
+    // variable; `ls` and `state status` need no key.
+    let refused_key = with_state_key(&b, url, None, &["run", "team", "--", "true"]).expect(2);
+    assert!(
+        refused_key.stderr.contains("GANTRY_KEY_PROVIDER"),
+        "{}",
+        refused_key.stderr
+    );
+    with_state_key(&b, url, None, &["ls"]).ok();
+    with_state_key(&b, url, None, &["state", "status"]).ok();
+    // Another key: every secret is refused clearly (exit 7), naming the secret and the provider.
+    let other_key = format!("keyfile:{}", b.work().join("other.key").display());
+    let wrong = with_state_key(&b, url, Some(&other_key), &["run", "team", "--", "true"]).expect(8);
+    assert!(
+        wrong.stderr.contains("wrong key") && wrong.stderr.contains("ssh/default/private-key"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(wrong.stderr.contains("hint:"), "{}", wrong.stderr);
+    outs.push(wrong);
     let still = with_state(&a, url, &["ls", "-o", "json"]).ok();
     assert_eq!(cluster_names(&still), ["team"], "{}", still.stdout);
     assert_eq!(still.json()[0]["status"], "ready", "{}", still.stdout);
@@ -180,7 +251,7 @@ fn two_homes_share_a_postgres_store() {
         "postgres://gantry:not-{password}@127.0.0.1:{}/postgres",
         pg.port
     );
-    let out = with_state(&g, &bad, &["ls"]);
+    let out = with_state_key(&g, &bad, None, &["ls"]);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stderr.contains(&format!("127.0.0.1:{}", pg.port)),

@@ -26,7 +26,7 @@ pub async fn select_nodes(
     select(all, project, target)
 }
 
-fn select(
+pub(crate) fn select(
     all: Vec<NodeInfo>,
     project: &str,
     target: &Target,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gantry_core::Target;
 
-use super::cluster::select_nodes;
+use super::cluster::{select, select_nodes};
 use super::ops::App;
 use crate::EngineError;
 use crate::transport::{
@@ -27,7 +27,24 @@ impl App {
     /// transport cannot reach (no SSH endpoint: stopped, or not booted) is an error naming it.
     pub async fn remote(&self, target: &Target) -> Result<RemoteTarget, EngineError> {
         let c = self.cluster(&target.cluster, None).await?;
-        let chosen = select_nodes(&c.ctx.provider, &self.project, target).await?;
+        // Another gantry home's local cluster (a team sharing the store, on this machine): this
+        // home's provider cannot list its nodes, but their records say where SSH reaches them,
+        // and the project's key and pins come from the store.
+        let chosen = if c.ctx.transport.is_none()
+            && c.ctx.unreachable_node(&target.cluster).await?.is_some()
+        {
+            let recorded = self
+                .store
+                .list_nodes(&self.project, &target.cluster)
+                .await?;
+            select(
+                recorded.iter().map(recorded_node).collect(),
+                &self.project,
+                target,
+            )?
+        } else {
+            select_nodes(&c.ctx.provider, &self.project, target).await?
+        };
         // The cluster's own transport (Docker exec), else SSH; either serves `gantry ssh` too
         // (`Transport::shell`).
         let transport: Arc<dyn Transport> = match c.ctx.transport {
@@ -48,6 +65,39 @@ impl App {
             transport,
             cancel: self.cancel.clone(),
         })
+    }
+}
+
+/// A node as its record says (for a node this home's provider cannot list).
+fn recorded_node(n: &gantry_state::NodeRecord) -> gantry_provider::NodeInfo {
+    use gantry_provider::{NodeState, SshEndpoint};
+    let state = match n.state.as_str() {
+        "pending" => NodeState::Pending,
+        "running" => NodeState::Running,
+        "stopping" => NodeState::Stopping,
+        "stopped" => NodeState::Stopped,
+        "terminated" => NodeState::Terminated,
+        _ => NodeState::Unknown,
+    };
+    let ssh = match (&n.ssh_host, n.ssh_port, &n.ssh_user) {
+        (Some(host), Some(port), Some(user)) => Some(SshEndpoint {
+            host: host.clone(),
+            port,
+            user: user.clone(),
+        }),
+        _ => None,
+    };
+    gantry_provider::NodeInfo {
+        name: n.name.clone(),
+        provider_id: n.provider_id.clone(),
+        pool: n.pool.clone(),
+        index: n.index,
+        address: n.address.as_deref().and_then(|a| a.parse().ok()),
+        ssh,
+        state,
+        tags: n.tags.clone(),
+        created_at: n.created_at.to_string(),
+        host_key: None,
     }
 }
 

@@ -56,28 +56,39 @@ impl KeyFile {
             std::fs::create_dir_all(parent)
                 .map_err(|e| io_err(path, "cannot create its directory", e))?;
         }
+        // Written whole under a temporary name, then linked into place only if no key is there
+        // (link(2) never replaces): two processes creating the key at once (two first commands
+        // in a new home) never see a half-written file, and exactly one key wins.
+        let mut suffix = [0u8; 8];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut suffix);
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                let reason = if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    "already exists; not overwriting a key"
-                } else {
-                    "cannot create"
-                };
-                io_err(path, reason, e)
-            })?;
+            .open(&tmp)
+            .map_err(|e| io_err(path, "cannot create", e))?;
         let key = DataKey::generate();
-        if let Err(e) = file
+        let written = file
             .write_all(key.as_bytes())
-            .and_then(|()| file.sync_all())
-        {
-            // A short file would only be refused later as "not a key file": leave none.
-            drop(file);
-            let _ = std::fs::remove_file(path);
-            return Err(io_err(path, "cannot write", e));
+            .and_then(|()| file.sync_all());
+        drop(file);
+        let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+        let _ = std::fs::remove_file(&tmp);
+        if let Err(e) = linked {
+            let reason = if e.kind() == std::io::ErrorKind::AlreadyExists {
+                "already exists; not overwriting a key"
+            } else {
+                "cannot write"
+            };
+            return Err(io_err(path, reason, e));
         }
         Ok(KeyFile::from_key(path, key))
     }
@@ -205,5 +216,28 @@ impl KeyProvider for KeyFile {
                 reason: "the wrapped data key does not authenticate".into(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+
+    /// Several processes' first use of a new home at once: one key wins, nobody reads a
+    /// half-written file, no temporary file is left.
+    #[test]
+    fn concurrent_open_or_create_agree_on_one_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("secrets.key");
+            let ids: Vec<String> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| s.spawn(|| KeyFile::open_or_create(&path).unwrap().key_id()))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        }
     }
 }

@@ -141,6 +141,19 @@ impl Passphrase {
         })
     }
 
+    /// A provider that seals under the salt and parameters of `key_id` (an envelope's key id):
+    /// a caller that keeps one salt per store takes it from an envelope already there, so that
+    /// every process seals alike, `secrets rotate` finds envelopes already under the current
+    /// key, and opening a store's secrets costs one derivation.
+    pub fn with_key_id(pass: SecretString, key_id: &str) -> Result<Passphrase, SecretsError> {
+        let (params, salt) =
+            Passphrase::parse_key_id(key_id).map_err(|reason| SecretsError::BadSpec {
+                spec: "passphrase".into(),
+                reason: format!("key id `{key_id}`: {reason}"),
+            })?;
+        Passphrase::with_params(pass, params, salt)
+    }
+
     /// How many times Argon2id ran in this provider's life.
     pub fn derivations(&self) -> u64 {
         self.derivations.load(Ordering::Relaxed)

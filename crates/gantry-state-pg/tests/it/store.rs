@@ -56,8 +56,8 @@ async fn a_database_at_an_older_version_is_migrated_and_keeps_its_data() {
         .admin(&db)
         .await
         .batch_execute(
-            "DROP TABLE meta; DROP TABLE inventory; DROP TABLE inventory_invalidated;
-             DELETE FROM schema_version WHERE version > 1;",
+            "DROP TABLE secrets; DROP TABLE meta; DROP TABLE inventory;
+             DROP TABLE inventory_invalidated; DELETE FROM schema_version WHERE version > 1;",
         )
         .await
         .unwrap();
@@ -73,6 +73,7 @@ async fn a_database_at_an_older_version_is_migrated_and_keeps_its_data() {
     );
     assert!(!store.world_id().await.unwrap().is_empty());
     assert_eq!(store.get_inventory("p", "s").await.unwrap(), None);
+    assert_eq!(store.get_secret("s").await.unwrap(), None);
 }
 
 /// The server ending every connection (a restart, a failover, an administrator) costs at most

@@ -1291,4 +1291,84 @@ impl StateStore for SqliteStore {
         })
         .await
     }
+
+    // ---- Secrets (issue 12, part 5) ----
+
+    async fn put_secret(&self, name: &str, envelope: &str) -> Result<(), StateError> {
+        let (name, envelope) = (name.to_owned(), envelope.to_owned());
+        let now = codec::ts(OffsetDateTime::now_utc())?;
+        self.write("write secret", move |tx| {
+            tx.execute(
+                "INSERT INTO secrets (name, envelope, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET
+                     envelope = excluded.envelope, updated_at = excluded.updated_at",
+                params![name, envelope, now],
+            )
+            .map_err(|e| StateError::sqlite("write secret", e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_secret(&self, name: &str, envelope: &str) -> Result<bool, StateError> {
+        let (name, envelope) = (name.to_owned(), envelope.to_owned());
+        let now = codec::ts(OffsetDateTime::now_utc())?;
+        self.write("create secret", move |tx| {
+            let inserted = tx
+                .execute(
+                    "INSERT INTO secrets (name, envelope, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO NOTHING",
+                    params![name, envelope, now],
+                )
+                .map_err(|e| StateError::sqlite("create secret", e))?;
+            Ok(inserted > 0)
+        })
+        .await
+    }
+
+    async fn get_secret(&self, name: &str) -> Result<Option<String>, StateError> {
+        let name = name.to_owned();
+        self.call(move |conn| {
+            query_one(
+                conn,
+                "read secret",
+                "SELECT envelope FROM secrets WHERE name = ?1",
+                [&name],
+                |row| read::<String>(row, 0, "secret envelope"),
+            )
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, prefix: &str) -> Result<Vec<(String, String)>, StateError> {
+        let prefix = prefix.to_owned();
+        self.call(move |conn| {
+            // `substr` rather than LIKE: names may hold `%` and `_`. TEXT compares bytewise
+            // (BINARY collation), so ORDER BY is byte order.
+            query_all(
+                conn,
+                "list secrets",
+                "SELECT name, envelope FROM secrets
+                 WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+                [&prefix],
+                |row| {
+                    Ok((
+                        read::<String>(row, 0, "secret name")?,
+                        read::<String>(row, 1, "secret envelope")?,
+                    ))
+                },
+            )
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> Result<(), StateError> {
+        let name = name.to_owned();
+        self.write("delete secret", move |tx| {
+            tx.execute("DELETE FROM secrets WHERE name = ?1", [&name])
+                .map_err(|e| StateError::sqlite("delete secret", e))?;
+            Ok(())
+        })
+        .await
+    }
 }

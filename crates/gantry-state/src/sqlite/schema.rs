@@ -16,7 +16,7 @@ use super::codec;
 use crate::error::StateError;
 
 /// Migration `i` (0-based) brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The newest schema version this binary knows.
 pub(crate) const SUPPORTED_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -135,6 +135,16 @@ const V3: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+) STRICT;
+";
+
+/// Secrets, as envelopes sealed by `gantry-secrets` (never plaintext: the store cannot tell
+/// one from the other and does not try), keyed by a `/`-separated name.
+const V4: &str = "
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    envelope   TEXT NOT NULL,
+    updated_at TEXT NOT NULL
 ) STRICT;
 ";
 
