@@ -21,6 +21,10 @@
 //!
 //! The inventory checks pass their own timestamps to `invalidate_inventory`, so they do not
 //! depend on the store's clock.
+//!
+//! The secret checks treat envelopes as opaque text (the stores never see plaintext): upsert,
+//! insert-if-absent with exactly one winner when both handles race, literal-prefix listing in
+//! name order, idempotent delete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
