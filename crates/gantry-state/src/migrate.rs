@@ -31,7 +31,7 @@
 //! (PostgreSQL keeps no more), so a record that lost nanoseconds on the way is still the same.
 //!
 //! Each record kind is one entry of [`RecordKind`]: how to read it under a [`Scope`] and how to
-//! write it. Adding a kind (secrets) is one variant and its arms.
+//! write it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,24 +66,21 @@ pub enum RecordKind {
     Steps,
     Events,
     Inventory,
-    // SECRETS (issue 12, part 5) — the one place to add the store's secrets to the copy:
-    // a `Secrets` variant here (last: it depends on nothing), in `ALL` and `name`; a
-    // `Record::Secret { name, envelope }`; in `read`, `list_secrets("")` keyed by name (secrets
-    // are store-wide, not per project: no scope filter, or the source's names in `Scope`); in
-    // `write`, `put_secret(name, envelope)`; in `canonical`, the name and envelope as they are
-    // (envelopes are opaque text, copied and compared byte for byte, never opened); and a few
-    // secrets in `check::seed`. The emptiness check in `migrate` should also refuse a target
-    // that holds secrets (`list_secrets("")` not empty).
+    /// Sealed secrets (`gantry-secrets` envelopes), copied and compared byte for byte and
+    /// never opened: they are store-wide (not per project), and bound to the world id, which
+    /// the copy carries, so they open in the target as they did in the source.
+    Secrets,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 7] = [
         RecordKind::Clusters,
         RecordKind::Nodes,
         RecordKind::Runs,
         RecordKind::Steps,
         RecordKind::Events,
         RecordKind::Inventory,
+        RecordKind::Secrets,
     ];
 
     pub fn name(self) -> &'static str {
@@ -94,6 +91,7 @@ impl RecordKind {
             RecordKind::Steps => "steps",
             RecordKind::Events => "events",
             RecordKind::Inventory => "inventory",
+            RecordKind::Secrets => "secrets",
         }
     }
 }
@@ -153,7 +151,8 @@ pub struct Scope {
     pub clusters: BTreeSet<(String, String)>,
     pub runs: BTreeSet<String>,
     pub inventory: BTreeSet<(String, String)>,
-    // SECRETS (issue 12, part 5): the source's secret names, if secrets are scoped by name.
+    /// Secret names (store-wide).
+    pub secrets: BTreeSet<String>,
 }
 
 impl Scope {
@@ -174,6 +173,9 @@ impl Scope {
                 scope.inventory.insert((i.project, i.scope));
             }
         }
+        for (name, _) in store.list_secrets("").await? {
+            scope.secrets.insert(name);
+        }
         Ok(scope)
     }
 }
@@ -187,6 +189,7 @@ enum Record {
     Step(StepRecord),
     Event(EventRecord),
     Inventory(InventoryRecord),
+    Secret { name: String, envelope: String },
 }
 
 /// A kind's records on one side, by a key unique within the kind.
@@ -261,6 +264,13 @@ async fn read(
                 }
             }
         }
+        RecordKind::Secrets => {
+            for (name, envelope) in store.list_secrets("").await? {
+                if scope.secrets.contains(&name) {
+                    out.insert(name.clone(), Record::Secret { name, envelope });
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -279,6 +289,7 @@ async fn write(target: &dyn StateStore, record: &Record) -> Result<(), StateErro
         // A target whose listing is newer (or invalidated later) keeps it: the comparison then
         // reports the difference, which a cache may have.
         Record::Inventory(i) => target.put_inventory(i).await.map(|_| ()),
+        Record::Secret { name, envelope } => target.put_secret(name, envelope).await,
     }
 }
 
@@ -332,6 +343,7 @@ fn canonical(record: &Record) -> Result<String, StateError> {
             fetched_at: micros(i.fetched_at),
             ..i.clone()
         }),
+        Record::Secret { name, envelope } => serde_json::to_string(&(name, envelope)),
     };
     json.map_err(|e| StateError::Encode {
         what: "record for comparison",
@@ -387,6 +399,13 @@ pub async fn migrate(
                 first: first.clone(),
             });
         }
+        let secrets = target.list_secrets("").await?;
+        if let Some((first, _)) = secrets.first() {
+            return Err(StateError::MigrateTargetNotEmpty {
+                count: secrets.len(),
+                first: format!("secrets: {first}"),
+            });
+        }
     }
     let source_world = source.world_id().await?;
     let target_world = target.adopt_world_id(&source_world).await?;
@@ -422,7 +441,7 @@ pub async fn migrate(
 
     if Scope::of(source).await? != scope {
         return Err(StateError::MigrateSourceChanged {
-            what: "its projects, clusters, runs or cached listings",
+            what: "its projects, clusters, runs, cached listings or secrets",
         });
     }
     let kinds = compare_in(source, target, &scope, &written).await?;

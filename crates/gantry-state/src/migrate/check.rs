@@ -39,6 +39,7 @@ pub struct Seeded {
     /// Events per run id.
     pub events: BTreeMap<String, u64>,
     pub inventory: usize,
+    pub secrets: usize,
 }
 
 /// Fills `store` (which should be empty) with a small but complete world.
@@ -52,6 +53,7 @@ pub async fn seed(store: &dyn StateStore) -> Seeded {
         steps: 0,
         events: BTreeMap::new(),
         inventory: 0,
+        secrets: 0,
     };
     for (pi, project) in projects.iter().enumerate() {
         let pi = pi as i64;
@@ -193,6 +195,17 @@ pub async fn seed(store: &dyn StateStore) -> Seeded {
     };
     assert!(ok("seed inventory", store.put_inventory(&after).await));
     s.inventory += 1;
+    // Secrets are opaque text to a store (and to the copy): envelopes-shaped lines do.
+    for name in [
+        "ssh/alpha/private-key",
+        "ssh/alpha/known-hosts",
+        "cluster/beta/uid-1-0/outputs",
+    ] {
+        let envelope =
+            format!(r#"{{"v":1,"provider":"keyfile","key_id":"kf-0","ciphertext":"{name} ✓"}}"#);
+        ok("seed secret", store.put_secret(name, &envelope).await);
+        s.secrets += 1;
+    }
     s
 }
 
@@ -238,6 +251,7 @@ pub async fn check_copy(source: &dyn StateStore, target: &dyn StateStore) {
             seeded.events.values().sum::<u64>() as usize,
         ),
         (RecordKind::Inventory, seeded.inventory),
+        (RecordKind::Secrets, seeded.secrets),
     ] {
         assert_eq!(
             count(&report, kind),
