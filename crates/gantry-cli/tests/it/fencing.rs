@@ -19,11 +19,15 @@ use crate::team_store::Service;
 /// The first run's lease: short, so that a SIGSTOP of a few seconds outlives it.
 const SHORT_LEASE_MS: &str = "1000";
 
-/// `gantry ARGS` in `g`'s home, on the store at `state` (the home's SQLite when None).
+/// `gantry ARGS` in `g`'s home, on the store at `state` (the home's SQLite when None), with the
+/// key provider a shared store needs (a key file beside the home, made on first use).
 fn cmd(g: &Gantry, state: Option<&str>, args: &[&str]) -> std::process::Command {
     let mut c = g.command(args);
     if let Some(url) = state {
-        c.env("GANTRY_STATE", url);
+        c.env("GANTRY_STATE", url).env(
+            "GANTRY_KEY_PROVIDER",
+            format!("keyfile:{}", g.work().join("team.key").display()),
+        );
     }
     c
 }

@@ -13,7 +13,7 @@ use gantry_state::migrate::check;
 use gantry_state::{Acquire, SqliteStore, StateStore};
 
 use crate::support::{Gantry, Out, node_dirs};
-use crate::team_store::{Service, with_state};
+use crate::team_store::{Service, with_state, with_state_key};
 
 /// The PostgreSQL server of this module and its password.
 struct Pg {
@@ -100,7 +100,15 @@ fn a_local_cluster_moves_from_sqlite_to_postgres_and_stays_ours() {
     g.run(&["extend", "moved", "1h"]).ok();
 
     let first = g.run(&["state", "migrate", "--to", &url]).ok();
-    for kind in ["clusters", "nodes", "runs", "steps", "events", "inventory"] {
+    for kind in [
+        "clusters",
+        "nodes",
+        "runs",
+        "steps",
+        "events",
+        "inventory",
+        "secrets",
+    ] {
         let line = first
             .stdout
             .lines()
@@ -144,10 +152,19 @@ fn a_local_cluster_moves_from_sqlite_to_postgres_and_stays_ours() {
 
     let listed = with_state(&g, &url, &["ls", "-o", "json"]).ok();
     assert_eq!(names(&listed), ["moved"], "{}", listed.stdout);
-    let shown = with_state(&g, &url, &["show", "moved", "-o", "json"]).ok();
+    // The secrets moved sealed under the home's key file: that is the provider to name on the
+    // shared store. With the local key and pins deleted, they come from PostgreSQL.
+    let key = format!("keyfile:{}", g.home().join("secrets.key").display());
+    let key = Some(key.as_str());
+    for cache in ["id_ed25519", "known_hosts"] {
+        std::fs::remove_file(g.home().join("projects/default").join(cache)).unwrap();
+    }
+    let ran = with_state_key(&g, &url, key, &["run", "moved", "--", "echo moved-ok"]).ok();
+    assert_eq!(ran.stdout.matches("moved-ok").count(), 2, "{}", ran.stdout);
+    let shown = with_state_key(&g, &url, key, &["show", "moved", "-o", "json"]).ok();
     assert!(shown.stdout.contains("moved-db-2"), "{}", shown.stdout);
     let logs = with_state(&g, &url, &["runs", "moved"]).ok();
-    let destroyed = with_state(&g, &url, &["destroy", "moved", "--yes"]).ok();
+    let destroyed = with_state_key(&g, &url, key, &["destroy", "moved", "--yes"]).ok();
     let after = with_state(&g, &url, &["ls", "-o", "json"]).ok();
     assert!(names(&after).is_empty(), "{}", after.stdout);
     let left = node_dirs(&g.home().join("local"), false);
@@ -159,7 +176,7 @@ fn a_local_cluster_moves_from_sqlite_to_postgres_and_stays_ours() {
     );
     assert_no_secret(
         &[
-            &first, &refused, &again, &listed, &shown, &logs, &destroyed, &after,
+            &first, &refused, &again, &listed, &ran, &shown, &logs, &destroyed, &after,
         ],
         &pg.password,
     );
@@ -185,7 +202,8 @@ fn a_local_cluster_moves_from_sqlite_to_etcd() {
     assert_eq!(report["source_world"], report["target_world"], "{report}");
     let listed = with_state(&g, &url, &["ls", "-o", "json"]).ok();
     assert_eq!(names(&listed), ["to-etcd"], "{}", listed.stdout);
-    with_state(&g, &url, &["destroy", "to-etcd", "--yes"]).ok();
+    let key = format!("keyfile:{}", g.home().join("secrets.key").display());
+    with_state_key(&g, &url, Some(&key), &["destroy", "to-etcd", "--yes"]).ok();
     let after = with_state(&g, &url, &["ls", "-o", "json"]).ok();
     assert!(names(&after).is_empty(), "{}", after.stdout);
     assert!(node_dirs(&g.home().join("local"), false).is_empty());

@@ -61,9 +61,14 @@ fn signal(pid: &str, sig: Signal) {
     }
 }
 
+/// `gantry ARGS` on the store at `url`, with the key provider a shared store needs (a key file
+/// beside the home, made on first use).
 fn with_state(g: &Gantry, url: &str, args: &[&str]) -> Bg {
     let mut cmd = g.command(args);
-    cmd.env("GANTRY_STATE", url);
+    cmd.env("GANTRY_STATE", url).env(
+        "GANTRY_KEY_PROVIDER",
+        format!("keyfile:{}", g.work().join("team.key").display()),
+    );
     g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
 }
 
