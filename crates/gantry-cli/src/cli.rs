@@ -301,6 +301,15 @@ pub enum SecretsCommand {
         #[arg(long = "from", value_name = "SPEC")]
         from: Vec<String>,
     },
+    /// Replace the project's SSH key (for the day someone leaves the team): a new key is
+    /// authorized on every node reached over SSH, the old one removed from them, and the
+    /// store's key replaced. Nodes it cannot reach (stopped) keep the old key and the rotation
+    /// stays pending: run it again once they are up.
+    RotateSshKey {
+        /// Nodes at once.
+        #[arg(long, env = env::GANTRY_CONCURRENCY, default_value_t = 64)]
+        concurrency: usize,
+    },
 }
 
 /// `gantry blueprint ...`.

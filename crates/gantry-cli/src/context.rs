@@ -237,6 +237,17 @@ async fn project_key(
         KeyPair::from_openssh(&format!("secret `{name}`"), stored.expose()).map_err(ssh_failure)?;
     match local {
         Some(l) if l.fingerprint() == key.fingerprint() => {}
+        // The cached key was rotated away (`gantry secrets rotate-ssh-key`, maybe from another
+        // home): the cache follows the store.
+        Some(l) if is_retired(vault, project, &l.fingerprint()).await? => {
+            key.save(&path).with_context(|| {
+                format!("failed to cache the project key in {}", path.display())
+            })?;
+            tracing::info!(
+                "the cached project key {} was retired; cached the current one",
+                l.fingerprint()
+            );
+        }
         Some(l) => {
             return Err(Failure::new(
                 exit::FAILURE,
@@ -259,6 +270,20 @@ async fn project_key(
             .with_context(|| format!("failed to cache the project key in {}", path.display()))?,
     }
     Ok(key)
+}
+
+/// Whether `fingerprint` is one of the project's retired SSH keys.
+async fn is_retired(
+    vault: &gantry_engine::vault::Vault,
+    project: &str,
+    fingerprint: &str,
+) -> Result<bool, Failure> {
+    let name = gantry_engine::vault::names::ssh_retired_keys(project);
+    Ok(vault.get(&name).await?.is_some_and(|list| {
+        String::from_utf8_lossy(list.expose())
+            .lines()
+            .any(|l| l.trim() == fingerprint)
+    }))
 }
 
 /// Pins as the store keeps them: `ALIAS ALGO BASE64` lines.

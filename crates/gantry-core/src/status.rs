@@ -71,6 +71,8 @@ named! {
         Extend = "extend",
         /// gc's destroy of an expired cluster or delete of orphaned nodes.
         Gc = "gc",
+        /// `gantry secrets rotate-ssh-key` on the cluster's nodes.
+        RotateSshKey = "rotate-ssh-key",
     }
 }
 

@@ -23,6 +23,18 @@ pub mod names {
         format!("ssh/{project}/private-key")
     }
 
+    /// The project's next SSH key while `gantry secrets rotate-ssh-key` authorizes it on the
+    /// nodes: kept until every node has it, so an interrupted rotation resumes with it.
+    pub fn ssh_next_private_key(project: &str) -> String {
+        format!("ssh/{project}/next-private-key")
+    }
+
+    /// Fingerprints of the project's retired SSH keys, one per line: a home whose cached key
+    /// is one of them replaces its cache with the store's key instead of refusing.
+    pub fn ssh_retired_keys(project: &str) -> String {
+        format!("ssh/{project}/retired-keys")
+    }
+
     /// The project's host-key pins (known_hosts lines), one envelope for the project: a run on
     /// 1,000 nodes opens it once.
     pub fn ssh_known_hosts(project: &str) -> String {

@@ -34,6 +34,7 @@ mod openssh;
 // The hostile neighbour of the hardening tests (used by several modules).
 mod other_user;
 mod project_flag;
+mod rotate_ssh_key;
 mod scale;
 mod secrets_at_rest;
 mod spec_errors;

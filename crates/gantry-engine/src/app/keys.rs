@@ -3,12 +3,13 @@
 //!
 //! Every node reached over SSH lets the project key in through `~/.ssh/authorized_keys` (sshd
 //! on a VM, gantry's agent on a local node), so rotation is the same edit everywhere, in two
-//! steps per node: with the current key, the new public key is added to the file (if it is not
-//! there already); then, logged in with the new key — which proves it works before anything is
-//! taken away — every line holding the old key is removed. Either step can be repeated, so a
-//! rotation that stopped halfway (a node down, Ctrl-C) is finished by running it again with the
-//! same new key; the caller keeps that key (the pending key in the state store) until every
-//! node has it.
+//! phases. First, on every node, the new public key is added beside the old one (with the old
+//! key; a node an earlier attempt finished takes only the new key, which then proves it is
+//! there). Only when every node takes the new key does the second phase remove the old key
+//! from each, logged in with the new one. Until then every node still takes the old key, which
+//! the store keeps as the project key, so a rotation that cannot finish (a node stopped, Ctrl-C)
+//! leaves nothing unreachable; running it again with the same new key (the caller keeps it as
+//! the pending key in the state store) finishes it: every step can be repeated.
 //!
 //! Nodes reached another way (Docker exec) have no key to rotate. Nodes that are this
 //! world's but cannot be reached now — stopped, or a local node of another gantry home — are
@@ -29,6 +30,9 @@ use crate::transport::{FanOutOptions, NodeTarget, SshTransport, Transport, fan_o
 pub enum KeyOutcome {
     /// The new key is authorized and the old one is not.
     Rotated,
+    /// The new key is authorized beside the old one, which stays until every node has the
+    /// new key (another node failed).
+    Added,
     /// The node is not reached with a key (why).
     NoKey(String),
     /// The node still needs the old key (why); rotation is not finished.
@@ -100,6 +104,7 @@ impl App {
         let old_line = key_line(&self.ssh.key.public_openssh())?;
         let new_line = key_line(&new.key.public_openssh())?;
         let mut report = Vec::new();
+        let mut work: Vec<(String, NodeTarget)> = Vec::new();
         for record in self.store.list_clusters(&self.project).await? {
             let cluster = record.name.clone();
             let c = self.cluster(&cluster, None).await?;
@@ -145,55 +150,179 @@ impl App {
                     }),
                 }
             }
-            let (add, remove) = (add_script(&new_line), remove_script(&old_line, &new_line));
-            let (old_t, new_t): (Arc<dyn Transport>, Arc<dyn Transport>) =
-                (Arc::new(old_ssh), Arc::new(SshTransport::new(new.clone())));
-            let opts = FanOutOptions {
-                concurrency,
-                ..FanOutOptions::default()
-            };
-            let results = fan_out(&targets, &opts, move |node| {
-                let (old_t, new_t, add, remove) =
-                    (old_t.clone(), new_t.clone(), add.clone(), remove.clone());
+            work.extend(targets.into_iter().map(|t| (cluster.clone(), t)));
+        }
+
+        let (add, remove) = (add_script(&new_line), remove_script(&old_line, &new_line));
+        let (old_t, new_t): (Arc<dyn Transport>, Arc<dyn Transport>) = (
+            Arc::new(SshTransport::new(self.ssh.clone())),
+            Arc::new(SshTransport::new(new.clone())),
+        );
+        let opts = FanOutOptions {
+            concurrency,
+            ..FanOutOptions::default()
+        };
+        let targets: Vec<NodeTarget> = work.iter().map(|(_, t)| t.clone()).collect();
+        // Phase 1, every node: the new key beside the old one. A node an earlier attempt
+        // already rotated takes only the new key: adding with it proves it is there.
+        let added = {
+            let (old_t, new_t) = (old_t.clone(), new_t.clone());
+            fan_out(&targets, &opts, move |node| {
+                let (old_t, new_t, add) = (old_t.clone(), new_t.clone(), add.clone());
                 Box::pin(async move {
-                    let (with_old, with_new) = (
-                        Remote {
-                            transport: old_t,
-                            target: node.clone(),
-                        },
-                        Remote {
-                            transport: new_t,
-                            target: node,
-                        },
-                    );
-                    // A node rotated by an earlier, interrupted attempt no longer takes the old
-                    // key: the new one is tried first.
-                    if matches!(with_new.sh(&remove, None).await, Ok((st, _)) if st.success()) {
-                        return Ok(None);
-                    }
-                    let (st, out) = with_old.sh(&add, None).await?;
-                    if !st.success() {
-                        return Ok(Some(format!("adding the new key failed: {}", out.trim())));
-                    }
-                    let (st, out) = with_new.sh(&remove, None).await?;
-                    Ok((!st.success())
-                        .then(|| format!("removing the old key failed: {}", out.trim())))
+                    let with_old = Remote {
+                        transport: old_t,
+                        target: node.clone(),
+                    };
+                    let first = match with_old.sh(&add, None).await {
+                        Ok((st, _)) if st.success() => return Ok(None),
+                        Ok((_, out)) => format!("adding the new key failed: {}", out.trim()),
+                        Err(e) => e.to_string(),
+                    };
+                    let with_new = Remote {
+                        transport: new_t,
+                        target: node,
+                    };
+                    Ok(match with_new.sh(&add, None).await {
+                        Ok((st, _)) if st.success() => None,
+                        _ => Some(first),
+                    })
                 })
             })
-            .await;
-            for (t, r) in targets.iter().zip(results) {
-                report.push(NodeKey {
+            .await
+        };
+        let mut pending = Vec::new();
+        for ((cluster, t), r) in work.iter().zip(added) {
+            match r {
+                Ok(None) => pending.push((cluster.clone(), t.clone())),
+                Ok(Some(why)) => report.push(NodeKey {
                     cluster: cluster.clone(),
                     node: t.name.clone(),
-                    outcome: match r {
-                        Ok(None) => KeyOutcome::Rotated,
-                        Ok(Some(why)) => KeyOutcome::Failed(why),
-                        Err(e) => KeyOutcome::Failed(e.to_string()),
-                    },
-                });
+                    outcome: KeyOutcome::Failed(why),
+                }),
+                Err(e) => report.push(NodeKey {
+                    cluster: cluster.clone(),
+                    node: t.name.clone(),
+                    outcome: KeyOutcome::Failed(e.to_string()),
+                }),
             }
         }
+        // Phase 2, only when every node takes the new key: the old one goes. Until then every
+        // node still takes the old key, which the store keeps, so nothing becomes unreachable.
+        if report
+            .iter()
+            .any(|n| matches!(n.outcome, KeyOutcome::Failed(_)))
+        {
+            report.extend(pending.into_iter().map(|(cluster, t)| NodeKey {
+                cluster,
+                node: t.name,
+                outcome: KeyOutcome::Added,
+            }));
+            return Ok(report);
+        }
+        let targets: Vec<NodeTarget> = pending.iter().map(|(_, t)| t.clone()).collect();
+        let removed = fan_out(&targets, &opts, move |node| {
+            let (new_t, remove) = (new_t.clone(), remove.clone());
+            Box::pin(async move {
+                let with_new = Remote {
+                    transport: new_t,
+                    target: node,
+                };
+                let (st, out) = with_new.sh(&remove, None).await?;
+                Ok((!st.success()).then(|| format!("removing the old key failed: {}", out.trim())))
+            })
+        })
+        .await;
+        for ((cluster, t), r) in pending.into_iter().zip(removed) {
+            report.push(NodeKey {
+                cluster,
+                node: t.name,
+                outcome: match r {
+                    Ok(None) => KeyOutcome::Rotated,
+                    Ok(Some(why)) => KeyOutcome::Failed(why),
+                    Err(e) => KeyOutcome::Failed(e.to_string()),
+                },
+            });
+        }
         Ok(report)
+    }
+}
+
+impl App {
+    /// Records a rotation in the state store: one run of kind `rotate-ssh-key` per cluster
+    /// (`gantry runs CLUSTER`, `gantry logs RUN`), its events naming each node's outcome and the
+    /// two keys' fingerprints (never a key), succeeded when no node of the cluster failed.
+    pub async fn record_key_rotation(
+        &self,
+        report: &[NodeKey],
+        old_fingerprint: &str,
+        new_fingerprint: &str,
+    ) -> Result<(), EngineError> {
+        use gantry_core::event::Event;
+        use gantry_core::status::{Level, RunKind, RunStatus};
+        let mut by_cluster: std::collections::BTreeMap<&str, Vec<&NodeKey>> = Default::default();
+        for n in report {
+            by_cluster.entry(n.cluster.as_str()).or_default().push(n);
+        }
+        for (cluster, nodes) in by_cluster {
+            let failed = nodes
+                .iter()
+                .filter(|n| matches!(n.outcome, KeyOutcome::Failed(_)))
+                .count();
+            let now = time::OffsetDateTime::now_utc();
+            let run = gantry_state::RunRecord {
+                id: uuid::Uuid::now_v7().to_string(),
+                project: self.project.clone(),
+                cluster: cluster.to_string(),
+                kind: RunKind::RotateSshKey,
+                status: if failed == 0 {
+                    RunStatus::Succeeded
+                } else {
+                    RunStatus::Failed
+                },
+                spec_hash: None,
+                holder: crate::lock::holder_id(&self.command),
+                started_at: now,
+                finished_at: Some(now),
+                error: (failed > 0).then(|| format!("{failed} node(s) still take the old key")),
+            };
+            self.store.create_run(&run).await?;
+            let mut events = vec![Event::Message {
+                level: Level::Info,
+                text: format!("project key {old_fingerprint} replaced by {new_fingerprint}"),
+            }];
+            events.extend(nodes.iter().map(|n| match &n.outcome {
+                KeyOutcome::Rotated => Event::Message {
+                    level: Level::Info,
+                    text: format!("{}: rotated", n.node),
+                },
+                KeyOutcome::Added => Event::Message {
+                    level: Level::Info,
+                    text: format!(
+                        "{}: new key added, old key kept until every node has it",
+                        n.node
+                    ),
+                },
+                KeyOutcome::NoKey(why) => Event::Message {
+                    level: Level::Info,
+                    text: format!("{}: no key to rotate ({why})", n.node),
+                },
+                KeyOutcome::Failed(why) => Event::Message {
+                    level: Level::Warn,
+                    text: format!("{}: still takes the old key: {why}", n.node),
+                },
+            }));
+            for e in events {
+                let json = serde_json::to_string(&e).map_err(|e| {
+                    EngineError::State(gantry_state::StateError::Encode {
+                        what: "event",
+                        source: Box::new(e),
+                    })
+                })?;
+                self.store.append_event(&run.id, now, &json).await?;
+            }
+        }
+        Ok(())
     }
 }
 
