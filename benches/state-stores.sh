@@ -63,6 +63,9 @@ done
 read -r -a STORES <<<"${BENCH_STORES:-sqlite postgres etcd}"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gantry-state-bench.XXXXXX")
 export GANTRY_HOME=$WORK/home
+# A shared store (PostgreSQL, etcd) needs a key provider for the project's sealed SSH key: the
+# same key file for every store of the run.
+export GANTRY_KEY_PROVIDER=keyfile:$WORK/team.key
 SERVER_PID=
 stop_server() {
   [[ -z $SERVER_PID ]] || "$REPO/scripts/services.sh" stop "$SERVER_PID" >/dev/null 2>&1 || true
