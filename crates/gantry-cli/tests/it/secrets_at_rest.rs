@@ -344,7 +344,7 @@ fn no_plaintext_secret_in_an_etcd_store() {
 }
 
 /// `gantry secrets rotate`: from the home's key file to another, every secret moves; a second
-/// run moves nothing; the old key alone then opens nothing (exit 7, naming the secret).
+/// run moves nothing; the old key alone then opens nothing (exit 8, naming the secret).
 #[test]
 fn secrets_rotate_moves_every_secret_to_the_new_key_once() {
     let g = Gantry::new();
@@ -371,7 +371,7 @@ fn secrets_rotate_moves_every_secret_to_the_new_key_once() {
         g.spawn_cmd(cmd, format!("gantry {}", args.join(" ")))
             .wait(CMD_TIMEOUT)
     };
-    // Under the new key alone the old secrets do not open: exit 7, the secret and provider named.
+    // Under the new key alone the old secrets do not open: exit 8, the secret and provider named.
     let refused = with_key(&new, &["run", c, "--", "true"]).expect(8);
     assert!(
         refused.stderr.contains("ssh/default/private-key") && refused.stderr.contains("wrong key"),
