@@ -361,6 +361,33 @@ impl EtcdStore {
         Ok(gets(&resp).iter().map(Seen::from_get).collect())
     }
 
+    /// Stores `id` as the world id if the store has none (one transaction) and answers the
+    /// store's world id: `id`, or the one it already had. `world_id` and `adopt_world_id`.
+    async fn world_if_absent(&self, op: &'static str, id: &str) -> Result<String, StateError> {
+        let key = self.keys.world();
+        let resp = self
+            .txn(
+                op,
+                Txn::new()
+                    .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key.as_str(), id, None)])
+                    .or_else([TxnOp::get(key.as_str(), None)]),
+            )
+            .await?;
+        if resp.succeeded() {
+            return Ok(id.to_owned());
+        }
+        let value = gets(&resp)
+            .first()
+            .and_then(|g| g.kvs().first().map(|kv| kv.value().to_vec()))
+            .ok_or_else(|| corrupt("world id", "the key vanished"))?;
+        let stored = String::from_utf8(value).map_err(|e| corrupt("world id", e))?;
+        if stored.trim().is_empty() {
+            return Err(corrupt("world id", "it is empty"));
+        }
+        Ok(stored)
+    }
+
     async fn ensure_schema(&self) -> Result<u32, StateError> {
         let key = self.keys.schema();
         let resp = self
@@ -600,29 +627,8 @@ impl StateStore for EtcdStore {
     }
 
     async fn world_id(&self) -> Result<String, StateError> {
-        let key = self.keys.world();
         let fresh = uuid::Uuid::new_v4().simple().to_string();
-        let resp = self
-            .txn(
-                "get or create world id",
-                Txn::new()
-                    .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key.as_str(), fresh.as_str(), None)])
-                    .or_else([TxnOp::get(key.as_str(), None)]),
-            )
-            .await?;
-        if resp.succeeded() {
-            return Ok(fresh);
-        }
-        let value = gets(&resp)
-            .first()
-            .and_then(|g| g.kvs().first().map(|kv| kv.value().to_vec()))
-            .ok_or_else(|| corrupt("world id", "the key vanished"))?;
-        let id = String::from_utf8(value).map_err(|e| corrupt("world id", e))?;
-        if id.trim().is_empty() {
-            return Err(corrupt("world id", "it is empty"));
-        }
-        Ok(id)
+        self.world_if_absent("get or create world id", &fresh).await
     }
 
     async fn put_cluster(&self, c: &ClusterRecord) -> Result<(), StateError> {
@@ -1499,24 +1505,7 @@ impl StateStore for EtcdStore {
                 reason: "it is empty".into(),
             });
         }
-        let key = self.keys.world();
-        let resp = self
-            .txn(
-                "adopt world id",
-                Txn::new()
-                    .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(key.as_str(), id, None)])
-                    .or_else([TxnOp::get(key.as_str(), None)]),
-            )
-            .await?;
-        if resp.succeeded() {
-            return Ok(id.to_owned());
-        }
-        let value = gets(&resp)
-            .first()
-            .and_then(|g| g.kvs().first().map(|kv| kv.value().to_vec()))
-            .ok_or_else(|| corrupt("world id", "the key vanished"))?;
-        String::from_utf8(value).map_err(|e| corrupt("world id", e))
+        self.world_if_absent("adopt world id", id).await
     }
 
     // ---- Secrets (issue 12, part 5) ----
